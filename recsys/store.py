@@ -1,0 +1,230 @@
+"""Article metadata in SQLite, and the per-row filter columns kept beside it as a numpy array.
+
+SQLite holds everything about an article (text included) keyed by its vector row; a result list
+fetches only the rows it shows. The filters Related needs on every query (alive, published time,
+category, language, story) live in ``rows.npy``, memory-mapped, so filtering a million rows is a
+vectorised numpy expression and opening an index reads no article into Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from recsys.io import parse_timestamp
+from recsys.types import Article
+
+DB_FILE = "articles.sqlite"
+ROWS_FILE = "rows.npy"
+VOCAB_FILE = "vocab.json"
+NO_TIME = np.iinfo(np.int64).min  # "no published date" in the published column
+
+ROW_DTYPE = np.dtype(
+    [
+        ("live", "?"),
+        ("published", "<i8"),  # epoch seconds, NO_TIME if unknown
+        ("category", "<i4"),  # code into vocab["category"], -1 if none
+        ("language", "<i4"),  # code into vocab["language"], -1 if none
+        ("story", "<i8"),  # hash of the canonical URL, 0 if none
+    ]
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS articles (
+    row INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL DEFAULT '',
+    abstract TEXT NOT NULL DEFAULT '',
+    url TEXT NOT NULL DEFAULT '',
+    canonical_url TEXT NOT NULL DEFAULT '',
+    published_at TEXT,
+    category TEXT NOT NULL DEFAULT '',
+    subcategory TEXT NOT NULL DEFAULT '',
+    language TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '[]',
+    extra TEXT NOT NULL DEFAULT '{}',
+    content_hash TEXT NOT NULL
+);
+"""
+COLUMNS = (
+    "row",
+    "id",
+    "title",
+    "body",
+    "abstract",
+    "url",
+    "canonical_url",
+    "published_at",
+    "category",
+    "subcategory",
+    "language",
+    "tags",
+    "extra",
+    "content_hash",
+)
+
+
+def story_key(canonical_url: str) -> int:
+    """A 63-bit key equal for URLs that differ only in scheme, case of host, 'www.', query or slash."""
+    if not canonical_url:
+        return 0
+    parts = urlsplit(canonical_url.strip())
+    host = parts.netloc.lower().removeprefix("www.")
+    key = f"{host}{parts.path.rstrip('/')}" if host else canonical_url.strip().lower()
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1 or 1
+
+
+def article_row(row: int, article: Article, content_hash: str) -> tuple[Any, ...]:
+    return (
+        row,
+        article.id,
+        article.title,
+        article.body,
+        article.abstract,
+        article.url,
+        article.canonical_url,
+        article.published_at,
+        article.category,
+        article.subcategory,
+        article.language,
+        json.dumps(list(article.tags), ensure_ascii=False),
+        json.dumps(article.extra, ensure_ascii=False, default=str),
+        content_hash,
+    )
+
+
+@dataclass(frozen=True)
+class StoredArticle:
+    """An article as stored, with its vector row."""
+
+    row: int
+    id: str
+    title: str
+    body: str
+    abstract: str
+    url: str
+    canonical_url: str
+    published_at: str | None
+    category: str
+    subcategory: str
+    language: str
+    tags: list[str]
+    extra: dict[str, Any]
+    content_hash: str
+
+    @classmethod
+    def from_row(cls, values: Sequence[Any]) -> StoredArticle:
+        data = dict(zip(COLUMNS, values, strict=True))
+        data["tags"] = json.loads(data["tags"])
+        data["extra"] = json.loads(data["extra"])
+        return cls(**data)
+
+    def to_article(self) -> Article:
+        return Article(
+            id=self.id,
+            title=self.title,
+            body=self.body,
+            abstract=self.abstract,
+            url=self.url,
+            canonical_url=self.canonical_url,
+            published_at=self.published_at,
+            category=self.category,
+            subcategory=self.subcategory,
+            language=self.language,
+            tags=tuple(self.tags),
+            extra=self.extra,
+        )
+
+
+def connect_writable(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=DELETE")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class ArticleStore:
+    """Read-only access to one published version's articles (safe to share across threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Published versions never change: immutable=1 skips locking and change detection.
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+            self._local.conn = conn
+        return conn
+
+    def row_of(self, article_id: str) -> int | None:
+        found = self._conn.execute("SELECT row FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return None if found is None else int(found[0])
+
+    def rows_of(self, article_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(dict.fromkeys(article_ids))
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for article_id, row in self._conn.execute(f"SELECT id, row FROM articles WHERE id IN ({marks})", chunk):
+                found[article_id] = int(row)
+        return found
+
+    def get_rows(self, rows: Sequence[int]) -> dict[int, StoredArticle]:
+        result: dict[int, StoredArticle] = {}
+        rows = [int(r) for r in rows]
+        cols = ",".join(COLUMNS)
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for values in self._conn.execute(f"SELECT {cols} FROM articles WHERE row IN ({marks})", chunk):
+                result[int(values[0])] = StoredArticle.from_row(values)
+        return result
+
+    def get(self, article_id: str) -> StoredArticle | None:
+        values = self._conn.execute(f"SELECT {','.join(COLUMNS)} FROM articles WHERE id = ?", (article_id,)).fetchone()
+        return None if values is None else StoredArticle.from_row(values)
+
+    def count(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def build_row_columns(conn: sqlite3.Connection, n_rows: int) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Derive rows.npy and its vocabulary from the articles table (dead rows stay ``live=False``)."""
+    rows = np.zeros(n_rows, dtype=ROW_DTYPE)
+    rows["published"] = NO_TIME
+    rows["category"] = -1
+    rows["language"] = -1
+    vocab: dict[str, dict[str, int]] = {"category": {}, "language": {}}
+    query = "SELECT row, published_at, category, language, canonical_url FROM articles"
+    for row, published_at, category, language, canonical in conn.execute(query):
+        entry = rows[row]
+        entry["live"] = True
+        if published_at:
+            entry["published"] = int(parse_timestamp(published_at).timestamp())
+        if category:
+            entry["category"] = vocab["category"].setdefault(category, len(vocab["category"]))
+        if language:
+            entry["language"] = vocab["language"].setdefault(language.lower(), len(vocab["language"]))
+        entry["story"] = story_key(canonical)
+    return rows, {name: list(codes) for name, codes in vocab.items()}

@@ -1,0 +1,90 @@
+"""Plain data shared by every layer: articles in, hits out, and the errors users see."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+class RecsysError(Exception):
+    """Base for errors whose message tells the user what to do."""
+
+
+class ConfigError(RecsysError):
+    """A setting is unknown or has a value of the wrong type."""
+
+
+class IndexStateError(RecsysError):
+    """An index directory is missing, incompatible or corrupt."""
+
+
+class UnknownArticle(RecsysError, KeyError):
+    """An article id is not in the index (never indexed, or taken down)."""
+
+    def __init__(self, article_id: str) -> None:
+        super().__init__(article_id)
+        self.article_id = article_id
+
+    def __str__(self) -> str:
+        return (
+            f"article {self.article_id!r} is not in the index (never indexed, or removed); "
+            "check the id, or index it with `recsys index add FILE`"
+        )
+
+
+class InputError(RecsysError):
+    """Input files had bad records (each is listed in ``problems``)."""
+
+    def __init__(self, problems: list[InputProblem]) -> None:
+        self.problems = problems
+        shown = "\n".join(str(p) for p in problems[:20])
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(f"{len(problems)} bad record(s):\n{shown}{more}")
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One bad input record, located as ``file:line``."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Article:
+    """One news article as read from input. Only ``id`` and ``title`` are required."""
+
+    id: str
+    title: str
+    body: str = ""
+    abstract: str = ""
+    url: str = ""
+    canonical_url: str = ""
+    published_at: str | None = None  # ISO 8601, normalised to UTC by the readers
+    category: str = ""
+    subcategory: str = ""
+    language: str = ""
+    tags: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown input fields, returned with hits
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One entry of a result list, ready to serialise to JSON."""
+
+    id: str
+    title: str
+    url: str
+    published_at: str | None
+    score: float
+    reason: str
+    category: str = ""
+    similarity: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

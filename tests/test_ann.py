@@ -1,0 +1,111 @@
+"""One suite every ANN backend passes; the exact numpy backend doubles as ground truth."""
+
+import numpy as np
+import pytest
+
+from recsys.ann import BACKENDS, ANNIndex, ExactIndex, exact_search, make_index, top_k
+
+
+def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 7) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+class BackendSuite:
+    kind: str
+    tuning: dict = {}
+
+    def make(self, dim: int = 32) -> ANNIndex:
+        return make_index(self.kind, dim, **self.tuning)
+
+    def filled(self, n: int = 2000) -> tuple[ANNIndex, np.ndarray, np.ndarray]:
+        vectors = clustered(n)
+        ids = np.arange(1000, 1000 + n, dtype=np.int64)
+        index = self.make()
+        index.add(vectors, ids)
+        return index, vectors, ids
+
+    def test_each_vector_finds_itself_first(self):
+        index, vectors, ids = self.filled()
+        scores, found = index.search(vectors[:50], 5)
+        assert found.shape == (50, 5) and scores.dtype == np.float32
+        assert (found[:, 0] == ids[:50]).all()
+        assert np.allclose(scores[:, 0], 1.0, atol=1e-4)
+        assert (np.diff(scores, axis=1) <= 1e-6).all()  # best first
+
+    def test_recall_at_10_against_exact(self):
+        index, vectors, ids = self.filled()
+        queries = clustered(100, seed=99)
+        _, truth = exact_search(vectors, queries, 10)
+        _, found = index.search(queries, 10)
+        recall = np.mean([len(set(ids[t]) & set(f)) / 10 for t, f in zip(truth, found, strict=True)])
+        assert recall >= 0.95
+
+    def test_remove_then_add(self):
+        index, vectors, ids = self.filled(500)
+        index.remove(ids[:10])
+        index.remove(np.array([999_999]))  # unknown ids are ignored
+        assert len(index) == 490
+        _, found = index.search(vectors[:10], 3)
+        assert not np.isin(found, ids[:10]).any()
+        index.add(vectors[:2], np.array([5, 6]))
+        _, found = index.search(vectors[:2], 1)
+        assert found[:, 0].tolist() == [5, 6]
+
+    def test_save_load_round_trip(self, tmp_path):
+        index, vectors, ids = self.filled(500)
+        index.remove(ids[:3])
+        before = index.search(vectors[:20], 5)
+        index.save(tmp_path / "ann")
+        loaded = ANNIndex.load(tmp_path / "ann")
+        assert type(loaded) is type(index) and len(loaded) == 497
+        after = loaded.search(vectors[:20], 5)
+        assert np.array_equal(before[1], after[1]) and np.allclose(before[0], after[0])
+
+    def test_fewer_vectors_than_k_pads(self):
+        index = self.make()
+        assert index.search(clustered(1), 3)[1].tolist() == [[-1, -1, -1]]
+        index.add(clustered(2), np.array([1, 2]))
+        scores, found = index.search(clustered(1), 4)
+        assert sorted(found[0, :2].tolist()) == [1, 2] and found[0, 2:].tolist() == [-1, -1]
+        assert np.isneginf(scores[0, 2:]).all()
+
+    def test_mismatched_ids_rejected(self):
+        with pytest.raises(ValueError, match="ids"):
+            self.make().add(clustered(3), np.array([1, 2]))
+
+
+class TestExact(BackendSuite):
+    kind = "exact"
+
+
+class TestFaissFlat(BackendSuite):
+    kind = "faiss-flat"
+
+
+class TestFaissIVF(BackendSuite):
+    kind = "faiss-ivf"
+    tuning = {"lists_per_sqrt_n": 1.0, "nprobe": 16}
+
+
+def test_every_backend_has_a_suite():
+    suites = {cls.kind for cls in BackendSuite.__subclasses__()}
+    assert suites == set(BACKENDS)
+
+
+def test_top_k_orders_and_breaks_ties_by_position():
+    scores = np.array([0.1, 0.9, 0.5, 0.9, 0.2])
+    assert top_k(scores, 3).tolist() == [1, 3, 2]
+    assert top_k(scores, 10).tolist() == [1, 3, 2, 4, 0]
+
+
+def test_exact_search_over_a_subset():
+    vectors = np.eye(4, dtype=np.float32)
+    scores, ids = exact_search(vectors, vectors[0], 2, rows=np.array([1, 2, 0]))
+    assert ids[0].tolist() == [0, 1] and scores[0, 0] == 1.0
+
+
+def test_exact_is_the_reference():
+    assert isinstance(make_index("exact", 4), ExactIndex)

@@ -1,0 +1,35 @@
+"""The site's query path must not load torch or sentence-transformers."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recsys.config import Settings
+from tests.conftest import write_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE = """
+import json, sys
+from recsys import Recommender
+rec = Recommender.open(sys.argv[1])
+hits = rec.related("a0", 3)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers"))
+print(json.dumps({"hits": [h.id for h in hits], "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss-ivf"])
+def test_open_and_related_import_no_torch(make_indexer, tmp_path, backend):
+    settings = Settings().replace("index", backend=backend)
+    docs = [{"id": f"a{i}", "title": f"topic {i % 7} story", "body": f"words {i % 7} more {i}"} for i in range(200)]
+    make_indexer(s=settings).build([write_jsonl(tmp_path / "a.jsonl", docs)])
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "index")],
+        capture_output=True, text=True, check=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
+    result = json.loads(out.stdout)
+    assert len(result["hits"]) == 3
+    assert result["heavy"] == []
