@@ -120,8 +120,12 @@ class SentenceTransformerEmbedder:
 def _load_sentence_transformer(path: str, device: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars would garble our own progress output
     except ImportError:
         raise RecsysError(
             "sentence-transformers is needed to embed text; install recsys with `pip install -e .`"

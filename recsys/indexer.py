@@ -135,7 +135,9 @@ class Indexer:
         if result.problems and on_error == "fail":
             raise InputError(result.problems)
         if replace_all and not result.articles:
-            raise RecsysError("no valid articles in the input; refusing to build an empty index")
+            if result.problems:
+                raise InputError(result.problems)
+            raise RecsysError("no articles in the input; refusing to build an empty index")
         with self.layout.writer_lock():
             report = self._write(result.articles, set(), replace_all=replace_all, progress=progress)
         report.read = len(result.articles)

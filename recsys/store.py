@@ -199,6 +199,12 @@ class ArticleStore:
         values = self._conn.execute(f"SELECT {','.join(COLUMNS)} FROM articles WHERE id = ?", (article_id,)).fetchone()
         return None if values is None else StoredArticle.from_row(values)
 
+    def labels(self, column: str) -> list[tuple[int, str, str]]:
+        """``(row, id, value)`` of one metadata column for every article, in row order (evaluation)."""
+        if column not in ("category", "subcategory", "language"):
+            raise ValueError(f"not a label column: {column}")
+        return self._conn.execute(f"SELECT row, id, {column} FROM articles ORDER BY row").fetchall()
+
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
 

@@ -1,5 +1,7 @@
 """One suite every ANN backend passes; the exact numpy backend doubles as ground truth."""
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,7 @@ def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 7) -> np.nd
 
 class BackendSuite:
     kind: str
-    tuning: dict = {}
+    tuning: ClassVar[dict] = {}
 
     def make(self, dim: int = 32) -> ANNIndex:
         return make_index(self.kind, dim, **self.tuning)
@@ -87,7 +89,7 @@ class TestFaissFlat(BackendSuite):
 
 class TestFaissIVF(BackendSuite):
     kind = "faiss-ivf"
-    tuning = {"lists_per_sqrt_n": 1.0, "nprobe": 16}
+    tuning: ClassVar[dict] = {"lists_per_sqrt_n": 1.0, "nprobe": 16}
 
 
 def test_every_backend_has_a_suite():

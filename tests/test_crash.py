@@ -16,8 +16,8 @@ from recsys.service import Recommender
 from tests.conftest import KeywordEmbedder, write_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-BASE = [{"id": f"b{i}", "title": f"storm coast flood {i}", "body": f"storm flood coast homes {i} power"} for i in range(40)]
-NEW = [{"id": f"n{i}", "title": f"storm coast news {i}", "body": f"storm flood coast update {i}"} for i in range(400)]
+BASE = [{"id": f"b{i}", "title": f"storm coast flood {i}", "body": f"storm flood homes {i} power"} for i in range(40)]
+NEW = [{"id": f"n{i}", "title": f"storm coast news {i}", "body": f"storm flood update {i}"} for i in range(400)]
 
 WRITER = """
 import sys, time

@@ -103,14 +103,16 @@ def test_on_error_fail_writes_nothing_and_skip_keeps_good_records(make_indexer, 
         indexer.add([bad], on_error="fail")
     assert IndexLayout(tmp_path / "index").current_name() == before
     report = indexer.add([bad], on_error="skip")
-    assert report.added == 1 and [str(p) for p in report.problems] == [f"{bad}:2: malformed JSON: " + report.problems[0].reason.split(": ", 1)[1]]
+    assert report.added == 1
+    assert [str(p).split(": ")[0] for p in report.problems] == [f"{bad}:2"]
+    assert report.problems[0].reason.startswith("malformed JSON")
     assert len(Recommender.open(tmp_path / "index")) == 6
 
 
 def test_model_mismatch_is_refused_with_a_fix(make_indexer, files, tmp_path):
     make_indexer().build([files])
     other = make_indexer(e=KeywordEmbedder(name="other-model"))
-    with pytest.raises(IndexStateError, match="built with model 'keyword-test'.*recsys index build"):
+    with pytest.raises(IndexStateError, match=r"built with model 'keyword-test'.*recsys index build"):
         other.add([files])
     assert other.build([files]).embedded == 5  # a full build with the new model is allowed
 
@@ -122,13 +124,13 @@ def test_open_checks_the_manifest(make_indexer, files, tmp_path):
     manifest = json.loads((version / "manifest.json").read_text())
     manifest["format_version"] = 99
     (version / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(IndexStateError, match="format 99.*rebuild"):
+    with pytest.raises(IndexStateError, match=r"format 99.*rebuild"):
         Recommender.open(tmp_path / "index")
     manifest["format_version"] = 1
     (version / "manifest.json").write_text(json.dumps(manifest))
     with open(version / "vectors.npy", "ab") as handle:
         handle.write(b"\0" * 8)
-    with pytest.raises(IndexStateError, match="vectors.npy is missing or has the wrong size"):
+    with pytest.raises(IndexStateError, match=r"vectors\.npy is missing or has the wrong size"):
         Recommender.open(tmp_path / "index")
 
 

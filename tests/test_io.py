@@ -48,7 +48,11 @@ def test_mind_news_tsv_maps_columns_and_entities_to_tags():
     result = read_articles([DATA / "news.tsv"])
     n1, n2 = result.articles
     assert (n1.id, n1.category, n1.subcategory, n1.abstract, n1.url) == (
-        "N1", "sports", "football_nfl", "A late field goal.", "https://example.com/n1"
+        "N1",
+        "sports",
+        "football_nfl",
+        "A late field goal.",
+        "https://example.com/n1",
     )
     assert n1.tags == ("Field goal",)
     assert n2.abstract == ""

@@ -28,7 +28,11 @@ def test_open_and_related_import_no_torch(make_indexer, tmp_path, backend):
     make_indexer(s=settings).build([write_jsonl(tmp_path / "a.jsonl", docs)])
     out = subprocess.run(
         [sys.executable, "-c", PROBE, str(tmp_path / "index")],
-        capture_output=True, text=True, check=True, cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
     )
     result = json.loads(out.stdout)
     assert len(result["hits"]) == 3

@@ -13,27 +13,78 @@ STORM = "storm winds flood coast homes power lines trees rail"
 
 def articles():
     return [
-        art("src", "Storm hits coast", STORM, published_at="2026-11-18T06:00:00Z", category="weather",
-            canonical_url="https://news.example/storm", tags=("storm",), language="en"),
+        art(
+            "src",
+            "Storm hits coast",
+            STORM,
+            published_at="2026-11-18T06:00:00Z",
+            category="weather",
+            canonical_url="https://news.example/storm",
+            tags=("storm",),
+            language="en",
+        ),
         # a syndicated copy: same canonical URL, different wording
-        art("wire", "Coast storm report", STORM + " agency", published_at="2026-11-18T09:00:00Z",
-            category="weather", canonical_url="http://www.news.example/storm/", language="en"),
+        art(
+            "wire",
+            "Coast storm report",
+            STORM + " agency",
+            published_at="2026-11-18T09:00:00Z",
+            category="weather",
+            canonical_url="http://www.news.example/storm/",
+            language="en",
+        ),
         # a near-identical re-post without canonical URL
-        art("repost", "Storm hits coast", STORM + " update", published_at="2026-11-18T07:00:00Z",
-            category="weather", language="en"),
-        art("follow", "Storm clean up on coast", "storm flood coast power restored clean up homes",
-            published_at="2026-11-20T10:00:00Z", category="weather", tags=("storm",), language="en",
-            author="desk"),
-        art("old", "Storm clean up on coast", "storm flood coast power restored clean up homes",
-            published_at="2024-11-20T10:00:00Z", category="weather", language="en"),
-        art("fr", "Tempête sur la côte", "storm flood coast tempête vents", published_at="2026-11-19T10:00:00Z",
-            category="weather", language="fr"),
-        art("sci", "Storm science", "storm winds science ocean heat study", published_at="2026-11-21T10:00:00Z",
-            category="science", language="en"),
-        art("nodate", "Coast flood defences", "flood coast defences sea wall homes", category="weather",
-            language="en"),
-        art("bank", "Bank holds rates", "central bank interest rates inflation", category="business",
-            published_at="2026-11-20T10:00:00Z", language="en"),
+        art(
+            "repost",
+            "Storm hits coast",
+            STORM + " update",
+            published_at="2026-11-18T07:00:00Z",
+            category="weather",
+            language="en",
+        ),
+        art(
+            "follow",
+            "Storm clean up on coast",
+            "storm flood coast power restored clean up homes",
+            published_at="2026-11-20T10:00:00Z",
+            category="weather",
+            tags=("storm",),
+            language="en",
+            author="desk",
+        ),
+        art(
+            "old",
+            "Storm clean up on coast",
+            "storm flood coast power restored clean up homes",
+            published_at="2024-11-20T10:00:00Z",
+            category="weather",
+            language="en",
+        ),
+        art(
+            "fr",
+            "Tempête sur la côte",
+            "storm flood coast tempête vents",
+            published_at="2026-11-19T10:00:00Z",
+            category="weather",
+            language="fr",
+        ),
+        art(
+            "sci",
+            "Storm science",
+            "storm winds science ocean heat study",
+            published_at="2026-11-21T10:00:00Z",
+            category="science",
+            language="en",
+        ),
+        art("nodate", "Coast flood defences", "flood coast defences sea wall homes", category="weather", language="en"),
+        art(
+            "bank",
+            "Bank holds rates",
+            "central bank interest rates inflation",
+            category="business",
+            published_at="2026-11-20T10:00:00Z",
+            language="en",
+        ),
     ]
 
 
@@ -114,7 +165,8 @@ def test_mmr_spreads_the_list(make_indexer, tmp_path):
     docs += [art(f"tax{i}", f"budget tax rise {i}", "budget tax tax tax rise") for i in range(4)]
     docs += [art("schools", "budget schools money", "budget schools spending buildings")]
     make_indexer().add_articles(docs)
-    plain = Recommender.open(tmp_path / "index", Settings().replace("related", mmr_lambda=1.0, duplicate_similarity=1.01))
-    diverse = Recommender.open(tmp_path / "index", Settings().replace("related", mmr_lambda=0.5, duplicate_similarity=1.01))
+    no_dedup = Settings().replace("related", duplicate_similarity=1.01)
+    plain = Recommender.open(tmp_path / "index", no_dedup.replace("related", mmr_lambda=1.0))
+    diverse = Recommender.open(tmp_path / "index", no_dedup.replace("related", mmr_lambda=0.5))
     assert "schools" not in ids(plain.related("q", 2))
     assert "schools" in ids(diverse.related("q", 2))

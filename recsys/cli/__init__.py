@@ -15,7 +15,6 @@ from recsys.cli.query import config_app, demo, related
 from recsys.types import RecsysError
 
 
-
 class _Group(TyperGroup):
     """Turns library errors into one clear line on stderr and exit code 1, for every command."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import Enum, StrEnum
+
 import typer
 
 from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, err, print_json
@@ -11,13 +13,25 @@ from recsys.service import Recommender
 
 index_app = typer.Typer(help="Build and update an index.", no_args_is_help=True)
 
-FormatOption = typer.Option(
-    None, "--format", "-f", help=f"Input format: {', '.join(FORMATS)} (default: from extension)."
-)
+InputFormat = StrEnum("InputFormat", {name: name for name in FORMATS})  # type: ignore[misc]
+
+
+class OnError(StrEnum):
+    skip = "skip"
+    fail = "fail"
+
+
+FormatOption = typer.Option(None, "--format", "-f", help="Input format (default: from the file extension).")
 OnErrorOption = typer.Option(
-    "skip", "--on-error", help="skip: report bad records, index the rest, exit 1. fail: write nothing if any is bad."
+    OnError.skip,
+    "--on-error",
+    help="skip: report bad records, index the rest, exit 1. fail: write nothing if any is bad.",
 )
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show the embedding progress bar.")
+
+
+def _value(choice: Enum | None) -> str | None:
+    return None if choice is None else str(choice.value)
 
 
 def _finish(report: BuildReport, as_json: bool) -> None:
@@ -42,15 +56,15 @@ def build(
     ctx: typer.Context,
     articles: list[str] = typer.Argument(..., help="JSONL, CSV or MIND news.tsv files, or folders of .txt files."),
     index: str = IndexOption,
-    fmt: str = FormatOption,
-    on_error: str = OnErrorOption,
+    fmt: InputFormat = FormatOption,
+    on_error: OnError = OnErrorOption,
     progress: bool = ProgressOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Build an index holding exactly these articles (unchanged texts re-use their vectors)."""
     indexer = Indexer(index, app_state(ctx).settings)
     with docs_progress(progress) as bar:
-        report = indexer.build(articles, fmt=fmt, on_error=on_error, progress=bar)
+        report = indexer.build(articles, fmt=_value(fmt), on_error=on_error.value, progress=bar)
     _finish(report, as_json)
 
 
@@ -59,15 +73,15 @@ def add(
     ctx: typer.Context,
     articles: list[str] = typer.Argument(..., help="Files with new or changed articles."),
     index: str = IndexOption,
-    fmt: str = FormatOption,
-    on_error: str = OnErrorOption,
+    fmt: InputFormat = FormatOption,
+    on_error: OnError = OnErrorOption,
     progress: bool = ProgressOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Add new articles and re-embed changed ones; unchanged ones cost nothing."""
     indexer = Indexer(index, app_state(ctx).settings)
     with docs_progress(progress) as bar:
-        report = indexer.add(articles, fmt=fmt, on_error=on_error, progress=bar)
+        report = indexer.add(articles, fmt=_value(fmt), on_error=on_error.value, progress=bar)
     _finish(report, as_json)
 
 

@@ -1,0 +1,1 @@
+"""Offline evaluation: metric functions (metrics.py) and evaluators that score recsys on labelled data."""
