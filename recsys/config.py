@@ -79,12 +79,63 @@ class RelatedConfig:
     freshness_weight: float = 0.1
     half_life_days: float = 14.0
     max_age_days: float | None = None  # drop candidates older than this (None: no window)
+    # Among equally related articles, readers' favourites first: score += popularity_weight * squash(p).
+    popularity_weight: float = 0.05
     # MMR trade-off: 1.0 = pure relevance, 0.0 = pure novelty.
     mmr_lambda: float = 0.85
     # A later (earlier) article within followup_days and at least story_similarity is called a
     # follow-up (earlier coverage) in the hit's reason; below that it is "same topic".
     followup_days: float = 30.0
     story_similarity: float = 0.55
+
+
+def _default_reactions() -> dict[str, float]:
+    return {"veryGood": 2.0, "good": 1.0, "interesting": 1.0, "funny": 1.0, "sad": 0.5, "angry": -0.5}
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    """Popularity from events. The formula is in recsys/popularity.py and the README."""
+
+    half_life_hours: float = 24.0
+    # Each reaction name's weight (the site's own set; negative allowed); others get the default.
+    reaction_weights: dict[str, float] = field(default_factory=_default_reactions)
+    unknown_reaction_weight: float = 1.0
+    reaction_gain: float = 1.0  # weighted reactions count this many reads each
+    # Click-through rate shrunk toward ctr_prior with the weight of ctr_prior_strength impressions.
+    # Weights chosen by replaying MIND impressions (benchmarks/popularity_replay.py): the CTR term
+    # carries most of the signal where impressions are logged; volume ranks sites that log views only.
+    ctr_prior: float = 0.04
+    ctr_prior_strength: float = 10.0
+    ctr_weight: float = 8.0
+    # Ranking lists articles with activity in this window, and quotes its figures over it.
+    window_hours: float = 24.0
+    # Popularity p enters other lists' scores as p / (p + squash_scale), in [0, 1).
+    squash_scale: float = 10.0
+    # How stale "now" may be: new events are folded in at most this often.
+    refresh_seconds: float = 1.0
+    # record_view / record_reaction buffer: written to SQLite when this many are waiting or this
+    # many seconds have passed since the oldest, and on close(). A crash loses at most that buffer.
+    flush_events: int = 256
+    flush_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    """The Recommendation list: a multi-interest profile of what the reader read."""
+
+    k: int = 8
+    history_limit: int = 50  # most recent reads used
+    history_half_life_reads: float = 10.0  # a read this many reads ago counts half as much
+    min_interest_share: float = 0.1  # interests this heavy are sure of a slot in the list
+    interest_similarity: float = 0.45  # a read joins an interest whose centroid is at least this close
+    max_interests: int = 4
+    candidates_per_interest: int = 60
+    min_similarity: float = 0.2
+    popularity_weight: float = 0.1
+    freshness_weight: float = 0.1
+    half_life_days: float = 3.0
+    mmr_lambda: float = 0.75
 
 
 @dataclass(frozen=True)
@@ -94,6 +145,8 @@ class Settings:
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     related: RelatedConfig = field(default_factory=RelatedConfig)
+    popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

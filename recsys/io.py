@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,13 +95,14 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _has_bad_bytes(value: Any) -> bool:
+def has_bad_bytes(value: Any) -> bool:
+    """True if a decoded record still holds an undecodable byte (see module docstring)."""
     if isinstance(value, str):
         return bool(_SURROGATE.search(value))
     if isinstance(value, list | tuple):
-        return any(_has_bad_bytes(v) for v in value)
+        return any(has_bad_bytes(v) for v in value)
     if isinstance(value, dict):
-        return any(_has_bad_bytes(k) or _has_bad_bytes(v) for k, v in value.items())
+        return any(has_bad_bytes(k) or has_bad_bytes(v) for k, v in value.items())
     return False
 
 
@@ -120,7 +121,7 @@ def _tags(value: Any) -> tuple[str, ...]:
 
 def article_from_record(record: dict[str, Any]) -> Article:
     """Validate one record (a dict of input fields) into an Article; raise ValueError with the reason."""
-    if _has_bad_bytes(record):
+    if has_bad_bytes(record):
         raise ValueError("invalid UTF-8 in this record; re-save the file as UTF-8")
     article_id = _text(record.get("id"))
     if not article_id:
@@ -153,10 +154,13 @@ def article_from_record(record: dict[str, Any]) -> Article:
 
 
 def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise RecsysError(f"{path}: no such file")
     return path.read_bytes().decode("utf-8", errors="surrogateescape")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``(line, record or problem)`` per non-blank line of a JSON Lines file."""
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -171,11 +175,12 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield number, record
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def iter_csv(path: Path, required: Sequence[str] = ("id", "title")) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``(line, record or problem)`` per CSV row; the header must name the ``required`` columns."""
     lines = _read_text(path).splitlines(keepends=True)
     reader = csv.DictReader(lines)
-    if reader.fieldnames is None or "id" not in reader.fieldnames:
-        yield 1, "CSV header must name the columns and include 'id' and 'title'"
+    if reader.fieldnames is None or not set(required) <= set(reader.fieldnames):
+        yield 1, f"CSV header must name the columns and include {', '.join(required)}"
         return
     start = 2
     for row in reader:
@@ -258,7 +263,7 @@ def iter_records(path: Path, fmt: str | None = None) -> Iterator[tuple[str, int,
         for file, number, item in _iter_txtdir(path):
             yield str(file), number, item
         return
-    readers = {"jsonl": _iter_jsonl, "csv": _iter_csv, "mind": _iter_mind}
+    readers = {"jsonl": iter_jsonl, "csv": iter_csv, "mind": _iter_mind}
     for number, item in readers[fmt](path):
         yield str(path), number, item
 

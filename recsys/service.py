@@ -1,4 +1,4 @@
-"""The query functions a site calls in-process: ``Recommender.open(dir).related(id)``.
+"""The query functions a site calls in-process: Related, Ranking, Recommendation and a whole page.
 
 Opening an index maps its arrays and opens SQLite; it reads no article text and imports neither
 torch nor sentence-transformers (only ``related_to_text`` loads a model, on first use). Each call
@@ -19,13 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from recsys.ann import ANNIndex, exact_search
-from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, Settings, load_settings
+from recsys.activity import EventBuffer, PopularityTracker, WindowCounts
+from recsys.ann import ANNIndex, exact_search, top_k
+from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, RecommendConfig, Settings, load_settings
 from recsys.embedder import Embedder, article_text, make_embedder
+from recsys.events import Event, EventStore, event_from_record
 from recsys.io import parse_timestamp
 from recsys.layout import IndexLayout, read_manifest
+from recsys.popularity import Popularity, PopularityScore, squash
+from recsys.profile import Interest, build_interests
 from recsys.ranking import (
     DAY,
+    days_phrase,
     dedupe_stories,
     expand_query,
     freshness,
@@ -39,6 +44,7 @@ from recsys.types import Hit, IndexStateError, RecsysError, UnknownArticle
 
 VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
+MAX_K = 1000
 SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows
 TimeLike = datetime | str | float | int | None
 
@@ -138,6 +144,9 @@ class Recommender:
         self._stamp = self.layout.pointer_stamp()
         self._view = IndexView(self.layout.current())
         self._embedder = embedder
+        self._events = EventStore(self.layout.root)
+        self._buffer = EventBuffer(self._events, self.settings.popularity)
+        self._activity = PopularityTracker(self._events, self.settings.popularity)
 
     @classmethod
     def open(
@@ -216,20 +225,17 @@ class Recommender:
             raise UnknownArticle(article_id)
         source = view.store.get_rows([row])[row]
         query = np.asarray(view.vectors[row], dtype=np.float32)
-        return self._related(
-            view,
-            query,
-            source,
-            k,
+        now_s = _now(now)
+        filters = _filters(
             category,
             language,
             published_after,
             published_before,
             exclude,
-            max_age_days,
-            now,
-            self_rows=(row,),
+            self.settings.related.max_age_days if max_age_days is None else max_age_days,
+            now_s,
         )
+        return self._related(view, query, source, k, filters, now_s, self_rows=(row,))
 
     def related_to_text(
         self,
@@ -246,7 +252,20 @@ class Recommender:
         query = self._embed_text(view, article_text(title, abstract, body, self.settings.embedder.max_chars))
         published = None if published_at is None else _iso(_epoch(published_at))
         draft = StoredArticle(-1, "", title, body, abstract, "", "", published, "", "", "", [], {}, "")
-        return self._related(view, query, draft, k, self_rows=(), **filters)
+        now_s = _now(filters.pop("now", None))
+        max_age = filters.pop("max_age_days", None)
+        conditions = _filters(
+            filters.pop("category", None),
+            filters.pop("language", None),
+            filters.pop("published_after", None),
+            filters.pop("published_before", None),
+            filters.pop("exclude", ()),
+            self.settings.related.max_age_days if max_age is None else max_age,
+            now_s,
+        )
+        if filters:
+            raise TypeError(f"unknown filter(s): {', '.join(filters)}")
+        return self._related(view, query, draft, k, conditions, now_s, self_rows=())
 
     def _embed_text(self, view: IndexView, text: str) -> np.ndarray:
         model = view.manifest["model"]
@@ -272,32 +291,12 @@ class Recommender:
         query: np.ndarray,
         source: StoredArticle,
         k: int | None,
-        category: str | Sequence[str] | None = None,
-        language: str | Sequence[str] | None = None,
-        published_after: TimeLike = None,
-        published_before: TimeLike = None,
-        exclude: Iterable[str] = (),
-        max_age_days: float | None = None,
-        now: TimeLike = None,
+        filters: Filters,
+        now_s: float,
         self_rows: Sequence[int] = (),
     ) -> list[Hit]:
         config = self.settings.related
-        k = config.k if k is None else int(k)
-        if k < 0:
-            raise RecsysError(f"k must be >= 0, got {k}")
-        now_s = time.time() if now is None else float(_epoch(now))
-        max_age = config.max_age_days if max_age_days is None else max_age_days
-        after = _epoch(published_after)
-        if max_age is not None:
-            window_start = now_s - float(max_age) * DAY
-            after = window_start if after is None else max(after, window_start)
-        filters = Filters(
-            categories=_names(category),
-            languages=_names(language),
-            published_after=after,
-            published_before=_epoch(published_before),
-            exclude_ids=tuple(exclude),
-        )
+        k = _check_k(config.k if k is None else k)
         banned = set(self_rows) | set(view.store.rows_of(filters.exclude_ids).values())
         want = max(config.candidates, k * config.overfetch)
         rows, sims = self._candidates(view, query, filters, banned, want)
@@ -318,6 +317,8 @@ class Recommender:
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         topic = expand_query(query, vectors[: config.neighbourhood], config.neighbourhood_weight) @ vectors.T
         scores = related_scores(topic, freshness(published, now_s, config.half_life_days), config)
+        if config.popularity_weight:
+            scores = scores + config.popularity_weight * self._popularity_of_rows(view, rows, now_s)
         order = np.argsort(-scores, kind="stable")
         leaders = dedupe_stories(order, vectors, stories, config.duplicate_similarity)
         picked = leaders[mmr(scores[leaders], vectors[leaders], k, config.mmr_lambda)]
@@ -362,8 +363,262 @@ class Recommender:
                 return rows[ok][:want], scores[ok][:want]
             fetch = min(view.n_live, fetch * 4)
 
+    # -- popularity and events -----------------------------------------------------------------
+
+    def _popularity_of_rows(self, view: IndexView, rows: np.ndarray, now_s: float) -> np.ndarray:
+        """squash(popularity) per candidate row, 0 where nothing is known."""
+        popularity = self._activity.current()
+        if not len(popularity) or rows.size == 0:
+            return np.zeros(rows.shape[0])
+        ids = view.store.ids_of(rows)
+        raw = popularity.scores([ids.get(int(r), "") for r in rows], now_s)
+        return squash(raw, self.settings.popularity.squash_scale)
+
+    def popularity(self, article_id: str, at: TimeLike = None) -> PopularityScore:
+        """Popularity of one article now, or as of a past time from the stored events (for replay)."""
+        if at is None:
+            return self._activity.current(force=True).explain(article_id, time.time())
+        at_s = float(_epoch(at))
+        past = Popularity(self.settings.popularity)
+        past.fold(self._events.for_articles([article_id], until=at_s) if self._events.exists() else [])
+        return past.explain(article_id, at_s)
+
+    def record_view(self, article_id: str, user_id: str | None = None, ts: TimeLike = None) -> None:
+        """Count one page view (cheap: buffered; see ``EventBuffer`` for when it is durable)."""
+        self._buffer.record(Event(article_id, "view", _now(ts), user_id=user_id or ""))
+
+    def record_reaction(self, article_id: str, reaction: str, user_id: str | None = None, ts: TimeLike = None) -> None:
+        """Count one reader reaction such as "veryGood" (weights in ``[popularity] reaction_weights``)."""
+        if not reaction:
+            raise RecsysError("a reaction needs a name, e.g. 'veryGood'")
+        self._buffer.record(Event(article_id, "reaction", _now(ts), reaction=reaction, user_id=user_id or ""))
+
+    def record_events(self, records: Iterable[dict[str, Any]]) -> int:
+        """Validate and buffer a batch of event records (the events file schema); returns how many."""
+        events = [event_from_record(r) for r in records]
+        for event in events:
+            self._buffer.record(event)
+        return len(events)
+
+    def flush(self) -> int:
+        """Write buffered events now; returns how many new ones were stored."""
+        return self._buffer.flush()
+
+    def reaction_counts(self, article_id: str) -> dict[str, int]:
+        """All-time reaction counts of an article, e.g. {"veryGood": 682} (for the reaction bar)."""
+        self._buffer.flush()
+        if not self._events.exists():
+            return {}
+        counts = self._activity.window_counts([article_id], -1e18, 1e18)[article_id]
+        return counts.reactions
+
+    # -- Ranking -------------------------------------------------------------------------------
+
+    def ranking(
+        self,
+        k: int | None = None,
+        *,
+        category: str | Sequence[str] | None = None,
+        language: str | Sequence[str] | None = None,
+        window_hours: float | None = None,
+        exclude: Iterable[str] = (),
+        now: TimeLike = None,
+    ) -> list[Hit]:
+        """Most popular now: articles active in the window, by decayed popularity (recsys/popularity.py).
+
+        With too little activity the list is topped up with the newest articles, so a new site or a
+        quiet category still gets a full box.
+        """
+        k = _check_k(self.settings.recommend.k if k is None else k)
+        view = self.view
+        now_s = _now(now)
+        window = (self.settings.popularity.window_hours if window_hours is None else window_hours) * 3600.0
+        filters = _filters(category, language, None, None, exclude, None, now_s)
+        banned = set(view.store.rows_of(filters.exclude_ids).values())
+        popularity = self._activity.current()
+        picked: list[tuple[int, str, float]] = []  # row, id, score
+        if len(popularity) and k:
+            active = np.flatnonzero(popularity.last_seen[: len(popularity)] >= now_s - window)
+            active_ids = [popularity.ids[i] for i in active]
+            rows_by_id = view.store.rows_of(active_ids)
+            candidates = [(rows_by_id[a], a) for a in active_ids if a in rows_by_id]
+            if candidates:
+                rows = np.array([r for r, _ in candidates], dtype=np.int64)
+                ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
+                ids = [a for (_, a), good in zip(candidates, ok, strict=True) if good]
+                scores = popularity.scores(ids, now_s)
+                rows = rows[ok]
+                for pos in np.argsort(-scores, kind="stable")[:k]:
+                    picked.append((int(rows[pos]), ids[pos], float(scores[pos])))
+        counts = self._activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)
+        articles = view.store.get_rows([r for r, _, _ in picked])
+        hours = window / 3600.0
+        hits = [
+            _hit(articles[row], score, ranking_reason(counts[a], hours), None, _counts_metadata(counts[a]))
+            for row, a, score in picked
+        ]
+        if len(hits) < k:
+            hits += self._newest(view, k - len(hits), filters, banned | {r for r, _, _ in picked}, now_s)
+        return hits
+
+    def _newest(self, view: IndexView, k: int, filters: Filters, banned: set[int], now_s: float) -> list[Hit]:
+        mask = view.allowed(filters)
+        mask &= np.asarray(view.rows["published"]) <= now_s
+        if banned:
+            mask[list(banned)] = False
+        rows = np.flatnonzero(mask)
+        published = np.asarray(view.rows["published"][rows])
+        rows = rows[top_k(published.astype(np.float64), k)] if rows.size else rows
+        articles = view.store.get_rows(rows)
+        hits = []
+        for row in rows:
+            article = articles[int(row)]
+            age = (now_s - float(view.rows["published"][row])) / DAY
+            hits.append(_hit(article, 0.0, f"new: published {days_phrase(age)} ago", None))
+        return hits
+
+    # -- Recommendation ------------------------------------------------------------------------
+
+    def recommend(
+        self,
+        history: Sequence[str] | None = None,
+        *,
+        user_id: str | None = None,
+        k: int | None = None,
+        category: str | Sequence[str] | None = None,
+        language: str | Sequence[str] | None = None,
+        exclude: Iterable[str] = (),
+        now: TimeLike = None,
+    ) -> list[Hit]:
+        """Articles for a reader from what they read (``history`` oldest first, or a ``user_id``'s events).
+
+        Several interests are kept apart (recsys/profile.py); each is searched on its own and every
+        interest of some weight gets a place. Already-read articles never appear. With no known reads
+        the list is Ranking.
+        """
+        config = self.settings.recommend
+        k = _check_k(config.k if k is None else k)
+        view = self.view
+        now_s = _now(now)
+        reads = self._reads(history, user_id, now_s)
+        read_rows = view.store.rows_of(reads)
+        known = [a for a in reads if a in read_rows][: config.history_limit]
+        if not known or k == 0:
+            return self.ranking(k, category=category, language=language, exclude=[*exclude, *reads], now=now_s)
+        filters = _filters(category, language, None, None, exclude, None, now_s)
+        banned = set(read_rows.values()) | set(view.store.rows_of(filters.exclude_ids).values())
+        history_vectors = np.asarray(view.vectors[[read_rows[a] for a in known]], dtype=np.float32)
+        interests = build_interests(history_vectors, config)
+
+        found: dict[int, tuple[float, int]] = {}  # row -> (best cosine, interest)
+        for number, interest in enumerate(interests):
+            rows, sims = self._candidates(view, interest.vector, filters, banned, config.candidates_per_interest)
+            for row, sim in zip(rows.tolist(), sims.tolist(), strict=True):
+                if sim >= config.min_similarity and sim > found.get(row, (-1.0, 0))[0]:
+                    found[row] = (sim, number)
+        if not found:
+            return self.ranking(k, category=category, language=language, exclude=[*exclude, *reads], now=now_s)
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        sims = np.array([found[r][0] for r in rows.tolist()])
+        owner = np.array([found[r][1] for r in rows.tolist()])
+        published = np.asarray(view.rows["published"][rows])
+        scores = (
+            sims
+            + config.freshness_weight * freshness(published, now_s, config.half_life_days)
+            + config.popularity_weight * self._popularity_of_rows(view, rows, now_s)
+        )
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        picked = self._spread(scores, vectors, owner, interests, k, config)
+
+        articles = view.store.get_rows(rows[picked])
+        read_titles = {r: a for r, a in view.store.get_rows([read_rows[a] for a in known]).items()}
+        hits = []
+        for pos in picked:
+            members = interests[owner[pos]].members
+            source_rows = [read_rows[known[m]] for m in members]
+            closest = source_rows[int(np.argmax(history_vectors[list(members)] @ vectors[pos]))]
+            reason = f'because you read "{read_titles[closest].title}"'
+            hits.append(_hit(articles[int(rows[pos])], float(scores[pos]), reason, float(sims[pos])))
+        return hits
+
+    @staticmethod
+    def _spread(
+        scores: np.ndarray,
+        vectors: np.ndarray,
+        owner: np.ndarray,
+        interests: list[Interest],
+        k: int,
+        config: RecommendConfig,
+    ) -> np.ndarray:
+        """The best candidate of each interest of at least ``min_interest_share`` first, then MMR."""
+        seeds: list[int] = []
+        for number, interest in enumerate(interests):
+            if interest.share < config.min_interest_share or len(seeds) >= k:
+                continue
+            own = np.flatnonzero(owner == number)
+            if own.size:
+                seeds.append(int(own[np.argmax(scores[own])]))
+        rest = np.setdiff1d(np.arange(scores.shape[0]), seeds)
+        if len(seeds) >= k or rest.size == 0:
+            return np.asarray(seeds[:k], dtype=np.int64)
+        # MMR over the rest, already penalised by what the seeds cover
+        lam = config.mmr_lambda
+        picked = list(seeds)
+        redundancy = (vectors[rest] @ vectors[seeds].T).max(axis=1) if seeds else np.zeros(rest.size)
+        available = np.ones(rest.size, dtype=bool)
+        sims_rest = vectors[rest] @ vectors[rest].T
+        while len(picked) < k and available.any():
+            gain = lam * scores[rest] - (1.0 - lam) * (redundancy if picked else 0.0)
+            gain[~available] = -np.inf
+            best = int(np.argmax(gain))
+            available[best] = False
+            picked.append(int(rest[best]))
+            redundancy = np.maximum(redundancy, sims_rest[best])
+        return np.asarray(picked, dtype=np.int64)
+
+    def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:
+        """Read article ids, newest first, from an explicit history (oldest first) and/or a user's events."""
+        reads: list[str] = []
+        if history:
+            reads.extend(reversed([h for h in history if h]))
+        if user_id:
+            self._buffer.flush()
+            if self._events.exists():
+                reads.extend(a for a, _ in self._events.reads_of(user_id, now_s))
+        return list(dict.fromkeys(reads))
+
+    # -- one page ------------------------------------------------------------------------------
+
+    def page(
+        self,
+        article_id: str,
+        history: Sequence[str] | None = None,
+        *,
+        user_id: str | None = None,
+        k_related: int | None = None,
+        k_ranking: int | None = None,
+        k_recommend: int | None = None,
+        now: TimeLike = None,
+    ) -> Page:
+        """The three lists for one page view: the current article in none, no article in two.
+
+        Filled most specific first: Related, then Recommendation, then Ranking (which also skips
+        what this reader has already read).
+        """
+        now_s = _now(now)
+        related = self.related(article_id, k_related, now=now_s)
+        shown = [article_id, *(h.id for h in related)]
+        recommended = self.recommend(history, user_id=user_id, k=k_recommend, exclude=shown, now=now_s)
+        shown += [h.id for h in recommended]
+        read = self._reads(history, user_id, now_s)  # popular, but this reader has seen it
+        ranked = self.ranking(k_ranking, exclude=[*shown, *read], now=now_s)
+        return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
+
     def close(self) -> None:
+        """Write buffered events and release files."""
+        self._buffer.flush()
         self._view.close()
+        self._events.close()
 
     def __enter__(self) -> Recommender:
         return self
@@ -372,14 +627,82 @@ class Recommender:
         self.close()
 
 
+@dataclass(frozen=True)
+class Page:
+    """The three lists of one article page."""
+
+    article_id: str
+    related: list[Hit]
+    ranking: list[Hit]
+    recommendation: list[Hit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "article_id": self.article_id,
+            "related": [h.to_dict() for h in self.related],
+            "ranking": [h.to_dict() for h in self.ranking],
+            "recommendation": [h.to_dict() for h in self.recommendation],
+        }
+
+
+def ranking_reason(counts: WindowCounts, hours: float) -> str:
+    """E.g. "1,204 views and 96 reactions in the last 24 h"."""
+    span = f"{hours:g} h" if hours < 48 else f"{hours / 24:g} days"
+    parts = [f"{counts.views:,} view{'s' if counts.views != 1 else ''}"]
+    if counts.reaction_total:
+        parts.append(f"{counts.reaction_total:,} reaction{'s' if counts.reaction_total != 1 else ''}")
+    elif not counts.views and counts.impressions:
+        parts = [f"{counts.impressions:,} impressions"]
+    return f"{' and '.join(parts)} in the last {span}"
+
+
+def _counts_metadata(counts: WindowCounts) -> dict[str, Any]:
+    return {"views": counts.views, "reactions": counts.reactions}
+
+
+def _now(now: TimeLike) -> float:
+    return time.time() if now is None else float(_epoch(now))
+
+
+def _check_k(k: int) -> int:
+    k = int(k)
+    if k < 0 or k > MAX_K:
+        raise RecsysError(f"k must be between 0 and {MAX_K}, got {k}")
+    return k
+
+
+def _filters(
+    category: str | Sequence[str] | None,
+    language: str | Sequence[str] | None,
+    published_after: TimeLike,
+    published_before: TimeLike,
+    exclude: Iterable[str],
+    max_age_days: float | None,
+    now_s: float,
+) -> Filters:
+    after = _epoch(published_after)
+    if max_age_days is not None:
+        window_start = now_s - float(max_age_days) * DAY
+        after = window_start if after is None else max(after, window_start)
+    return Filters(
+        categories=_names(category),
+        languages=_names(language),
+        published_after=after,
+        published_before=_epoch(published_before),
+        exclude_ids=tuple(exclude),
+    )
+
+
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
-def _hit(article: StoredArticle, score: float, reason: str, similarity: float | None) -> Hit:
-    metadata: dict[str, Any] = dict(article.extra)
+def _hit(
+    article: StoredArticle, score: float, reason: str, similarity: float | None, extra: dict[str, Any] | None = None
+) -> Hit:
+    metadata: dict[str, Any] = {**article.extra, **(extra or {})}
     for name in ("subcategory", "language", "canonical_url"):
         value = getattr(article, name)
         if value:

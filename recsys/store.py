@@ -184,6 +184,16 @@ class ArticleStore:
                 found[article_id] = int(row)
         return found
 
+    def ids_of(self, rows: Iterable[int]) -> dict[int, str]:
+        rows = [int(r) for r in rows]
+        found: dict[int, str] = {}
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row, article_id in self._conn.execute(f"SELECT row, id FROM articles WHERE row IN ({marks})", chunk):
+                found[int(row)] = article_id
+        return found
+
     def get_rows(self, rows: Sequence[int]) -> dict[int, StoredArticle]:
         result: dict[int, StoredArticle] = {}
         rows = [int(r) for r in rows]

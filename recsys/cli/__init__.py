@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 
 from recsys.cli.common import State, app_state, fail
 from recsys.cli.index import index_app
+from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
 from recsys.types import RecsysError
 
@@ -34,8 +35,12 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(index_app, name="index")
+app.add_typer(events_app, name="events")
 app.add_typer(config_app, name="config")
 app.command()(related)
+app.command()(ranking)
+app.command()(recommend)
+app.command()(page)
 app.command()(demo)
 
 

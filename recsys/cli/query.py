@@ -9,6 +9,7 @@ import typer
 
 from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, print_hits, print_json
 from recsys.config import to_toml
+from recsys.events import EventStore
 from recsys.indexer import Indexer
 from recsys.io import read_articles
 from recsys.service import Recommender
@@ -19,9 +20,12 @@ config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
 DEMO_SHOWCASE = ("s-ecb-rates-hold", "s-storm-ciaran-coast", "s-ai-chip-export")
 
 
-def sample_path() -> Path:
-    """The bundled sample articles (written for recsys; see recsys/data/README.md)."""
-    return Path(str(resources.files("recsys.data").joinpath("sample_articles.jsonl")))
+DEMO_PAGE = ("s-storm-ciaran-coast", "u1")  # an article page, and a sample reader of football and politics
+
+
+def sample_path(name: str = "sample_articles.jsonl") -> Path:
+    """A bundled sample file (written for recsys; see recsys/data/README.md)."""
+    return Path(str(resources.files("recsys.data").joinpath(name)))
 
 
 def related(
@@ -61,18 +65,19 @@ def demo(
     k: int = typer.Option(5, "-k", help="Hits per list."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Index the bundled sample and print Related lists that show dedup and freshness at work."""
+    """Index the bundled sample and its reader events; print Related lists and one full page."""
     settings = app_state(ctx).settings
     sample = sample_path()
     with docs_progress(not as_json) as bar:
         report = Indexer(index, settings).build([sample], progress=bar)
+    events = EventStore(index).ingest([sample_path("sample_events.jsonl")])
     newest = max(a.published_at for a in read_articles([sample]).articles if a.published_at)
-    output = {}
+    output: dict[str, object] = {}
     with Recommender.open(index, settings) as rec:
         if not as_json:
             typer.echo(
-                f"Indexed {report.articles} sample articles into {index} "
-                f"(embedded {report.embedded}; reading the page as of {newest}).\n"
+                f"Indexed {report.articles} sample articles into {index} (embedded {report.embedded}) and "
+                f"{events.read:,} reader events; reading the page as of {newest}.\n"
             )
         for article_id in DEMO_SHOWCASE:
             hits = rec.related(article_id, k, now=newest)
@@ -80,10 +85,18 @@ def demo(
             if not as_json:
                 print_hits(hits, False, f"Related to {article_id}: {rec.article(article_id).title}")
                 typer.echo("")
+        article_id, reader = DEMO_PAGE
+        page = rec.page(article_id, user_id=reader, k_related=k, k_ranking=k, k_recommend=k, now=newest)
+        output["page"] = page.to_dict()
+        if not as_json:
+            typer.echo(f"=== The page of {article_id}, as reader {reader} (football and budget reads) sees it ===")
+            print_hits(page.related, False, "Related")
+            print_hits(page.ranking, False, "Ranking")
+            print_hits(page.recommendation, False, "Recommendation")
     if as_json:
         print_json(output)
     else:
-        typer.echo(f"Try: recsys related {DEMO_SHOWCASE[0]} --index {index} --json")
+        typer.echo(f"\nTry: recsys page {article_id} --user {reader} --index {index} --now {newest}")
 
 
 @config_app.command("show")

@@ -31,3 +31,49 @@ def intra_list_similarity(vectors: np.ndarray) -> float:
         return 0.0
     sims = vectors @ vectors.T
     return float((sims.sum() - np.trace(sims)) / (n * (n - 1)))
+
+
+def auc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Probability that a random clicked item outscores a random unclicked one (ties count half).
+
+    None when the impression has only one class (the MIND protocol skips those).
+    """
+    y = np.asarray(labels, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_scores = s[order]
+    # average ranks over ties
+    start = 0
+    for end in range(1, len(s) + 1):
+        if end == len(s) or sorted_scores[end] != sorted_scores[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _order(scores: Sequence[float]) -> np.ndarray:
+    """Positions best first; ties keep input order (MIND's evaluation uses a stable sort too)."""
+    return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+
+
+def mrr(labels: Sequence[int], scores: Sequence[float]) -> float:
+    """MIND's MRR: the mean over clicked items of 1 / rank."""
+    y = np.asarray(labels, dtype=np.float64)[_order(scores)]
+    if y.sum() == 0:
+        return 0.0
+    return float((y / np.arange(1, len(y) + 1)).sum() / y.sum())
+
+
+def dcg_at_k(labels: Sequence[int], scores: Sequence[float], k: int) -> float:
+    y = np.asarray(labels, dtype=np.float64)[_order(scores)][:k]
+    return float(((2**y - 1) / np.log2(np.arange(2, len(y) + 2))).sum())
+
+
+def ndcg_at_k(labels: Sequence[int], scores: Sequence[float], k: int) -> float:
+    """Normalised DCG of the first k, with binary gains (MIND's definition)."""
+    ideal = dcg_at_k(labels, labels, k)
+    return 0.0 if ideal == 0 else dcg_at_k(labels, scores, k) / ideal

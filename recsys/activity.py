@@ -1,0 +1,114 @@
+"""Live reader activity for a running Recommender: buffered event writes and up-to-date popularity."""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+import uuid
+import weakref
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from recsys.config import PopularityConfig
+from recsys.events import Event, EventStore
+from recsys.popularity import Popularity
+
+
+class EventBuffer:
+    """Collects events from request handlers and writes them in batches.
+
+    Durability: an event is in SQLite once ``flush_events`` are waiting, ``flush_seconds`` have passed
+    since the oldest waiting one (checked on the next record), or ``flush()``/``close()`` is called
+    (also at interpreter exit). A crash loses at most the waiting batch.
+    """
+
+    def __init__(self, store: EventStore, config: PopularityConfig) -> None:
+        self.store = store
+        self.config = config
+        self._pending: list[tuple[str, Event]] = []
+        self._oldest = 0.0
+        self._lock = threading.Lock()
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def record(self, event: Event) -> None:
+        key = f"id:{event.event_id}" if event.event_id else f"api:{uuid.uuid4().hex}"
+        with self._lock:
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.append((key, event))
+            due = (
+                len(self._pending) >= self.config.flush_events
+                or time.monotonic() - self._oldest >= self.config.flush_seconds
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write everything waiting; returns how many new events were stored."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return self.store.add(pending) if pending else 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
+def _flush_at_exit(ref: weakref.ref[EventBuffer]) -> None:
+    buffer = ref()
+    if buffer is not None and len(buffer):
+        buffer.flush()
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Raw (undecayed) counts of one article over a recent window, for human-readable reasons."""
+
+    views: int
+    reactions: dict[str, int]
+    impressions: int
+
+    @property
+    def reaction_total(self) -> int:
+        return sum(self.reactions.values())
+
+
+class PopularityTracker:
+    """Keeps a Popularity folded up to the latest stored event, at most ``refresh_seconds`` stale."""
+
+    def __init__(self, store: EventStore, config: PopularityConfig) -> None:
+        self.store = store
+        self.config = config
+        self.popularity = Popularity(config)
+        self._seq = 0
+        self._checked = -float("inf")
+        self._lock = threading.Lock()
+
+    def current(self, force: bool = False) -> Popularity:
+        now = time.monotonic()
+        if (force or now - self._checked >= self.config.refresh_seconds) and self.store.exists():
+            with self._lock:
+                rows = self.store.since(self._seq)
+                if rows:
+                    self.popularity.fold(
+                        (article, kind, reaction, ts, count) for _, article, kind, reaction, ts, count in rows
+                    )
+                    self._seq = rows[-1][0]
+                self._checked = now
+        return self.popularity
+
+    def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
+        """Views (views + clicks), reactions by name and impressions per article in [since, until]."""
+        views: Counter[str] = Counter()
+        impressions: Counter[str] = Counter()
+        reactions: dict[str, Counter[str]] = defaultdict(Counter)
+        if self.store.exists():
+            for article_id, kind, reaction, _, count in self.store.for_articles(article_ids, until, since):
+                if kind in ("view", "click"):
+                    views[article_id] += count
+                elif kind == "reaction":
+                    reactions[article_id][reaction] += count
+                else:
+                    impressions[article_id] += count
+        return {a: WindowCounts(views[a], dict(reactions[a].most_common()), impressions[a]) for a in article_ids}

@@ -1,0 +1,158 @@
+"""Popularity from reader events: time-decayed reads and reactions, and a shrunk click-through rate.
+
+For article a at time t, with every event e of a at or before t decayed by
+``d(e) = 0.5 ** ((t - ts_e) / half_life)``::
+
+    reads(a)       = sum of count * d over views and clicks
+    reactions(a)   = sum of weight(reaction) * count * d     (weights per reaction name, may be < 0)
+    volume(a)      = max(0, reads + reaction_gain * reactions)
+    ctr(a)         = (clicks_d + m * p0) / (impressions_d + m)  (Bayesian shrinkage toward prior p0)
+    popularity(a)  = log(1 + volume) + ctr_weight * log(ctr / p0)
+
+Why this shape:
+
+- ``log(1 + volume)``: attention has diminishing returns; 600 reads is not 200 times 3 reads.
+- The CTR term only moves an article whose impressions are known; with none, ``ctr = p0`` and the
+  term is 0. The prior (p0 = 4%, m = 10 pseudo-impressions) pulls 3 clicks out of 3 impressions
+  to 26%, so they cannot beat 600 out of 1,000 (59%, and far more volume). On a MIND replay the
+  rate carries the signal (volume mostly measures exposure there), hence ctr_weight = 8.
+- Reactions add to volume with the site's own weights: "veryGood" counts double, "angry" subtracts.
+- Exponential decay makes "now" an O(new events) update: each article keeps its sums anchored
+  at a fixed time and is rescaled on read, so the same code serves live ranking and an honest
+  replay that folds events in time order and scores only with what came before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.config import PopularityConfig
+
+CHANNELS = ("reads", "reactions", "impressions", "clicks")
+_READS, _REACTIONS, _IMPRESSIONS, _CLICKS = range(4)
+_REANCHOR = 400.0  # half-lives between anchor moves (2**400 is far from float overflow)
+
+
+@dataclass(frozen=True)
+class PopularityScore:
+    """Popularity and the decayed figures behind it, for one article at one time."""
+
+    article_id: str
+    score: float
+    reads: float
+    reactions: float
+    impressions: float
+    clicks: float
+    ctr: float | None  # shrunk CTR, None when no impressions are known
+
+
+class Popularity:
+    """Decayed per-article sums that events are folded into, readable at any later time."""
+
+    def __init__(self, config: PopularityConfig) -> None:
+        self.config = config
+        self.half_life = config.half_life_hours * 3600.0
+        self.index: dict[str, int] = {}
+        self.ids: list[str] = []
+        self._sums = np.zeros((0, len(CHANNELS)), dtype=np.float64)
+        self.last_seen = np.zeros(0, dtype=np.float64)  # newest event time per article
+        self.anchor: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def reaction_weight(self, name: str) -> float:
+        return self.config.reaction_weights.get(name, self.config.unknown_reaction_weight)
+
+    def _rows(self, article_ids: Sequence[str]) -> np.ndarray:
+        rows = np.empty(len(article_ids), dtype=np.int64)
+        for i, article_id in enumerate(article_ids):
+            row = self.index.get(article_id)
+            if row is None:
+                row = self.index[article_id] = len(self.ids)
+                self.ids.append(article_id)
+            rows[i] = row
+        if len(self.ids) > self._sums.shape[0]:
+            grow = max(len(self.ids), 2 * self._sums.shape[0], 1024)
+            self._sums = np.vstack([self._sums, np.zeros((grow - self._sums.shape[0], len(CHANNELS)))])
+            self.last_seen = np.concatenate([self.last_seen, np.full(grow - self.last_seen.shape[0], -np.inf)])
+        return rows
+
+    def fold(self, rows: Iterable[tuple[str, str, str, float, int]]) -> int:
+        """Add events given as (article_id, type, reaction, ts, count); returns how many were folded."""
+        items = list(rows)
+        if not items:
+            return 0
+        article_ids = [r[0] for r in items]
+        ts = np.fromiter((r[3] for r in items), dtype=np.float64, count=len(items))
+        count = np.fromiter((r[4] for r in items), dtype=np.float64, count=len(items))
+        channel = np.empty(len(items), dtype=np.int64)
+        amount = count.copy()
+        for i, (_, kind, reaction, _, _) in enumerate(items):
+            if kind in ("view", "click"):
+                channel[i] = _READS
+            elif kind == "reaction":
+                channel[i] = _REACTIONS
+                amount[i] *= self.reaction_weight(reaction)
+            else:
+                channel[i] = _IMPRESSIONS
+        rows_idx = self._rows(article_ids)
+        newest = float(ts.max())
+        if self.anchor is None:
+            self.anchor = newest
+        elif (newest - self.anchor) / self.half_life > _REANCHOR:
+            self._sums *= np.exp2((self.anchor - newest) / self.half_life)
+            self.anchor = newest
+        weight = np.exp2((ts - self.anchor) / self.half_life)
+        np.add.at(self._sums, (rows_idx, channel), amount * weight)
+        clicks = np.fromiter((r[1] == "click" for r in items), dtype=bool, count=len(items))
+        if clicks.any():
+            np.add.at(self._sums, (rows_idx[clicks], _CLICKS), (amount * weight)[clicks])
+        np.maximum.at(self.last_seen, rows_idx, ts)
+        return len(items)
+
+    def decayed(self, at: float, rows: np.ndarray | None = None) -> np.ndarray:
+        """Decayed sums (n, 4) at time ``at``: reads, weighted reactions, impressions, clicks."""
+        sums = self._sums[: len(self.ids)] if rows is None else self._sums[rows]
+        if self.anchor is None:
+            return np.zeros_like(sums)
+        return sums * np.exp2((self.anchor - at) / self.half_life)
+
+    def score_decayed(self, sums: np.ndarray) -> np.ndarray:
+        """The popularity formula (module docstring) over rows of decayed sums."""
+        config = self.config
+        volume = np.maximum(0.0, sums[:, _READS] + config.reaction_gain * sums[:, _REACTIONS])
+        ctr = (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
+            sums[:, _IMPRESSIONS] + config.ctr_prior_strength
+        )
+        return np.log1p(volume) + config.ctr_weight * np.log(ctr / config.ctr_prior)
+
+    def scores(self, article_ids: Sequence[str], at: float) -> np.ndarray:
+        """Popularity of each id at ``at`` (0 for ids with no events)."""
+        out = np.zeros(len(article_ids), dtype=np.float64)
+        known = [(i, self.index[a]) for i, a in enumerate(article_ids) if a in self.index]
+        if known:
+            where, rows = (np.asarray(x, dtype=np.int64) for x in zip(*known, strict=True))
+            out[where] = self.score_decayed(self.decayed(at, rows))
+        return out
+
+    def explain(self, article_id: str, at: float) -> PopularityScore:
+        row = self.index.get(article_id)
+        sums = np.zeros((1, len(CHANNELS))) if row is None else self.decayed(at, np.array([row]))
+        reads, reactions, impressions, clicks = (float(v) for v in sums[0])
+        config = self.config
+        ctr = None
+        if impressions > 0:
+            ctr = (clicks + config.ctr_prior_strength * config.ctr_prior) / (impressions + config.ctr_prior_strength)
+        return PopularityScore(
+            article_id, float(self.score_decayed(sums)[0]), reads, reactions, impressions, clicks, ctr
+        )
+
+
+def squash(scores: np.ndarray, scale: float) -> np.ndarray:
+    """Popularity mapped to [0, 1): p / (p + scale) for p > 0, else 0 (for blending into list scores)."""
+    positive = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
+    return positive / (positive + scale)

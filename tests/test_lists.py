@@ -1,0 +1,163 @@
+"""Ranking, Recommendation and the page, on hand-made articles and events."""
+
+import pytest
+
+from recsys.config import Settings
+from recsys.events import EventStore
+from recsys.service import Recommender
+from tests.conftest import art, write_jsonl
+
+NOW = "2026-11-25T12:00:00Z"
+
+
+def articles():
+    football = [
+        art(
+            f"fb{i}",
+            f"football match report {i}",
+            f"football goal striker league derby {i}",
+            published_at=f"2026-11-{10 + i}T10:00:00Z",
+            category="sport",
+        )
+        for i in range(6)
+    ]
+    elections = [
+        art(
+            f"el{i}",
+            f"election vote count {i}",
+            f"election ballot vote parliament candidate {i}",
+            published_at=f"2026-11-{10 + i}T10:00:00Z",
+            category="politics",
+        )
+        for i in range(6)
+    ]
+    other = [
+        art(
+            f"ck{i}",
+            f"cooking recipe {i}",
+            f"recipe oven bake flour sugar {i}",
+            published_at=f"2026-11-{10 + i}T10:00:00Z",
+            category="food",
+        )
+        for i in range(4)
+    ]
+    return football + elections + other
+
+
+@pytest.fixture
+def index(make_indexer, tmp_path):
+    make_indexer().add_articles(articles())
+    return tmp_path / "index"
+
+
+def views(tmp_path, counts, ts="2026-11-25T09:00:00Z", reaction=None):
+    records = []
+    for article_id, n in counts.items():
+        records.append({"article_id": article_id, "type": "view", "ts": ts, "count": n})
+        if reaction:
+            records.append({"article_id": article_id, "type": "reaction", "reaction": reaction, "ts": ts})
+    return write_jsonl(tmp_path / f"ev-{len(list(tmp_path.glob('ev-*')))}.jsonl", records)
+
+
+def ids(hits):
+    return [h.id for h in hits]
+
+
+def test_ranking_orders_by_popularity_and_quotes_figures(index, tmp_path):
+    EventStore(index).ingest([views(tmp_path, {"fb1": 1204, "el2": 300, "ck0": 5}, reaction="veryGood")])
+    rec = Recommender.open(index)
+    hits = rec.ranking(3, now=NOW)
+    assert ids(hits) == ["fb1", "el2", "ck0"]
+    assert hits[0].reason == "1,204 views and 1 reaction in the last 24 h"
+    assert hits[0].metadata["views"] == 1204 and hits[0].metadata["reactions"] == {"veryGood": 1}
+    assert ids(rec.ranking(3, category="politics", now=NOW))[0] == "el2"
+
+
+def test_ranking_window_and_cold_start_fall_back_to_newest(index, tmp_path):
+    EventStore(index).ingest([views(tmp_path, {"fb1": 50}, ts="2026-11-20T09:00:00Z")])
+    rec = Recommender.open(index)
+    hits = rec.ranking(2, now=NOW)  # fb1's views are five days old: outside the 24 h window
+    assert ids(hits) == ["fb5", "el5"] or ids(hits) == ["el5", "fb5"]
+    assert hits[0].reason.startswith("new: published")
+    assert ids(rec.ranking(1, window_hours=24 * 7, now=NOW)) == ["fb1"]
+
+
+def test_record_view_and_reaction_reach_the_lists(index):
+    rec = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0))
+    for _ in range(3):
+        rec.record_view("ck2", user_id="u9", ts=NOW)
+    rec.record_reaction("ck2", "veryGood", ts=NOW)
+    rec.flush()
+    assert ids(rec.ranking(1, now=NOW)) == ["ck2"]
+    assert rec.reaction_counts("ck2") == {"veryGood": 1}
+    assert "ck2" not in ids(rec.recommend(user_id="u9", k=5, now=NOW))  # read articles are excluded
+    with pytest.raises(Exception, match="needs a name"):
+        rec.record_reaction("ck2", "")
+
+
+def test_popularity_as_of_a_past_time_ignores_later_events(index, tmp_path):
+    EventStore(index).ingest([views(tmp_path, {"fb1": 10}, ts="2026-11-20T00:00:00Z")])
+    EventStore(index).ingest([views(tmp_path, {"fb1": 1000}, ts="2026-11-24T00:00:00Z")])
+    rec = Recommender.open(index)
+    before = rec.popularity("fb1", at="2026-11-21T00:00:00Z")
+    assert before.reads == pytest.approx(5.0)  # 10 views, one half-life earlier
+    assert rec.popularity("fb1", at="2026-11-24T00:00:00Z").reads == pytest.approx(1000 + 10 / 16)
+
+
+def test_multi_interest_history_gets_both_interests(index):
+    rec = Recommender.open(index)
+    history = ["fb0", "fb1", "fb2", "fb3", "el0"]  # mostly football, one election read (the newest)
+    hits = rec.recommend(history, k=4, now=NOW)
+    found = ids(hits)
+    assert any(i.startswith("fb") for i in found) and any(i.startswith("el") for i in found)
+    assert not set(found) & set(history)
+    assert all(h.reason.startswith("because you read") for h in hits)
+    election = next(h for h in hits if h.id.startswith("el"))
+    assert election.reason == 'because you read "election vote count 0"'
+
+
+def test_unknown_or_empty_history_gives_ranking(index, tmp_path):
+    EventStore(index).ingest([views(tmp_path, {"el3": 99})])
+    rec = Recommender.open(index)
+    assert ids(rec.recommend(["not-indexed"], k=1, now=NOW)) == ["el3"]
+    assert ids(rec.recommend(None, user_id="nobody", k=1, now=NOW)) == ["el3"]
+
+
+def test_page_lists_are_disjoint_and_skip_the_current_article(index, tmp_path):
+    EventStore(index).ingest([views(tmp_path, {"fb0": 500, "fb1": 400, "el0": 300, "ck1": 10})])
+    rec = Recommender.open(index)
+    page = rec.page("fb0", ["el1", "fb2"], k_related=4, k_ranking=4, k_recommend=4, now=NOW)
+    lists = [ids(page.related), ids(page.ranking), ids(page.recommendation)]
+    everything = [i for found in lists for i in found]
+    assert all(len(found) == 4 for found in lists)
+    assert "fb0" not in everything
+    assert len(everything) == len(set(everything))
+    assert not {"el1", "fb2"} & set(ids(page.ranking))  # popular, but already read
+
+
+def test_takedown_removes_an_article_from_every_list(make_indexer, index, tmp_path):
+    EventStore(index).ingest([views(tmp_path, {"fb1": 5000})])
+    rec = Recommender.open(index)
+    assert "fb1" in ids(rec.ranking(3, now=NOW))
+    make_indexer().remove(["fb1"])
+    page = rec.page("fb0", ["fb2"], k_related=10, k_ranking=10, k_recommend=10, now=NOW)
+    for found in (page.related, page.ranking, page.recommendation, rec.related("fb2", 20, now=NOW)):
+        assert "fb1" not in ids(found)
+
+
+def test_new_article_is_listed_before_any_view(make_indexer, index):
+    rec = Recommender.open(index)
+    make_indexer().add_articles(
+        [
+            art(
+                "fresh",
+                "football derby goal report",
+                "football goal striker derby",
+                published_at="2026-11-25T11:00:00Z",
+                category="sport",
+            )
+        ]
+    )
+    assert "fresh" in ids(rec.related("fb0", 3, now=NOW))
+    assert "fresh" in ids(rec.recommend(["fb0", "fb1"], k=3, now=NOW))
+    assert "fresh" in ids(rec.ranking(3, now=NOW))  # newest fills an empty Ranking
