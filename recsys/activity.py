@@ -67,6 +67,7 @@ class WindowCounts:
 
     views: int
     reactions: dict[str, int]
+    clicks: int
     impressions: int
 
     @property
@@ -99,16 +100,21 @@ class PopularityTracker:
         return self.popularity
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
-        """Views (views + clicks), reactions by name and impressions per article in [since, until]."""
+        """Views, reactions by name, clicks and impressions per article in [since, until]."""
         views: Counter[str] = Counter()
+        clicks: Counter[str] = Counter()
         impressions: Counter[str] = Counter()
         reactions: dict[str, Counter[str]] = defaultdict(Counter)
         if self.store.exists():
             for article_id, kind, reaction, _, count in self.store.for_articles(article_ids, until, since):
-                if kind in ("view", "click"):
+                if kind == "view":
                     views[article_id] += count
+                elif kind == "click":
+                    clicks[article_id] += count
                 elif kind == "reaction":
                     reactions[article_id][reaction] += count
                 else:
                     impressions[article_id] += count
-        return {a: WindowCounts(views[a], dict(reactions[a].most_common()), impressions[a]) for a in article_ids}
+        return {
+            a: WindowCounts(views[a], dict(reactions[a].most_common()), clicks[a], impressions[a]) for a in article_ids
+        }

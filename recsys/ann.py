@@ -243,6 +243,7 @@ class FaissIVFIndex(_FaissIndex):
         self.lists_per_sqrt_n = lists_per_sqrt_n
         self.nprobe = nprobe
         self.nlist = 0
+        self.measured_recall: float | None = None  # recall@10 against exact search, when tuned at build
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         vectors, ids = self._check(vectors, ids)
@@ -258,18 +259,39 @@ class FaissIVFIndex(_FaissIndex):
         params = _faiss().SearchParametersIVF(nprobe=self.nprobe)
         return self._search(queries, k, params)
 
+    def tune(self, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, target: float, k: int = 10) -> float:
+        """Set nprobe to the smallest power of two whose recall@k against ``truth`` reaches ``target``.
+
+        ``truth`` holds the exact top-(k+1) ids per query; each query's own id is left out of both
+        sides, so an article trivially finding itself does not flatter the figure. Returns the recall.
+        """
+        owners = query_ids.tolist()
+        expected = [[i for i in row if i != own][:k] for row, own in zip(truth.tolist(), owners, strict=True)]
+        nprobe = 1
+        while True:
+            self.nprobe = min(nprobe, max(1, self.nlist))
+            _, found = self.search(queries, k + 1)
+            got = [[i for i in row if i != own][:k] for row, own in zip(found.tolist(), owners, strict=True)]
+            recall = float(np.mean([len(set(e) & set(g)) / max(1, len(e)) for e, g in zip(expected, got, strict=True)]))
+            if recall >= target or self.nprobe >= self.nlist:
+                self.measured_recall = round(recall, 4)
+                return recall
+            nprobe *= 2
+
     def settings(self) -> dict[str, Any]:
         return {
             **super().settings(),
             "nlist": self.nlist,
             "nprobe": self.nprobe,
             "lists_per_sqrt_n": self.lists_per_sqrt_n,
+            "measured_recall_at_10": self.measured_recall,
         }
 
     def _restore(self, settings: dict[str, Any]) -> None:
         self.nlist = int(settings.get("nlist", 0))
         self.nprobe = int(settings.get("nprobe", self.nprobe))
         self.lists_per_sqrt_n = float(settings.get("lists_per_sqrt_n", self.lists_per_sqrt_n))
+        self.measured_recall = settings.get("measured_recall_at_10")
 
 
 BACKENDS: dict[str, type[ANNIndex]] = {b.kind: b for b in (ExactIndex, FaissFlatIndex, FaissIVFIndex)}

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.ann import ANNIndex, make_index
+from recsys.ann import ANNIndex, FaissIVFIndex, exact_search, make_index
 from recsys.config import Settings
 from recsys.embedder import Embedder, content_hash, make_embedder, text_of
 from recsys.io import read_articles
@@ -378,7 +378,7 @@ class Indexer:
             if settings.backend != "auto"
             else ("exact" if len(live_rows) <= settings.exact_max else "faiss-ivf")
         )
-        tuning = {"lists_per_sqrt_n": settings.ivf_lists_per_sqrt_n, "nprobe": settings.ivf_nprobe}
+        tuning = {"lists_per_sqrt_n": settings.ivf_lists_per_sqrt_n, "nprobe": settings.ivf_nprobe or 16}
         if not compact and prev is not None:
             previous = ANNIndex.load(prev.path / ANN_DIR)
             if previous.kind == kind:
@@ -392,6 +392,12 @@ class Indexer:
         for start in range(0, len(live_rows), COPY_CHUNK * 4):
             part = live_rows[start : start + COPY_CHUNK * 4]
             ann.add(vectors[part], part)
+        if isinstance(ann, FaissIVFIndex) and settings.ivf_nprobe is None and len(live_rows):
+            size = min(settings.ivf_tune_queries, len(live_rows))
+            sample = np.sort(np.random.default_rng(0).choice(live_rows, size, replace=False))
+            queries = np.asarray(vectors[sample], dtype=np.float32)
+            _, truth = exact_search(vectors, queries, 11, None if len(live_rows) == rows.shape[0] else live_rows)
+            ann.tune(queries, sample, truth, settings.ivf_target_recall)
         return ann
 
     def _manifest(

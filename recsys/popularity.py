@@ -3,10 +3,11 @@
 For article a at time t, with every event e of a at or before t decayed by
 ``d(e) = 0.5 ** ((t - ts_e) / half_life)``::
 
-    reads(a)       = sum of count * d over views and clicks
+    reads(a)       = sum of count * d over views (page views)
     reactions(a)   = sum of weight(reaction) * count * d     (weights per reaction name, may be < 0)
     volume(a)      = max(0, reads + reaction_gain * reactions)
-    ctr(a)         = (clicks_d + m * p0) / (impressions_d + m)  (Bayesian shrinkage toward prior p0)
+    ctr(a)         = (clicks_d + m * p0) / (impressions_d + m)  (Bayesian shrinkage toward prior p0;
+                                                                clicks on list items, impressions of them)
     popularity(a)  = log(1 + volume) + ctr_weight * log(ctr / p0)
 
 Why this shape:
@@ -14,8 +15,11 @@ Why this shape:
 - ``log(1 + volume)``: attention has diminishing returns; 600 reads is not 200 times 3 reads.
 - The CTR term only moves an article whose impressions are known; with none, ``ctr = p0`` and the
   term is 0. The prior (p0 = 4%, m = 10 pseudo-impressions) pulls 3 clicks out of 3 impressions
-  to 26%, so they cannot beat 600 out of 1,000 (59%, and far more volume). On a MIND replay the
-  rate carries the signal (volume mostly measures exposure there), hence ctr_weight = 8.
+  to 26%, so they cannot beat 600 out of 1,000 (59%). ``ctr_weight = 2``: doubling the CTR is worth
+  as much as four times the reads.
+- Clicks feed the CTR, not the reads: a click on a list item is followed by a page view, so a site
+  logging both would count the read twice. A site logging only impressions and clicks (MIND) is
+  ranked by its decayed, shrunk CTR, the strongest signal in the MIND replay.
 - Reactions add to volume with the site's own weights: "veryGood" counts double, "angry" subtracts.
 - Exponential decay makes "now" an O(new events) update: each article keeps its sums anchored
   at a fixed time and is rescaled on read, so the same code serves live ranking and an honest
@@ -92,8 +96,10 @@ class Popularity:
         channel = np.empty(len(items), dtype=np.int64)
         amount = count.copy()
         for i, (_, kind, reaction, _, _) in enumerate(items):
-            if kind in ("view", "click"):
+            if kind == "view":
                 channel[i] = _READS
+            elif kind == "click":
+                channel[i] = _CLICKS
             elif kind == "reaction":
                 channel[i] = _REACTIONS
                 amount[i] *= self.reaction_weight(reaction)
@@ -108,9 +114,6 @@ class Popularity:
             self.anchor = newest
         weight = np.exp2((ts - self.anchor) / self.half_life)
         np.add.at(self._sums, (rows_idx, channel), amount * weight)
-        clicks = np.fromiter((r[1] == "click" for r in items), dtype=bool, count=len(items))
-        if clicks.any():
-            np.add.at(self._sums, (rows_idx[clicks], _CLICKS), (amount * weight)[clicks])
         np.maximum.at(self.last_seen, rows_idx, ts)
         return len(items)
 

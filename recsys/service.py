@@ -646,18 +646,29 @@ class Page:
 
 
 def ranking_reason(counts: WindowCounts, hours: float) -> str:
-    """E.g. "1,204 views and 96 reactions in the last 24 h"."""
+    """E.g. "1,204 views and 96 reactions in the last 24 h", or clicks out of impressions."""
     span = f"{hours:g} h" if hours < 48 else f"{hours / 24:g} days"
-    parts = [f"{counts.views:,} view{'s' if counts.views != 1 else ''}"]
+
+    def n(value: int, noun: str) -> str:
+        return f"{value:,} {noun}{'s' if value != 1 else ''}"
+
+    parts = []
+    if counts.views or not (counts.clicks or counts.impressions):
+        parts.append(n(counts.views, "view"))
     if counts.reaction_total:
-        parts.append(f"{counts.reaction_total:,} reaction{'s' if counts.reaction_total != 1 else ''}")
-    elif not counts.views and counts.impressions:
-        parts = [f"{counts.impressions:,} impressions"]
+        parts.append(n(counts.reaction_total, "reaction"))
+    if counts.impressions:
+        parts.append(f"{n(counts.clicks, 'click')} from {n(counts.impressions, 'impression')}")
     return f"{' and '.join(parts)} in the last {span}"
 
 
 def _counts_metadata(counts: WindowCounts) -> dict[str, Any]:
-    return {"views": counts.views, "reactions": counts.reactions}
+    return {
+        "views": counts.views,
+        "reactions": counts.reactions,
+        "clicks": counts.clicks,
+        "impressions": counts.impressions,
+    }
 
 
 def _now(now: TimeLike) -> float:

@@ -5,7 +5,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from recsys.ann import BACKENDS, ANNIndex, ExactIndex, exact_search, make_index, top_k
+from recsys.ann import BACKENDS, ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index, top_k
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 7) -> np.ndarray:
@@ -111,3 +111,23 @@ def test_exact_search_over_a_subset():
 
 def test_exact_is_the_reference():
     assert isinstance(make_index("exact", 4), ExactIndex)
+
+
+def test_ivf_tune_picks_the_smallest_nprobe_reaching_the_target():
+    vectors = clustered(3000)
+    ids = np.arange(3000, dtype=np.int64)
+    index = FaissIVFIndex(32, lists_per_sqrt_n=2.0)
+    index.add(vectors, ids)
+    queries, query_ids = vectors[:200], ids[:200]
+    _, truth = exact_search(vectors, queries, 11)
+    recall = index.tune(queries, query_ids, truth, target=0.95)
+    assert recall >= 0.95 and index.settings()["measured_recall_at_10"] == round(recall, 4)
+    chosen = index.nprobe
+    assert chosen & (chosen - 1) == 0  # a power of two
+    if chosen > 1:  # half as many probes would miss the target
+        index.nprobe = chosen // 2
+        _, found = index.search(queries, 11)
+        lower = np.mean(
+            [len(set(t[1:]) & set(f[f != q][:10])) / 10 for t, f, q in zip(truth, found, query_ids, strict=True)]
+        )
+        assert lower < 0.95

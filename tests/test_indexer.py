@@ -164,3 +164,14 @@ def test_large_archive_uses_ivf_and_incremental_adds(make_indexer, tmp_path):
     indexer.add_articles([art("new", docs[0].title, half)])
     assert rec.related("d0", 3)[0].id == "new"
     assert rec.info()["ann"]["size"] == 301
+
+
+def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path):
+    settings = Settings().replace("index", exact_max=50, ivf_tune_queries=100)
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(300)]
+    docs = [art(f"d{i}", " ".join(rng.choice(words, 5)), " ".join(rng.choice(words, 25))) for i in range(400)]
+    make_indexer(s=settings).add_articles(docs)
+    ann = Recommender.open(tmp_path / "index", settings).info()["ann"]
+    assert ann["kind"] == "faiss-ivf" and ann["measured_recall_at_10"] >= 0.95
+    assert ann["nprobe"] & (ann["nprobe"] - 1) == 0 or ann["nprobe"] == ann["nlist"]

@@ -161,3 +161,14 @@ def test_new_article_is_listed_before_any_view(make_indexer, index):
     assert "fresh" in ids(rec.related("fb0", 3, now=NOW))
     assert "fresh" in ids(rec.recommend(["fb0", "fb1"], k=3, now=NOW))
     assert "fresh" in ids(rec.ranking(3, now=NOW))  # newest fills an empty Ranking
+
+
+def test_ranking_reason_wording():
+    from recsys.activity import WindowCounts
+    from recsys.service import ranking_reason
+
+    assert ranking_reason(WindowCounts(1204, {"veryGood": 90, "sad": 6}, 0, 0), 24) == (
+        "1,204 views and 96 reactions in the last 24 h"
+    )
+    assert ranking_reason(WindowCounts(0, {}, 35, 900), 24) == "35 clicks from 900 impressions in the last 24 h"
+    assert ranking_reason(WindowCounts(1, {}, 0, 0), 72) == "1 view in the last 3 days"

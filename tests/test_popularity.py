@@ -28,12 +28,12 @@ def test_views_and_reactions_by_hand():
 
 
 def test_ctr_term_by_hand():
-    p = pop()  # prior 4% with the weight of 10 impressions, ctr_weight 8
-    p.fold([("a", "impression", "", T0, 10), ("a", "click", "", T0, 2)])
+    p = pop()  # prior 4% with the weight of 10 impressions, ctr_weight 2
+    p.fold([("a", "impression", "", T0, 10), ("a", "click", "", T0, 2), ("a", "view", "", T0, 3)])
     ctr = (2 + 10 * 0.04) / (10 + 10)
-    assert p.scores(["a"], T0)[0] == pytest.approx(math.log(1 + 2) + 8 * math.log(ctr / 0.04))
+    assert p.scores(["a"], T0)[0] == pytest.approx(math.log(1 + 3) + 2 * math.log(ctr / 0.04))
     explained = p.explain("a", T0)
-    assert (explained.reads, explained.impressions, explained.clicks) == (2, 10, 2)
+    assert (explained.reads, explained.impressions, explained.clicks) == (3, 10, 2)  # clicks are not reads
     assert explained.ctr == pytest.approx(ctr)
 
 
