@@ -40,6 +40,16 @@ def embed_cached(texts: Sequence[str], model: str = "all-MiniLM-L6-v2") -> np.nd
     return vectors
 
 
+def bbc_index() -> Path:
+    """The BBC corpus indexed with the defaults, kept under .cache (re-running embeds nothing new)."""
+    from recsys.config import Settings
+    from recsys.indexer import Indexer
+
+    root = CACHE / "bbc-index"
+    Indexer(root, Settings()).build([shared("bbc", "bbc")])
+    return root
+
+
 def table(rows: list[dict], columns: Sequence[str]) -> str:
     widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
     lines = ["  ".join(c.rjust(widths[c]) for c in columns)]

@@ -91,3 +91,43 @@ def test_demo_shows_dedup_and_follow_up(runner, tmp_path):
     assert "wire-ecb-rates-hold" not in ecb and "s-ecb-december-cut" in ecb
     storm = lists["s-storm-ciaran-coast"]
     assert storm[0]["id"] == "s-storm-ciaran-cleanup" and storm[0]["reason"] == "follow-up from 2 days later"
+    assert {"related", "ranking", "recommendation"} <= set(lists["page"])
+
+
+NOW = "2026-11-25T08:00:00Z"
+
+
+def test_events_ranking_recommend_and_page(runner, index):
+    events = SAMPLE.parent / "sample_events.jsonl"
+    first = json.loads(invoke(runner, "events", "ingest", events, "--index", index, "--json").stdout)
+    again = json.loads(invoke(runner, "events", "ingest", events, "--index", index, "--json").stdout)
+    assert first["stored"] == first["read"] > 1000 and again["stored"] == 0
+
+    ranked = json.loads(invoke(runner, "ranking", "--index", index, "--now", NOW, "-k", "3", "--json").stdout)
+    assert ranked[0]["id"] == "s-derby-report" and ranked[0]["reason"].endswith("in the last 24 h")
+
+    recommended = json.loads(
+        invoke(runner, "recommend", "--user", "u1", "--index", index, "--now", NOW, "--json").stdout
+    )
+    categories = {h["category"] for h in recommended}
+    assert {"sport", "politics"} <= categories  # a football and budget reader gets both
+    assert "s-derby-report" not in [h["id"] for h in recommended]  # already read
+
+    by_history = invoke(
+        runner, "recommend", "--history", "s-ai-chip-export,s-ai-chip-demand", "--index", index, "--now", NOW, "-k", "3"
+    )
+    assert by_history.exit_code == 0 and "because you read" in by_history.stdout
+
+    page = json.loads(
+        invoke(runner, "page", "s-storm-ciaran-coast", "--user", "u1", "--index", index, "--now", NOW, "--json").stdout
+    )
+    lists = [[h["id"] for h in page[name]] for name in ("related", "ranking", "recommendation")]
+    everything = [i for found in lists for i in found]
+    assert all(lists) and len(everything) == len(set(everything)) and "s-storm-ciaran-coast" not in everything
+
+
+def test_events_ingest_reports_bad_lines(runner, index, tmp_path):
+    bad = tmp_path / "events.jsonl"
+    bad.write_text('{"article_id": "a", "type": "view", "ts": "2026-11-20T10:00:00Z"}\n{"article_id": "a"}\n')
+    result = runner.invoke(app, ["events", "ingest", str(bad), "--index", index])
+    assert result.exit_code == 1 and f"{bad}:2: " in result.output
