@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import REPO, save, shared, table
+from _common import REPO, bbc_index, save, table
 
-from recsys.config import Settings
-from recsys.indexer import Indexer
+from recsys import Recommender
+from recsys.ann import exact_search
 
 PROBE = """
 import json, sys, time
@@ -41,30 +39,24 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def main(n: int = 500) -> None:
-    corpus = shared("bbc", "bbc")
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "index"
-        Indexer(root, Settings()).build([corpus])
-        from recsys import Recommender
-        from recsys.ann import exact_search
-
-        rec = Recommender.open(root)
-        ids = [article_id for _, article_id, _ in rec.view.store.labels("category")]
-        first = subprocess.run(
-            [sys.executable, "-c", PROBE, str(root), ids[0]], capture_output=True, text=True, check=True, cwd=REPO
-        )
-        cold = json.loads(first.stdout)
-        picks = np.random.default_rng(0).choice(len(ids), n, replace=False)
-        view = rec.view
-        knn, related = [], []
-        for i in picks:
-            row = view.store.row_of(ids[i])
-            started = time.perf_counter()
-            exact_search(view.vectors, view.vectors[row], 100)
-            knn.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            rec.related(ids[i], 10)
-            related.append(time.perf_counter() - started)
+    root = bbc_index()
+    rec = Recommender.open(root)
+    ids = [article_id for _, article_id, _ in rec.view.store.labels("category")]
+    first = subprocess.run(
+        [sys.executable, "-c", PROBE, str(root), ids[0]], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    cold = json.loads(first.stdout)
+    picks = np.random.default_rng(0).choice(len(ids), n, replace=False)
+    view = rec.view
+    knn, related = [], []
+    for i in picks:
+        row = view.store.row_of(ids[i])
+        started = time.perf_counter()
+        exact_search(view.vectors, view.vectors[row], 100)
+        knn.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        rec.related(ids[i], 10)
+        related.append(time.perf_counter() - started)
     rows = [
         {"step": "exact kNN top-100 (baseline)", **percentiles(knn), "ratio_p50": 1.0},
         {

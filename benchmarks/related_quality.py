@@ -5,53 +5,32 @@ python benchmarks/related_quality.py       # prints the table, writes results/re
 
 from __future__ import annotations
 
-import tempfile
-import time
-from pathlib import Path
-
-from _common import save, shared, table
+from _common import bbc_index, save, table
 
 from recsys.config import Settings
-from recsys.evaluation.related import evaluate_related
-from recsys.indexer import Indexer
+from recsys.evaluation.related import evaluate_related, recsys_system, store_labels
 from recsys.service import Recommender
 
 
 def main(k: int = 10) -> None:
-    corpus = shared("bbc", "bbc")
+    root = bbc_index()
     settings = Settings()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "index"
-        Indexer(root, settings).build([corpus])
-        rows = []
-        variants = {
-            "recsys Related (defaults)": settings,
-            "  without neighbourhood feedback": settings.replace("related", neighbourhood=0),
-            "  without MMR": settings.replace("related", mmr_lambda=1.0),
-        }
-        for name, variant in variants.items():
-            started = time.perf_counter()
-            result = evaluate_related(Recommender.open(root, variant), label="category", k=k)
-            if not rows:
-                rows.append(
-                    {
-                        "list": "plain MiniLM kNN (baseline)",
-                        "precision@10": result.knn_precision,
-                        "intra_list_sim": result.knn_intra_list_similarity,
-                    }
-                )
-            rows.append(
-                {
-                    "list": name,
-                    "precision@10": result.related_precision,
-                    "intra_list_sim": result.related_intra_list_similarity,
-                    "ms_per_query": result.related_ms_per_query,
-                    "seconds": time.perf_counter() - started,
-                }
-            )
-    print(f"BBC, {result.queries} articles, label = topic folder, k = {k}\n")
-    print(table(rows, ["list", "precision@10", "intra_list_sim", "ms_per_query"]))
-    path = save("related_quality", {"queries": result.queries, "k": k, "rows": rows})
+    rec = Recommender.open(root, settings)
+    labels = store_labels(rec, "category")
+    report = evaluate_related(rec, labels, k=k)
+    rows = [s.to_dict() for s in report.scores]
+    variants = {
+        "recsys without neighbourhood feedback": settings.replace("related", neighbourhood=0),
+        "recsys without MMR": settings.replace("related", mmr_lambda=1.0),
+        "recsys without dedup": settings.replace("related", duplicate_similarity=1.01),
+    }
+    for name, variant in variants.items():
+        other = Recommender.open(root, variant)
+        score = evaluate_related(other, labels, k=k, systems={name: recsys_system(other, k)}).scores[0]
+        rows.append(score.to_dict())
+    print(f"BBC, {report.queries} articles, label = topic folder, k = {k}\n")
+    print(table(rows, ["system", "precision", "ndcg", "duplicate_rate", "diversity", "coverage", "ms_per_query"]))
+    path = save("related_quality", {"queries": report.queries, "k": k, "rows": rows})
     print(f"\nwrote {path}")
 
 

@@ -113,7 +113,7 @@ class PopularityConfig:
     ctr_weight: float = 2.0
     # Ranking lists articles with activity in this window, and quotes its figures over it.
     window_hours: float = 24.0
-    # Popularity p enters other lists' scores as p / (p + squash_scale), in [0, 1).
+    # Popularity p enters other lists' scores as p / (|p| + squash_scale), in (-1, 1).
     squash_scale: float = 10.0
     # How stale "now" may be: new events are folded in at most this often.
     refresh_seconds: float = 1.0

@@ -193,7 +193,8 @@ class Indexer:
             report.unchanged = len(keep_rows)
 
             changed_meta = self._metadata_changes(prev, articles, keep_rows) if prev is not None else []
-            if prev is not None and not to_embed and not gone and not changed_meta and not replace_all:
+            unchanged = prev is not None and not to_embed and not gone and not changed_meta
+            if unchanged and (not replace_all or self._is_compact_and_current(prev)):
                 report.articles = len(prev_hashes)
                 report.version = prev.path.name
                 report.seconds = round(time.perf_counter() - started, 3)
@@ -231,6 +232,15 @@ class Indexer:
         finally:
             if prev is not None:
                 prev.conn.close()
+
+    def _is_compact_and_current(self, prev: _Previous) -> bool:
+        """A build of unchanged content would rewrite the same version: no dead rows, same ANN choice."""
+        settings = self.settings.index
+        live = len(prev.hashes)
+        wanted = (
+            settings.backend if settings.backend != "auto" else ("exact" if live <= settings.exact_max else "faiss-ivf")
+        )
+        return prev.manifest["counts"]["dead_rows"] == 0 and prev.manifest["ann"]["kind"] == wanted
 
     def _metadata_changes(self, prev: _Previous, articles: list[Article], keep_rows: dict[str, int]) -> list[Article]:
         """Kept articles whose non-embedded fields (url, date, category, ...) changed."""

@@ -156,6 +156,10 @@ class Popularity:
 
 
 def squash(scores: np.ndarray, scale: float) -> np.ndarray:
-    """Popularity mapped to [0, 1): p / (p + scale) for p > 0, else 0 (for blending into list scores)."""
-    positive = np.maximum(np.asarray(scores, dtype=np.float64), 0.0)
-    return positive / (positive + scale)
+    """Popularity mapped to (-1, 1) as p / (|p| + scale), for blending into list scores.
+
+    Signed on purpose: an article shown often and rarely clicked (p < 0) is nudged down, one with no
+    events (p = 0) is left alone.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores / (np.abs(scores) + scale)

@@ -44,7 +44,11 @@ def test_second_add_of_same_files_embeds_nothing_and_keeps_version(make_indexer,
     assert again.version == first.version  # nothing changed: no new version written
     rebuilt = indexer.build([files])
     assert rebuilt.embedded == 0 and rebuilt.unchanged == 5  # a full build re-uses vectors too
+    assert rebuilt.version == first.version  # ... and writes nothing when nothing changed
     assert embedder.embedded == 5
+    exact = indexer.build([files])
+    flat = make_indexer(s=Settings().replace("index", backend="faiss-flat")).build([files])
+    assert flat.version != exact.version and flat.embedded == 0  # a new ANN choice is a new version
 
 
 def test_changed_text_is_re_embedded_metadata_change_is_not(make_indexer, files, tmp_path, embedder):

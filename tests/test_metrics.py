@@ -1,7 +1,17 @@
 import numpy as np
 import pytest
 
-from recsys.evaluation.metrics import auc, intra_list_similarity, mrr, ndcg_at_k, precision_at_k, recall_at_k
+from recsys.evaluation.metrics import (
+    auc,
+    catalogue_coverage,
+    duplicate_rate,
+    intra_list_similarity,
+    mrr,
+    ndcg_at_k,
+    ndcg_binary_at_k,
+    precision_at_k,
+    recall_at_k,
+)
 
 
 def test_precision_counts_short_lists_gaps_as_misses():
@@ -41,3 +51,17 @@ def test_mrr_and_ndcg_by_hand():
     assert ndcg_at_k(labels, scores, 4) == pytest.approx(dcg / ideal)
     assert ndcg_at_k(labels, scores, 1) == 0.0
     assert ndcg_at_k([0, 0], [1, 2], 2) == 0.0
+
+
+def test_ndcg_binary_by_hand():
+    # hits at ranks 1 and 3 of k=3, with 2 relevant items in all: ideal = 1 + 1/log2(3)
+    assert ndcg_binary_at_k([True, False, True], 3, 2) == pytest.approx((1 + 0.5) / (1 + 1 / np.log2(3)))
+    assert ndcg_binary_at_k([True, True], 5, 2) == pytest.approx(1.0)
+    assert ndcg_binary_at_k([False], 1, 0) == 0.0
+
+
+def test_duplicate_rate_and_coverage():
+    v = np.array([[1, 0], [1, 0], [0, 1]], dtype=np.float32)
+    assert duplicate_rate(v, [0, 0, 0], 0.92) == pytest.approx(1 / 3)
+    assert duplicate_rate(v, [0, 5, 5], 0.99) == pytest.approx(2 / 3)  # (0,1) by vector, (1,2) by story
+    assert catalogue_coverage([["a", "b"], ["b", "c"]], 10) == pytest.approx(0.3)

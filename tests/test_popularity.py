@@ -76,4 +76,4 @@ def test_order_of_folding_does_not_matter_and_anchor_moves_safely():
 
 
 def test_squash():
-    assert squash(np.array([-1.0, 0.0, 10.0]), 10.0).tolist() == [0.0, 0.0, 0.5]
+    assert squash(np.array([-10.0, 0.0, 10.0, 30.0]), 10.0).tolist() == [-0.5, 0.0, 0.5, 0.75]

@@ -1,4 +1,4 @@
-"""The site's query path must not load torch or sentence-transformers."""
+"""The site's query path (every list, and recording events) must not load torch or sentence-transformers."""
 
 import json
 import subprocess
@@ -16,13 +16,19 @@ import json, sys
 from recsys import Recommender
 rec = Recommender.open(sys.argv[1])
 hits = rec.related("a0", 3)
+rec.record_view("a1", user_id="u1")
+rec.record_reaction("a2", "veryGood")
+rec.flush()
+page = rec.page("a0", ["a1", "a5"], k_related=3, k_ranking=3, k_recommend=3)
+assert page.related and page.ranking and page.recommendation
+assert rec.recommend(user_id="u1", k=2) and rec.ranking(2)
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers"))
 print(json.dumps({"hits": [h.id for h in hits], "heavy": heavy}))
 """
 
 
 @pytest.mark.parametrize("backend", ["exact", "faiss-ivf"])
-def test_open_and_related_import_no_torch(make_indexer, tmp_path, backend):
+def test_every_list_and_event_call_imports_no_torch(make_indexer, tmp_path, backend):
     settings = Settings().replace("index", backend=backend)
     docs = [{"id": f"a{i}", "title": f"topic {i % 7} story", "body": f"words {i % 7} more {i}"} for i in range(200)]
     make_indexer(s=settings).build([write_jsonl(tmp_path / "a.jsonl", docs)])

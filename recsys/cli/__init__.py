@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from recsys.cli.common import State, app_state, fail
+from recsys.cli.evaluate import eval_app
 from recsys.cli.index import index_app
 from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.add_typer(index_app, name="index")
 app.add_typer(events_app, name="events")
+app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
 app.command()(related)
 app.command()(ranking)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from recsys.config import PopularityConfig
+from recsys.config import PopularityConfig, RecommendConfig, Settings
 from recsys.evaluation.metrics import auc, mrr, ndcg_at_k
 from recsys.events import Impression, impression_events
-from recsys.popularity import Popularity
+from recsys.popularity import Popularity, squash
+from recsys.profile import Interest, build_interests
+from recsys.service import Recommender
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
 
@@ -99,15 +101,18 @@ class ReplayResult:
     skipped_one_class: int
     metrics: dict[str, dict[str, float]]
     seconds: dict[str, float]
+    # scorer -> (scores of clicked candidates, scores of the others), a seeded sample for plots
+    distributions: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "distributions"}
 
 
 def replay(impressions: Sequence[Impression], scorers: Sequence[ImpressionScorer]) -> ReplayResult:
     """Score every impression with every scorer, in time order (see module docstring)."""
     ordered = sorted(impressions, key=lambda i: (i.ts, i.impression_id))
     sums = {s.name: np.zeros(len(METRICS)) for s in scorers}
+    samples: dict[str, tuple[list[float], list[float]]] = {s.name: ([], []) for s in scorers}
     seconds = dict.fromkeys(sums, 0.0)
     scored = skipped = 0
     for _, group in itertools.groupby(ordered, key=lambda i: i.ts):
@@ -122,6 +127,10 @@ def replay(impressions: Sequence[Impression], scorers: Sequence[ImpressionScorer
                 started = time.perf_counter()
                 scores = scorer.score(impression)
                 seconds[scorer.name] += time.perf_counter() - started
+                if scored % 10 == 1:  # every tenth impression feeds the score distributions
+                    clicked, other = samples[scorer.name]
+                    clicked += [float(v) for v, c in zip(scores, impression.clicked, strict=True) if c]
+                    other += [float(v) for v, c in zip(scores, impression.clicked, strict=True) if not c]
                 sums[scorer.name] += (
                     auc(labels, scores),
                     mrr(labels, scores),
@@ -136,4 +145,101 @@ def replay(impressions: Sequence[Impression], scorers: Sequence[ImpressionScorer
         name: {m: float(v) / max(1, scored) for m, v in zip(METRICS, total, strict=True)}
         for name, total in sums.items()
     }
-    return ReplayResult(len(ordered), scored, skipped, metrics, {k: round(v, 3) for k, v in seconds.items()})
+    return ReplayResult(len(ordered), scored, skipped, metrics, {k: round(v, 3) for k, v in seconds.items()}, samples)
+
+
+def with_text_only(impressions: Sequence[Impression], indexed: Mapping[str, int] | set[str]) -> list[Impression]:
+    """The impressions cut down to candidates that have article text (for judging content on its own)."""
+    cut = []
+    for impression in impressions:
+        keep = [i for i, c in enumerate(impression.candidates) if c in indexed]
+        if keep:
+            cut.append(
+                Impression(
+                    impression.impression_id,
+                    impression.user_id,
+                    impression.ts,
+                    impression.history,
+                    tuple(impression.candidates[i] for i in keep),
+                    tuple(impression.clicked[i] for i in keep),
+                )
+            )
+    return cut
+
+
+class ContentScorer:
+    """Content match: each candidate's best cosine to the reader's interests (recsys/profile.py).
+
+    Candidates and history items without article text are scored by what is known: a candidate with no
+    vector gets the mean score of the impression's known candidates, so it is neither favoured nor
+    buried; a reader with no known history gets the same score for every candidate.
+    """
+
+    name = "content match"
+
+    def __init__(self, rec: Recommender, config: RecommendConfig) -> None:
+        self.rec = rec
+        self.config = config
+        self.rows: dict[str, int] = {}
+        self._profiles: dict[tuple[str, ...], list[Interest]] = {}
+
+    def prepare(self, impressions: Sequence[Impression]) -> None:
+        ids = {c for i in impressions for c in (*i.candidates, *i.history)}
+        self.rows = self.rec.view.store.rows_of(ids)
+
+    def _interests(self, history: tuple[str, ...]) -> list[Interest]:
+        found = self._profiles.get(history)
+        if found is None:
+            known = [self.rows[h] for h in reversed(history) if h in self.rows][: self.config.history_limit]
+            vectors = np.asarray(self.rec.view.vectors[known], dtype=np.float32) if known else np.zeros((0, 1))
+            found = self._profiles[history] = build_interests(vectors, self.config) if known else []
+        return found
+
+    def score(self, impression: Impression) -> np.ndarray:
+        interests = self._interests(impression.history)
+        known = [i for i, c in enumerate(impression.candidates) if c in self.rows]
+        scores = np.zeros(len(impression.candidates))
+        if interests and known:
+            centroids = np.stack([interest.vector for interest in interests])
+            vectors = np.asarray(self.rec.view.vectors[[self.rows[impression.candidates[i]] for i in known]])
+            scores[known] = (vectors @ centroids.T).max(axis=1)
+            unknown = np.setdiff1d(np.arange(len(scores)), known)
+            scores[unknown] = scores[known].mean()
+        return scores
+
+    def learn(self, impressions: Sequence[Impression]) -> None:
+        return None
+
+
+class BlendScorer:
+    """The Recommendation formula on impressions: content match + popularity_weight * squash(popularity)."""
+
+    name = "recsys blend"
+
+    def __init__(self, content: ContentScorer, settings: Settings) -> None:
+        self.content = content
+        self.popularity = PopularityScorer(settings.popularity)
+        self.weight = settings.recommend.popularity_weight
+        self.scale = settings.popularity.squash_scale
+
+    def score(self, impression: Impression) -> np.ndarray:
+        content = self.content.score(impression) if self.content.rows else np.zeros(len(impression.candidates))
+        return content + self.weight * squash(self.popularity.score(impression), self.scale)
+
+    def learn(self, impressions: Sequence[Impression]) -> None:
+        self.popularity.learn(impressions)
+
+
+def text_coverage(impressions: Sequence[Impression], indexed: Mapping[str, int] | set[str]) -> dict[str, int]:
+    """How much of the replay has article text: candidates and history entries, with and without."""
+    counts: Counter[str] = Counter()
+    for impression in impressions:
+        with_text = sum(c in indexed for c in impression.candidates)
+        history = sum(h in indexed for h in impression.history)
+        counts["candidates"] += len(impression.candidates)
+        counts["candidates with text"] += with_text
+        counts["history entries"] += len(impression.history)
+        counts["history entries with text"] += history
+        counts["impressions with no known history"] += history == 0
+        counts["impressions with no candidate text"] += with_text == 0
+    return dict(counts)

@@ -77,3 +77,31 @@ def ndcg_at_k(labels: Sequence[int], scores: Sequence[float], k: int) -> float:
     """Normalised DCG of the first k, with binary gains (MIND's definition)."""
     ideal = dcg_at_k(labels, labels, k)
     return 0.0 if ideal == 0 else dcg_at_k(labels, scores, k) / ideal
+
+
+def ndcg_binary_at_k(relevant: Sequence[bool], k: int, n_relevant: int) -> float:
+    """nDCG@k with 0/1 gains, where ``n_relevant`` relevant items exist in all (the ideal list's size)."""
+    gains = np.asarray(list(relevant)[:k], dtype=np.float64)
+    dcg = float((gains / np.log2(np.arange(2, gains.size + 2))).sum())
+    ideal_n = min(k, n_relevant)
+    ideal = float((1.0 / np.log2(np.arange(2, ideal_n + 2))).sum())
+    return 0.0 if ideal == 0 else dcg / ideal
+
+
+def duplicate_rate(vectors: np.ndarray, stories: Sequence[int], threshold: float) -> float:
+    """Share of pairs in one list that are the same story (cosine >= threshold or one nonzero story key)."""
+    n = vectors.shape[0]
+    if n < 2:
+        return 0.0
+    sims = vectors @ vectors.T
+    keys = np.asarray(stories)
+    same = (sims >= threshold) | ((keys[:, None] == keys[None, :]) & (keys[:, None] != 0))
+    upper = np.triu_indices(n, 1)
+    return float(same[upper].mean())
+
+
+def catalogue_coverage(lists: Sequence[Sequence[str]], catalogue_size: int) -> float:
+    """Share of the catalogue that appears in at least one list."""
+    if catalogue_size <= 0:
+        return 0.0
+    return len({item for found in lists for item in found}) / catalogue_size
