@@ -235,12 +235,15 @@ class Indexer:
 
     def _is_compact_and_current(self, prev: _Previous) -> bool:
         """A build of unchanged content would rewrite the same version: no dead rows, same ANN choice."""
-        settings = self.settings.index
-        live = len(prev.hashes)
-        wanted = (
-            settings.backend if settings.backend != "auto" else ("exact" if live <= settings.exact_max else "faiss-ivf")
-        )
+        wanted = self._backend_for(len(prev.hashes))
         return prev.manifest["counts"]["dead_rows"] == 0 and prev.manifest["ann"]["kind"] == wanted
+
+    def _backend_for(self, live: int) -> str:
+        """The configured ANN backend, or for "auto": exact up to exact_max articles, IVF above."""
+        settings = self.settings.index
+        if settings.backend != "auto":
+            return settings.backend
+        return "exact" if live <= settings.exact_max else "faiss-ivf"
 
     def _metadata_changes(self, prev: _Previous, articles: list[Article], keep_rows: dict[str, int]) -> list[Article]:
         """Kept articles whose non-embedded fields (url, date, category, ...) changed."""
@@ -383,11 +386,7 @@ class Indexer:
     ) -> ANNIndex:
         settings = self.settings.index
         live_rows = np.flatnonzero(rows["live"])
-        kind = (
-            settings.backend
-            if settings.backend != "auto"
-            else ("exact" if len(live_rows) <= settings.exact_max else "faiss-ivf")
-        )
+        kind = self._backend_for(len(live_rows))
         tuning = {"lists_per_sqrt_n": settings.ivf_lists_per_sqrt_n, "nprobe": settings.ivf_nprobe or 16}
         if not compact and prev is not None:
             previous = ANNIndex.load(prev.path / ANN_DIR)
