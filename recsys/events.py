@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts) WHERE user_id != '';
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
 CREATE TABLE IF NOT EXISTS history (
     user_id TEXT NOT NULL,
     article_id TEXT NOT NULL,

@@ -37,31 +37,38 @@ def build_interests(vectors: np.ndarray, config: RecommendConfig) -> list[Intere
     if n == 0:
         return []
     weights = np.exp2(-np.arange(n) / max(config.history_half_life_reads, 1e-9))
-    sums: list[np.ndarray] = []
-    mass: list[float] = []
+    sums = np.zeros((n, vectors.shape[1]), dtype=np.float64)  # at most one interest per read
+    mass = np.zeros(n)
     members: list[list[int]] = []
     for i in range(n):
-        if sums:
-            sims = np.array([float(_unit(s) @ vectors[i]) for s in sums])
+        m = len(members)
+        if m:
+            centroids = sums[:m] / np.linalg.norm(sums[:m], axis=1, keepdims=True)
+            sims = centroids @ vectors[i]
             best = int(np.argmax(sims))
             if sims[best] >= config.interest_similarity:
-                sums[best] = sums[best] + weights[i] * vectors[i]
-                mass[best] += float(weights[i])
+                sums[best] += weights[i] * vectors[i]
+                mass[best] += weights[i]
                 members[best].append(i)
                 continue
-        sums.append(weights[i] * vectors[i].astype(np.float64))
-        mass.append(float(weights[i]))
+        sums[m] = weights[i] * vectors[i]
+        mass[m] = weights[i]
         members.append([i])
-    while len(sums) > max(1, config.max_interests):
+    m = len(members)
+    sums, mass = sums[:m], mass[:m]
+    while m > max(1, config.max_interests):
         light = int(np.argmin(mass))
-        vector, weight, group = sums.pop(light), mass.pop(light), members.pop(light)
-        target = int(np.argmax([float(_unit(s) @ _unit(vector)) for s in sums]))
-        sums[target] = sums[target] + vector
-        mass[target] += weight
-        members[target].extend(group)
-    total = sum(mass)
+        keep = np.arange(m) != light
+        centroids = sums[keep] / np.linalg.norm(sums[keep], axis=1, keepdims=True)
+        target = int(np.argmax(centroids @ _unit(sums[light])))
+        sums[np.flatnonzero(keep)[target]] += sums[light]
+        mass[np.flatnonzero(keep)[target]] += mass[light]
+        members[int(np.flatnonzero(keep)[target])].extend(members[light])
+        sums, mass = sums[keep], mass[keep]
+        members.pop(light)
+        m -= 1
+    total = float(mass.sum())
     interests = [
-        Interest(_unit(s).astype(np.float32), m / total, tuple(sorted(g)))
-        for s, m, g in zip(sums, mass, members, strict=True)
+        Interest(_unit(sums[j]).astype(np.float32), float(mass[j]) / total, tuple(sorted(members[j]))) for j in range(m)
     ]
     return sorted(interests, key=lambda interest: -interest.share)

@@ -602,16 +602,15 @@ class Recommender:
     ) -> Page:
         """The three lists for one page view: the current article in none, no article in two.
 
-        Filled most specific first: Related, then Recommendation, then Ranking (which also skips
-        what this reader has already read).
+        Filled most specific first: Related, then Recommendation, then Ranking. Ranking stays the
+        same for every reader (a "most read" box), less what the other two lists already show.
         """
         now_s = _now(now)
         related = self.related(article_id, k_related, now=now_s)
         shown = [article_id, *(h.id for h in related)]
         recommended = self.recommend(history, user_id=user_id, k=k_recommend, exclude=shown, now=now_s)
         shown += [h.id for h in recommended]
-        read = self._reads(history, user_id, now_s)  # popular, but this reader has seen it
-        ranked = self.ranking(k_ranking, exclude=[*shown, *read], now=now_s)
+        ranked = self.ranking(k_ranking, exclude=shown, now=now_s)
         return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
 
     def close(self) -> None:
