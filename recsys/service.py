@@ -9,6 +9,7 @@ before answering, so a takedown or an ``index add`` is visible from the next que
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -42,6 +43,7 @@ from recsys.ranking import (
 from recsys.store import DB_FILE, NO_TIME, ROWS_FILE, VOCAB_FILE, ArticleStore, StoredArticle, story_key
 from recsys.types import Hit, IndexStateError, RecsysError, UnknownArticle
 
+logger = logging.getLogger(__name__)
 VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
 MAX_K = 1000
@@ -69,9 +71,12 @@ class Filters:
 def _epoch(value: TimeLike) -> float | None:
     if value is None:
         return None
-    if isinstance(value, datetime):
-        return parse_timestamp(value.isoformat()).timestamp()
-    return parse_timestamp(value).timestamp()
+    try:
+        if isinstance(value, datetime):
+            return parse_timestamp(value.isoformat()).timestamp()
+        return parse_timestamp(value).timestamp()
+    except (ValueError, OverflowError, OSError) as exc:
+        raise RecsysError(f"bad time {value!r}: {exc}") from None
 
 
 def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -141,6 +146,7 @@ class Recommender:
         self.layout = IndexLayout(root)
         self.settings = settings if settings is not None else load_settings()
         self._lock = threading.Lock()
+        self._retry_at = 0.0
         self._stamp = self.layout.pointer_stamp()
         self._view = IndexView(self.layout.current())
         self._embedder = embedder
@@ -165,13 +171,18 @@ class Recommender:
     def view(self) -> IndexView:
         """The current version, switching to a newly published one if the pointer moved."""
         stamp = self.layout.pointer_stamp()
-        if stamp != self._stamp:
-            with self._lock:
-                if stamp != self._stamp:
-                    fresh = self.layout.current()
-                    if fresh.name != self._view.version:
-                        self._view = IndexView(fresh)  # old view stays valid for calls already using it
-                    self._stamp = stamp
+        if stamp != self._stamp and time.monotonic() >= self._retry_at and self._lock.acquire(blocking=False):
+            # One caller loads the new version; everyone else keeps answering from the old one meanwhile.
+            try:
+                fresh = self.layout.current()
+                if fresh.name != self._view.version:
+                    self._view = IndexView(fresh)  # calls already holding the old view finish with it
+                self._stamp = stamp
+            except RecsysError as exc:
+                logger.warning("staying on index version %s: %s", self._view.version, exc)
+                self._retry_at = time.monotonic() + 1.0
+            finally:
+                self._lock.release()
         return self._view
 
     @property

@@ -14,6 +14,7 @@ from recsys.cli.evaluate import eval_app
 from recsys.cli.index import index_app
 from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
+from recsys.cli.serve import serve
 from recsys.types import RecsysError
 
 
@@ -44,6 +45,7 @@ app.command()(ranking)
 app.command()(recommend)
 app.command()(page)
 app.command()(demo)
+app.command()(serve)
 
 
 @app.callback()

@@ -64,6 +64,8 @@ def demo(
     index: str = typer.Option("index/demo", "--index", "-i", help="Where to build the demo index."),
     k: int = typer.Option(5, "-k", help="Hits per list."),
     as_json: bool = JsonOption,
+    serve: bool = typer.Option(False, "--serve", help="Then serve the demo article page on http://127.0.0.1:PORT/."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
 ) -> None:
     """Index the bundled sample and its reader events; print Related lists and one full page."""
     settings = app_state(ctx).settings
@@ -97,6 +99,10 @@ def demo(
         print_json(output)
     else:
         typer.echo(f"\nTry: recsys page {article_id} --user {reader} --index {index} --now {newest}")
+    if serve:
+        from recsys.cli.serve import run_server
+
+        run_server(index, app_state(ctx).config_path, "127.0.0.1", port)
 
 
 @config_app.command("show")

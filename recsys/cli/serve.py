@@ -1,0 +1,35 @@
+"""``recsys serve``: the HTTP service (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import typer
+
+from recsys.cli.common import IndexOption, app_state
+
+
+def serve(
+    ctx: typer.Context,
+    index: str = IndexOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+) -> None:
+    """Serve Related, Ranking, Recommendation, pages and events over HTTP (OpenAPI at /docs, demo page at /)."""
+    run_server(index, app_state(ctx).config_path, host, port, workers)
+
+
+def run_server(index: str, config_path: str | None, host: str, port: int, workers: int = 1) -> None:
+    import os
+
+    import uvicorn
+
+    from recsys.layout import IndexLayout
+
+    IndexLayout(index).current()  # fail now, with the how-to-fix message, if there is no index
+    os.environ["RECSYS_SERVE_INDEX"] = index
+    if config_path:
+        os.environ["RECSYS_CONFIG"] = config_path
+    typer.echo(f"recsys serving {index} on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
+    uvicorn.run(
+        "recsys.http:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning"
+    )

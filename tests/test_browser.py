@@ -1,0 +1,113 @@
+"""End to end in real headless Chromium: the demo page, its three boxes, a click, a reaction.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package (which drives it; nothing is
+downloaded). Skipped with the reason when either is missing.
+"""
+
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.model, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def server(sample_index, tmp_path):
+    uvicorn = pytest.importorskip("uvicorn")
+    from recsys.config import Settings
+    from recsys.http import create_app
+
+    root = tmp_path / "index"
+    shutil.copytree(sample_index, root)  # the sample's articles, no events yet
+    settings = Settings().replace("popularity", refresh_seconds=0.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(create_app(root, settings), host="127.0.0.1", port=port, log_level="warning")
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not instance.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine: install Debian's chromium package (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (drives the system Chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser.new_page(viewport={"width": 1280, "height": 1000})
+        browser.close()
+
+
+def lists(page):
+    return {
+        box: [
+            (a.get_attribute("data-id"), reason.inner_text())
+            for a, reason in zip(
+                page.locator(f"#{box} li a").all(), page.locator(f"#{box} li .reason").all(), strict=True
+            )
+        ]
+        for box in ("related", "ranking", "recommendation")
+    }
+
+
+def open_article(page, base, article_id):
+    page.goto(f"{base}/?id={article_id}")
+    wait_loaded(page)
+
+
+def wait_loaded(page):
+    page.wait_for_function("document.body.dataset.loaded !== undefined")
+    page.wait_for_function("JSON.parse(localStorage.getItem('recsys-history') || '[]').length > 0")
+
+
+def test_reader_journey(server, page, tmp_path):
+    first = "s-ecb-rates-hold"
+    open_article(page, server, first)
+    assert page.locator("#title").inner_text() == "ECB holds interest rates steady as inflation cools"
+    boxes = lists(page)
+    ids = [i for hits in boxes.values() for i, _ in hits]
+    assert all(boxes.values()), boxes
+    assert len(ids) == len(set(ids)) and first not in ids  # three distinct lists, current article in none
+    assert "wire-ecb-rates-hold" not in ids  # the re-published copy never shows
+    assert all(reason.startswith("new: published") for _, reason in boxes["recommendation"])  # no history yet
+
+    clicked = boxes["related"][0][0]
+    page.locator("#related li a").first.click()
+    page.wait_for_url(f"**/?id={clicked}")
+    page.wait_for_function(f"JSON.parse(localStorage.getItem('recsys-history') || '[]').includes('{clicked}')")
+    after_click = lists(page)
+    assert after_click["recommendation"] != boxes["recommendation"]
+    assert any('because you read "ECB holds interest rates' in reason for _, reason in after_click["recommendation"])
+
+    page.locator('.reaction[data-name="veryGood"]').click()
+    page.wait_for_selector('.reaction.done[data-name="veryGood"]')
+    assert page.locator('.reaction[data-name="veryGood"]').inner_text() == "veryGood! (1)"
+
+    open_article(page, server, "s-derby-report")
+    page.wait_for_function("document.querySelectorAll('#ranking li').length > 0")
+    ranking = lists(page)["ranking"]
+    assert ranking[0] == (clicked, "1 view and 1 reaction in the last 24 h")
+    assert (first, "1 view in the last 24 h") in ranking
+    page.screenshot(path=str(Path(tmp_path) / "journey.png"))
