@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.io import has_bad_bytes, iter_csv, iter_jsonl, parse_timestamp
+from recsys.io import detect_format, has_bad_bytes, iter_csv, iter_jsonl, parse_timestamp
 from recsys.types import InputError, InputProblem, RecsysError
 
 EVENTS_FILE = "events.sqlite"
@@ -124,16 +124,11 @@ def event_from_record(record: dict[str, Any]) -> Event:
 
 
 def detect_event_format(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if suffix == ".csv":
-        return "csv"
-    if suffix == ".tsv":
-        return "mind"
-    raise RecsysError(
-        f"{path}: cannot tell the event format from {suffix!r}; pass --format ({', '.join(EVENT_FORMATS)})"
-    )
+    """The event reader for a file, from its extension (the same mapping as article files)."""
+    fmt = detect_format(path)
+    if fmt not in EVENT_FORMATS:
+        raise RecsysError(f"{path}: not an event file; pass --format with one of: {', '.join(EVENT_FORMATS)}")
+    return fmt
 
 
 def _lines(path: Path) -> list[str]:

@@ -33,23 +33,11 @@ K = Annotated[int | None, Query(ge=0, le=MAX_K, description="How many (default f
 IdList = Annotated[str | None, Query(max_length=20_000, description="Comma-separated article ids.")]
 
 
-class HitOut(BaseModel):
-    id: str
-    title: str
-    url: str
-    published_at: str | None
-    score: float
-    reason: str
-    category: str = ""
-    similarity: float | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-
 class PageOut(BaseModel):
     article_id: str
-    related: list[HitOut]
-    ranking: list[HitOut]
-    recommendation: list[HitOut]
+    related: list[Hit]
+    ranking: list[Hit]
+    recommendation: list[Hit]
 
 
 class EventIn(BaseModel):
@@ -135,7 +123,7 @@ def create_app(index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None 
         data["reaction_names"] = list(settings.popularity.reaction_weights)
         return data
 
-    @app.get("/related/{article_id:path}", response_model=list[HitOut])
+    @app.get("/related/{article_id:path}", response_model=list[Hit])
     def related(
         article_id: str,
         k: K = None,
@@ -160,7 +148,7 @@ def create_app(index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None 
             )
         )
 
-    @app.get("/ranking", response_model=list[HitOut])
+    @app.get("/ranking", response_model=list[Hit])
     def ranking(
         k: K = None,
         category: IdList = None,
@@ -170,7 +158,7 @@ def create_app(index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None 
         """Popular now, from views, clicks and reactions."""
         return _hits(rec.ranking(k, category=_ids(category) or None, window_hours=window_hours, exclude=_ids(exclude)))
 
-    @app.get("/recommend", response_model=list[HitOut])
+    @app.get("/recommend", response_model=list[Hit])
     def recommend(
         history: IdList = None,
         user_id: Annotated[str | None, Query(max_length=256)] = None,
@@ -212,7 +200,7 @@ def create_app(index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None 
         rec.flush()
         return {"accepted": accepted}
 
-    @app.post("/related-to-text", response_model=list[HitOut])
+    @app.post("/related-to-text", response_model=list[Hit])
     def related_to_text(draft: DraftIn) -> list[dict[str, Any]]:
         """Related for an unpublished draft (loads the embedding model on first use)."""
         return _hits(rec.related_to_text(draft.title, draft.body, draft.k))

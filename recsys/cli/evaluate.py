@@ -161,6 +161,23 @@ def _impressions(behaviors: str, limit: int | None, seed: int) -> tuple[list[Imp
     return impressions, problems
 
 
+def _mind_run(
+    ctx: typer.Context,
+    sweep: list[str] | None,
+    behaviors: str,
+    limit: int | None,
+    seed: int,
+    news: str,
+    index: str | None,
+) -> tuple[Settings, list[Sweep], list[Impression], list[InputProblem], Recommender]:
+    """What both MIND evaluations start from: settings, checked sweeps, impressions, the news index."""
+    settings = app_state(ctx).settings
+    sweeps = _sweeps(sweep, settings)
+    impressions, problems = _impressions(behaviors, limit, seed)
+    rec = Recommender.open(_index_for([news], index, settings, "mind"), settings)
+    return settings, sweeps, impressions, problems, rec
+
+
 @eval_app.command("impressions")
 def eval_impressions(
     ctx: typer.Context,
@@ -173,10 +190,7 @@ def eval_impressions(
     out: str = OutOption,
 ) -> None:
     """Replay impressions in time order: random, smoothed CTR, popularity, content match, and the blend."""
-    settings = app_state(ctx).settings
-    sweeps = _sweeps(sweep, settings)
-    impressions, problems = _impressions(behaviors, limit, seed)
-    rec = Recommender.open(_index_for([news], index, settings, "mind"), settings)
+    settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, limit, seed, news, index)
     content = ContentScorer(rec, settings.recommend)
     content.prepare(impressions)
     coverage = text_coverage(impressions, content.rows)
@@ -249,10 +263,7 @@ def eval_recommend(
     out: str = OutOption,
 ) -> None:
     """Hold out each reader's last read(s); recall@k and nDCG@k of Recommendation vs baselines."""
-    settings = app_state(ctx).settings
-    sweeps = _sweeps(sweep, settings)
-    impressions, problems = _impressions(behaviors, None, seed)
-    rec = Recommender.open(_index_for([news], index, settings, "mind"), settings)
+    settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, None, seed, news, index)
     indexed = rec.view.store.rows_of({a for i in impressions for a in (*i.history, *i.candidates)})
     sequences = reading_sequences(impressions)
     readers = make_readers(sequences, indexed, holdout, min_history, limit, seed)

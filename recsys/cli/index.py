@@ -34,6 +34,23 @@ def _value(choice: Enum | None) -> str | None:
     return None if choice is None else str(choice.value)
 
 
+def _job(
+    ctx: typer.Context,
+    job: str,
+    articles: list[str],
+    index: str,
+    fmt: InputFormat | None,
+    on_error: OnError,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    """Run Indexer.build or Indexer.add with a progress bar, then report."""
+    run = getattr(Indexer(index, app_state(ctx).settings), job)
+    with docs_progress(progress) as bar:
+        report = run(articles, fmt=_value(fmt), on_error=on_error.value, progress=bar)
+    _finish(report, as_json)
+
+
 def _finish(report: BuildReport, as_json: bool) -> None:
     for problem in report.problems:
         typer.echo(str(problem), err=True)
@@ -62,10 +79,7 @@ def build(
     as_json: bool = JsonOption,
 ) -> None:
     """Build an index holding exactly these articles (unchanged texts re-use their vectors)."""
-    indexer = Indexer(index, app_state(ctx).settings)
-    with docs_progress(progress) as bar:
-        report = indexer.build(articles, fmt=_value(fmt), on_error=on_error.value, progress=bar)
-    _finish(report, as_json)
+    _job(ctx, "build", articles, index, fmt, on_error, progress, as_json)
 
 
 @index_app.command()
@@ -79,10 +93,7 @@ def add(
     as_json: bool = JsonOption,
 ) -> None:
     """Add new articles and re-embed changed ones; unchanged ones cost nothing."""
-    indexer = Indexer(index, app_state(ctx).settings)
-    with docs_progress(progress) as bar:
-        report = indexer.add(articles, fmt=_value(fmt), on_error=on_error.value, progress=bar)
-    _finish(report, as_json)
+    _job(ctx, "add", articles, index, fmt, on_error, progress, as_json)
 
 
 @index_app.command()
