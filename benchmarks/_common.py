@@ -51,16 +51,10 @@ def bbc_index() -> Path:
 
 
 def table(rows: list[dict], columns: Sequence[str]) -> str:
-    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
-    lines += ["  ".join(_fmt(r.get(c)).rjust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
+    """The evaluation reports' plain-text table (one format for benchmarks and `recsys eval`)."""
+    from recsys.evaluation.report import text_table
 
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.1f}"
-    return "" if value is None else str(value)
+    return text_table(rows, columns)
 
 
 def save(name: str, data: dict) -> Path:

@@ -43,3 +43,29 @@ def test_every_list_and_event_call_imports_no_torch(make_indexer, tmp_path, back
     result = json.loads(out.stdout)
     assert len(result["hits"]) == 3
     assert result["heavy"] == []
+
+
+SERVICE_PROBE = """
+import json, sys
+from fastapi.testclient import TestClient
+from recsys.http import create_app
+client = TestClient(create_app(sys.argv[1]))
+assert client.get("/page/a0").status_code == 200
+assert client.post("/events", json={"events": [{"article_id": "a1", "type": "view"}]}).status_code == 200
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "sentence_transformers", "transformers"))
+print(json.dumps(heavy))
+"""
+
+
+def test_the_http_service_imports_no_torch(make_indexer, tmp_path):
+    docs = [{"id": f"a{i}", "title": f"topic {i % 5} story", "body": f"words {i % 5} more {i}"} for i in range(50)]
+    make_indexer().build([write_jsonl(tmp_path / "a.jsonl", docs)])
+    out = subprocess.run(
+        [sys.executable, "-c", SERVICE_PROBE, str(tmp_path / "index")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
+    assert json.loads(out.stdout) == []
