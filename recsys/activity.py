@@ -75,6 +75,9 @@ class WindowCounts:
         return sum(self.reactions.values())
 
 
+HORIZON_HALF_LIVES = 40
+
+
 class PopularityTracker:
     """Keeps a Popularity folded up to the latest stored event, at most ``refresh_seconds`` stale."""
 
@@ -90,8 +93,13 @@ class PopularityTracker:
         now = time.monotonic()
         if (force or now - self._checked >= self.config.refresh_seconds) and self.store.exists():
             with self._lock:
-                rows = self.store.since(self._seq)
-                if rows:
+                min_ts = -float("inf")
+                if self._seq == 0:  # first fold: events 40 half-lives older than the newest weigh < 1e-12
+                    newest = self.store.last_event_time()
+                    min_ts = (
+                        -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * self.popularity.half_life
+                    )
+                for rows in self.store.since(self._seq, min_ts):
                     self.popularity.fold(
                         (article, kind, reaction, ts, count) for _, article, kind, reaction, ts, count in rows
                     )

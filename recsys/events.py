@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -302,11 +302,21 @@ class EventStore:
         stored = self.add(batch.events, batch.history)
         return IngestReport(len(batch.events), stored, len(batch.events) - stored, len(batch.history), batch.problems)
 
-    def since(self, seq: int) -> list[tuple[int, str, str, str, float, int]]:
-        """Events stored after sequence number ``seq``: (seq, article, type, reaction, ts, count)."""
-        return self.conn.execute(
-            "SELECT seq, article_id, type, reaction, ts, count FROM events WHERE seq > ? ORDER BY seq", (seq,)
-        ).fetchall()
+    def since(
+        self, seq: int, min_ts: float = -float("inf"), batch: int = 100_000
+    ) -> Iterator[list[tuple[int, str, str, str, float, int]]]:
+        """Events stored after sequence number ``seq`` (and at or after ``min_ts``), in batches, oldest first:
+        (seq, article, type, reaction, ts, count)."""
+        while True:
+            rows = self.conn.execute(
+                "SELECT seq, article_id, type, reaction, ts, count FROM events WHERE seq > ? AND ts >= ? "
+                "ORDER BY seq LIMIT ?",
+                (seq, min_ts, batch),
+            ).fetchall()
+            if not rows:
+                return
+            yield rows
+            seq = rows[-1][0]
 
     def for_articles(self, article_ids: Sequence[str], until: float, since: float | None = None) -> list[tuple]:
         """(article, type, reaction, ts, count) of these articles with since <= ts <= until."""

@@ -225,22 +225,39 @@ class ArticleStore:
             self._local.conn = None
 
 
+def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Integer codes for strings (-1 for empty) and the sorted vocabulary they index."""
+    names, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    codes = inverse.astype(np.int32)
+    if names.size and names[0] == "":
+        codes -= 1  # "" sorts first: it becomes -1 and everything else shifts down
+        names = names[1:]
+    return codes, [str(n) for n in names]
+
+
+def _epochs(values: list[str | None]) -> np.ndarray:
+    """Epoch seconds of stored published_at values (NO_TIME where missing)."""
+    try:  # readers store "YYYY-MM-DDTHH:MM:SSZ": numpy parses that in bulk
+        parsed = np.array([v[:19] if v else "NaT" for v in values], dtype="datetime64[s]")
+        return np.where(np.isnat(parsed), NO_TIME, parsed.astype(np.int64))
+    except ValueError:
+        return np.array([int(parse_timestamp(v).timestamp()) if v else NO_TIME for v in values], dtype=np.int64)
+
+
 def build_row_columns(conn: sqlite3.Connection, n_rows: int) -> tuple[np.ndarray, dict[str, list[str]]]:
     """Derive rows.npy and its vocabulary from the articles table (dead rows stay ``live=False``)."""
     rows = np.zeros(n_rows, dtype=ROW_DTYPE)
     rows["published"] = NO_TIME
     rows["category"] = -1
     rows["language"] = -1
-    vocab: dict[str, dict[str, int]] = {"category": {}, "language": {}}
-    query = "SELECT row, published_at, category, language, canonical_url FROM articles"
-    for row, published_at, category, language, canonical in conn.execute(query):
-        entry = rows[row]
-        entry["live"] = True
-        if published_at:
-            entry["published"] = int(parse_timestamp(published_at).timestamp())
-        if category:
-            entry["category"] = vocab["category"].setdefault(category, len(vocab["category"]))
-        if language:
-            entry["language"] = vocab["language"].setdefault(language.lower(), len(vocab["language"]))
-        entry["story"] = story_key(canonical)
-    return rows, {name: list(codes) for name, codes in vocab.items()}
+    fetched = conn.execute("SELECT row, published_at, category, language, canonical_url FROM articles").fetchall()
+    if not fetched:
+        return rows, {"category": [], "language": []}
+    row_ids, published, categories, languages, canonical = zip(*fetched, strict=True)
+    at = np.fromiter(row_ids, dtype=np.int64, count=len(row_ids))
+    rows["live"][at] = True
+    rows["published"][at] = _epochs(list(published))
+    rows["category"][at], category_names = _codes(list(categories))
+    rows["language"][at], language_names = _codes([language.lower() for language in languages])
+    rows["story"][at] = [story_key(url) if url else 0 for url in canonical]
+    return rows, {"category": category_names, "language": language_names}

@@ -190,3 +190,19 @@ def test_interests_by_hand():
     assert [i.share for i in interests] == pytest.approx([(1 + 1 / 16) / total, (7 / 8) / total])
     assert interests[1].vector == pytest.approx(football)
     assert build_interests(np.zeros((0, 3), dtype=np.float32), config) == []
+
+
+def test_live_popularity_skips_events_too_old_to_matter(tmp_path):
+    from recsys.activity import PopularityTracker
+    from recsys.config import PopularityConfig
+    from recsys.events import Event
+
+    store = EventStore(tmp_path)
+    day = 86_400.0
+    newest = 1_800_000_000.0
+    store.add([("old", Event("a", "view", newest - 60 * day)), ("new", Event("b", "view", newest))])
+    tracker = PopularityTracker(store, PopularityConfig(half_life_hours=24, refresh_seconds=0))
+    popularity = tracker.current()
+    assert popularity.ids == ["b"]  # 60 half-lives back: beyond the 40 that are folded at start-up
+    store.add([("late", Event("a", "view", newest - 1 * day))])
+    assert tracker.current().scores(["a"], newest)[0] > 0  # later events are folded whatever their age
