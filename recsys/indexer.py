@@ -42,6 +42,7 @@ class BuildReport:
     updated: int = 0
     unchanged: int = 0
     removed: int = 0
+    blocked: int = 0  # input articles refused because they were taken down
     embedded: int = 0
     articles: int = 0
     embed_seconds: float = 0.0
@@ -68,6 +69,7 @@ class _Previous:
     conn: sqlite3.Connection
     vectors: np.ndarray
     hashes: dict[str, tuple[int, str]]  # id -> (row, content hash)
+    takedowns: set[str]
 
 
 class Indexer:
@@ -115,9 +117,16 @@ class Indexer:
             return self._write(list(latest.values()), set(), replace_all=False, progress=progress)
 
     def remove(self, article_ids: Iterable[str]) -> BuildReport:
-        """Take articles down: they are in no list from the next query on. Unknown ids are ignored."""
+        """Take articles down: in no list from the next query on, and refused by later add/build runs
+        (a feed that still carries them cannot bring them back) until ``restore``. Ids not indexed yet
+        are taken down too, so they can never be added."""
         with self.layout.writer_lock():
             return self._write([], set(article_ids), replace_all=False, progress=None)
+
+    def restore(self, article_ids: Iterable[str]) -> BuildReport:
+        """Lift takedowns; the articles come back with the next add or build that carries them."""
+        with self.layout.writer_lock():
+            return self._write([], set(), replace_all=False, progress=None, restores=set(article_ids))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -152,10 +161,16 @@ class Indexer:
         conn = sqlite3.connect(f"file:{path / DB_FILE}?mode=ro&immutable=1", uri=True)
         hashes = {i: (int(r), h) for i, r, h in conn.execute("SELECT id, row, content_hash FROM articles")}
         vectors = np.load(path / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-        return _Previous(path, manifest, conn, vectors, hashes)
+        takedowns = {i for (i,) in conn.execute("SELECT id FROM takedowns")}
+        return _Previous(path, manifest, conn, vectors, hashes, takedowns)
 
     def _write(
-        self, articles: list[Article], removals: set[str], replace_all: bool, progress: ProgressStart | None
+        self,
+        articles: list[Article],
+        removals: set[str],
+        replace_all: bool,
+        progress: ProgressStart | None,
+        restores: set[str] | None = None,
     ) -> BuildReport:
         started = time.perf_counter()
         report = BuildReport()
@@ -170,6 +185,11 @@ class Indexer:
         try:
             prev_hashes = prev.hashes if prev is not None else {}
             same_model = prev is not None and prev.manifest["model"]["name"] == model
+            old_takedowns = prev.takedowns if prev is not None else set()
+            takedowns = (old_takedowns - (restores or set())) | removals
+            allowed = [a for a in articles if a.id not in takedowns]
+            report.blocked = len(articles) - len(allowed)
+            articles = allowed
 
             # Decide, per input article: unchanged (keep row), metadata-only, or needs a vector.
             keep_rows: dict[str, int] = {}  # id -> previous row whose vector is still right
@@ -193,7 +213,9 @@ class Indexer:
             report.unchanged = len(keep_rows)
 
             changed_meta = self._metadata_changes(prev, articles, keep_rows) if prev is not None else []
-            unchanged = prev is not None and not to_embed and not gone and not changed_meta
+            unchanged = (
+                prev is not None and not to_embed and not gone and not changed_meta and takedowns == old_takedowns
+            )
             if unchanged and (not replace_all or self._is_compact_and_current(prev)):
                 report.articles = len(prev_hashes)
                 report.version = prev.path.name
@@ -220,6 +242,7 @@ class Indexer:
                     replace_all,
                     dimension,
                     report,
+                    takedowns,
                 )
                 manifest = self._manifest(prev, dimension, version, report, started)
                 final = self.layout.publish(staging, manifest, settings.index.keep_versions)
@@ -293,6 +316,7 @@ class Indexer:
         replace_all: bool,
         dimension: int,
         report: BuildReport,
+        takedowns: set[str],
     ) -> ANNIndex:
         settings = self.settings.index
         prev_rows = 0 if prev is None else int(prev.vectors.shape[0])
@@ -346,6 +370,12 @@ class Indexer:
         conn.executemany(
             f"INSERT INTO articles ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
             [article_row(base + i, a, hashes[a.id]) for i, a in enumerate(to_embed)],
+        )
+        conn.execute("DELETE FROM takedowns")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        previous_at = dict(prev.conn.execute("SELECT id, at FROM takedowns")) if prev is not None else {}
+        conn.executemany(
+            "INSERT INTO takedowns (id, at) VALUES (?, ?)", [(i, previous_at.get(i, stamp)) for i in sorted(takedowns)]
         )
         conn.execute("COMMIT")
         n_rows = base + len(to_embed)

@@ -201,6 +201,7 @@ class Recommender:
             "model": view.manifest["model"],
             "articles": view.n_live,
             "rows": view.manifest["counts"]["rows"],
+            "takedowns": view.store.takedowns(),
             "ann": view.manifest["ann"],
             "created_at": view.manifest["created_at"],
             "build_seconds": view.manifest["build_seconds"],

@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS articles (
     extra TEXT NOT NULL DEFAULT '{}',
     content_hash TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS takedowns (
+    id TEXT PRIMARY KEY,
+    at TEXT NOT NULL
+) WITHOUT ROWID;
 """
 COLUMNS = (
     "row",
@@ -214,6 +218,9 @@ class ArticleStore:
         if column not in ("category", "subcategory", "language"):
             raise ValueError(f"not a label column: {column}")
         return self._conn.execute(f"SELECT row, id, {column} FROM articles ORDER BY row").fetchall()
+
+    def takedowns(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM takedowns").fetchone()[0])
 
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0])

@@ -54,6 +54,11 @@ def test_add_same_file_embeds_nothing_and_remove_takes_down(runner, index):
     assert gone.exit_code == 0
     hits = json.loads(invoke(runner, "related", "s-storm-ciaran-coast", "--index", index, "--json", "-k", "20").stdout)
     assert "s-storm-ciaran-cleanup" not in [h["id"] for h in hits]
+    refused = json.loads(invoke(runner, "index", "add", SAMPLE, "--index", index, "--json", "--no-progress").stdout)
+    assert refused["blocked"] == 1 and refused["added"] == 0  # the feed cannot bring a takedown back
+    assert invoke(runner, "index", "restore", "s-storm-ciaran-cleanup", "--index", index).exit_code == 0
+    back = json.loads(invoke(runner, "index", "add", SAMPLE, "--index", index, "--json", "--no-progress").stdout)
+    assert back["added"] == 1
 
 
 def test_bad_records_are_reported_with_file_and_line(runner, index, tmp_path):

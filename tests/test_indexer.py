@@ -179,3 +179,22 @@ def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path):
     ann = Recommender.open(tmp_path / "index", settings).info()["ann"]
     assert ann["kind"] == "faiss-ivf" and ann["measured_recall_at_10"] >= 0.95
     assert ann["nprobe"] & (ann["nprobe"] - 1) == 0 or ann["nprobe"] == ann["nlist"]
+
+
+def test_takedowns_stick_until_restored(make_indexer, files, tmp_path):
+    indexer = make_indexer()
+    indexer.build([files])
+    indexer.remove(["storm-2", "not-yet-published"])
+    again = indexer.add([files])  # the feed still carries storm-2
+    assert (again.blocked, again.embedded) == (1, 0)
+    rebuilt = indexer.build([files])
+    assert rebuilt.blocked == 1 and rebuilt.articles == 4
+    late = indexer.add_articles([art("not-yet-published", "Storm flood coast", "storm flood")])
+    assert late.blocked == 1
+    rec = Recommender.open(tmp_path / "index")
+    assert "storm-2" not in [h.id for h in rec.related("storm-1", 10)]
+    assert rec.info()["takedowns"] == 2
+    indexer.restore(["storm-2"])
+    assert indexer.add([files]).added == 1
+    assert "storm-2" in [h.id for h in rec.related("storm-1", 10)]
+    assert rec.info()["takedowns"] == 1

@@ -58,10 +58,11 @@ def _finish(report: BuildReport, as_json: bool) -> None:
         print_json(report.to_dict())
     else:
         rate = f", {report.docs_per_second:,.1f} docs/s" if report.embedded else ""
+        blocked = f", refused {report.blocked} taken down" if report.blocked else ""
         typer.echo(
             f"version {report.version}: {report.articles} articles "
             f"(added {report.added}, updated {report.updated}, unchanged {report.unchanged}, "
-            f"removed {report.removed}; embedded {report.embedded}{rate}) in {report.seconds:.2f}s"
+            f"removed {report.removed}{blocked}; embedded {report.embedded}{rate}) in {report.seconds:.2f}s"
         )
     if report.problems:
         err.print(f"{len(report.problems)} bad record(s) skipped", highlight=False)
@@ -106,9 +107,23 @@ def remove(
     """Take articles down: they appear in no list from the next query on."""
     report = Indexer(index, app_state(ctx).settings).remove(ids)
     _finish(report, as_json)
-    missing = len(ids) - report.removed
+    missing = len(set(ids)) - report.removed
     if missing:
-        err.print(f"{missing} id(s) were not in the index", highlight=False)
+        typer.echo(f"{missing} id(s) were not indexed; they are taken down too and will be refused if added", err=True)
+    typer.echo(
+        "taken-down ids stay out of every list and every later add/build; undo with `recsys index restore`", err=True
+    )
+
+
+@index_app.command()
+def restore(
+    ctx: typer.Context,
+    ids: list[str] = typer.Argument(..., help="Taken-down article ids to allow again."),
+    index: str = IndexOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Lift takedowns; the articles return with the next `index add` or `build` that carries them."""
+    _finish(Indexer(index, app_state(ctx).settings).restore(ids), as_json)
 
 
 @index_app.command()
@@ -126,6 +141,7 @@ def info(ctx: typer.Context, index: str = IndexOption, as_json: bool = JsonOptio
         ("version", data["version"]),
         ("model", f"{data['model']['name']} ({data['model']['dimension']}-d)"),
         ("articles", f"{data['articles']:,} ({data['rows'] - data['articles']:,} dead rows awaiting compaction)"),
+        ("takedowns", f"{data['takedowns']:,}"),
         ("ann", f"{ann['kind']}" + (f" ({tuning})" if tuning else "")),
         ("built", f"{data['created_at']} in {data['build_seconds']:.2f}s"),
         ("size", f"{data['size_bytes'] / 1e6:,.2f} MB"),
