@@ -62,7 +62,8 @@ class Popularity:
         self.index: dict[str, int] = {}
         self.ids: list[str] = []
         self._sums = np.zeros((0, len(CHANNELS)), dtype=np.float64)
-        self.last_seen = np.zeros(0, dtype=np.float64)  # newest event time per article
+        # newest engagement (view, click or reaction; impressions alone do not count) per article
+        self.last_engaged = np.zeros(0, dtype=np.float64)
         self.anchor: float | None = None
 
     def __len__(self) -> int:
@@ -82,7 +83,7 @@ class Popularity:
         if len(self.ids) > self._sums.shape[0]:
             grow = max(len(self.ids), 2 * self._sums.shape[0], 1024)
             self._sums = np.vstack([self._sums, np.zeros((grow - self._sums.shape[0], len(CHANNELS)))])
-            self.last_seen = np.concatenate([self.last_seen, np.full(grow - self.last_seen.shape[0], -np.inf)])
+            self.last_engaged = np.concatenate([self.last_engaged, np.full(grow - self.last_engaged.shape[0], -np.inf)])
         return rows
 
     def fold(self, rows: Iterable[tuple[str, str, str, float, int]]) -> int:
@@ -114,7 +115,8 @@ class Popularity:
             self.anchor = newest
         weight = np.exp2((ts - self.anchor) / self.half_life)
         np.add.at(self._sums, (rows_idx, channel), amount * weight)
-        np.maximum.at(self.last_seen, rows_idx, ts)
+        engaged = channel != _IMPRESSIONS
+        np.maximum.at(self.last_engaged, rows_idx[engaged], ts[engaged])
         return len(items)
 
     def decayed(self, at: float, rows: np.ndarray | None = None) -> np.ndarray:

@@ -436,7 +436,7 @@ class Recommender:
         exclude: Iterable[str] = (),
         now: TimeLike = None,
     ) -> list[Hit]:
-        """Most popular now: articles active in the window, by decayed popularity (recsys/popularity.py).
+        """Most popular now: articles read, clicked or reacted to in the window, by decayed popularity.
 
         With too little activity the list is topped up with the newest articles, so a new site or a
         quiet category still gets a full box.
@@ -450,7 +450,7 @@ class Recommender:
         popularity = self._activity.current()
         picked: list[tuple[int, str, float]] = []  # row, id, score
         if len(popularity) and k:
-            active = np.flatnonzero(popularity.last_seen[: len(popularity)] >= now_s - window)
+            active = np.flatnonzero(popularity.last_engaged[: len(popularity)] >= now_s - window)
             active_ids = [popularity.ids[i] for i in active]
             rows_by_id = view.store.rows_of(active_ids)
             candidates = [(rows_by_id[a], a) for a in active_ids if a in rows_by_id]

@@ -206,3 +206,15 @@ def test_live_popularity_skips_events_too_old_to_matter(tmp_path):
     assert popularity.ids == ["b"]  # 60 half-lives back: beyond the 40 that are folded at start-up
     store.add([("late", Event("a", "view", newest - 1 * day))])
     assert tracker.current().scores(["a"], newest)[0] > 0  # later events are folded whatever their age
+
+
+def test_impressions_alone_do_not_make_an_article_popular(index, tmp_path):
+    shown = [{"article_id": "ck1", "type": "impression", "ts": "2026-11-25T09:00:00Z", "count": 50}]
+    clicked = [
+        {"article_id": "el1", "type": "impression", "ts": "2026-11-25T09:00:00Z", "count": 50},
+        {"article_id": "el1", "type": "click", "ts": "2026-11-25T09:00:00Z", "count": 5},
+    ]
+    EventStore(index).ingest([write_jsonl(tmp_path / "imp.jsonl", shown + clicked)])
+    hits = Recommender.open(index).ranking(2, now=NOW)
+    assert hits[0].id == "el1" and hits[0].reason == "5 clicks from 50 impressions in the last 24 h"
+    assert "ck1" not in [h.id for h in hits]  # shown 50 times, never chosen: not "popular"
