@@ -29,7 +29,6 @@ import platform
 import secrets
 import shutil
 import signal
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata
@@ -214,11 +213,3 @@ def read_manifest(version: Path) -> dict[str, Any]:
                 "built); rebuild with `recsys index build ARTICLES`"
             )
     return manifest
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def elapsed(start: float) -> float:
-    return round(time.perf_counter() - start, 3)

@@ -133,22 +133,6 @@ class StoredArticle:
         data["extra"] = json.loads(data["extra"])
         return cls(**data)
 
-    def to_article(self) -> Article:
-        return Article(
-            id=self.id,
-            title=self.title,
-            body=self.body,
-            abstract=self.abstract,
-            url=self.url,
-            canonical_url=self.canonical_url,
-            published_at=self.published_at,
-            category=self.category,
-            subcategory=self.subcategory,
-            language=self.language,
-            tags=tuple(self.tags),
-            extra=self.extra,
-        )
-
 
 def connect_writable(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)

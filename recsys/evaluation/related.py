@@ -208,10 +208,6 @@ def store_labels(rec: Recommender, column: str) -> dict[str, str]:
     return {article_id: value for _, article_id, value in rec.view.store.labels(column) if value}
 
 
-def recsys_only(rec: Recommender, k: int) -> dict[str, RelatedFn]:
-    return {"recsys": recsys_system(rec, k)}
-
-
 def label_map(articles: Sequence[object], field_name: str) -> dict[str, str]:
     """Article id -> the value of a field (a schema field or an unknown field kept as metadata)."""
     found = {}
