@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from recsys.config import DEFAULT_INDEX_DIR, Settings, load_settings
+from recsys.embedder import Embedder
 from recsys.service import Recommender
 from recsys.types import Hit, RecsysError, UnknownArticle
 
@@ -77,10 +78,15 @@ def static_dir() -> Path:
     return Path(str(resources.files("recsys").joinpath("web")))
 
 
-def create_app(index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None = None) -> FastAPI:
-    """The service for one index directory (opened now, so a missing index fails at start-up)."""
+def create_app(
+    index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None = None, embedder: Embedder | None = None
+) -> FastAPI:
+    """The service for one index directory (opened now, so a missing index fails at start-up).
+
+    ``embedder`` serves /related-to-text; by default the index's own model is loaded on first use.
+    """
     settings = settings if settings is not None else load_settings()
-    rec = Recommender.open(index, settings)
+    rec = Recommender.open(index, settings, embedder)
     app = FastAPI(
         title="recsys",
         summary="Related, Ranking and Recommendation lists for news sites.",

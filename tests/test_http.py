@@ -5,7 +5,7 @@ from fastapi.testclient import TestClient
 
 from recsys.config import Settings
 from recsys.http import MAX_EVENTS, create_app
-from tests.conftest import art
+from tests.conftest import KeywordEmbedder, art
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -149,3 +149,10 @@ def test_service_follows_index_updates_without_restart(client, indexer):
 def test_missing_index_fails_at_start_with_a_fix(tmp_path):
     with pytest.raises(Exception, match="recsys index build"):
         create_app(tmp_path / "none")
+
+
+def test_related_to_text_for_a_draft(indexer, tmp_path):
+    with TestClient(create_app(tmp_path / "index", embedder=KeywordEmbedder())) as client:
+        hits = client.post("/related-to-text", json={"title": "Recipe", "body": "recipe oven bake flour", "k": 2})
+        assert hits.status_code == 200 and [h["id"][:2] for h in hits.json()] == ["ck", "ck"]
+        assert client.post("/related-to-text", json={"body": "no title"}).status_code == 422
