@@ -232,11 +232,13 @@ class FaissFlatIndex(_FaissIndex):
 class FaissIVFIndex(_FaissIndex):
     """Inverted-file index: vectors bucketed by nearest centroid; a query scans ``nprobe`` buckets.
 
-    The first ``add`` trains the centroids on what it is given; later adds reuse them (news drifts
-    slowly; a full build or a compaction retrains).
+    ``train`` fits the centroids on a sample of the whole collection (the builder calls it with the
+    final size); an ``add`` to an untrained index trains on that batch. Later adds reuse the centroids
+    (news drifts slowly; a full build or a compaction retrains).
     """
 
     kind = "faiss-ivf"
+    TRAIN_POINTS_PER_LIST = 100  # FAISS warns below 39; k-means gains little past a few hundred
 
     def __init__(self, dimension: int, lists_per_sqrt_n: float = 4.0, nprobe: int = 16) -> None:
         super().__init__(dimension)
@@ -245,14 +247,22 @@ class FaissIVFIndex(_FaissIndex):
         self.nlist = 0
         self.measured_recall: float | None = None  # recall@10 against exact search, when tuned at build
 
+    def lists_for(self, size: int) -> int:
+        """lists_per_sqrt_n * sqrt(size), at most size / 39 (FAISS's minimum training points per list)."""
+        return max(1, min(int(self.lists_per_sqrt_n * math.sqrt(size)), size // 39))
+
+    def train(self, sample: np.ndarray, size: int) -> None:
+        """Fit centroids for a collection of ``size`` vectors on ``sample`` (a seeded subset of them)."""
+        faiss = _faiss()
+        self.nlist = self.lists_for(size)
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        self._index = faiss.index_factory(self.dimension, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        self._index.train(sample)
+
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         vectors, ids = self._check(vectors, ids)
         if self._index is None:
-            faiss = _faiss()
-            # FAISS wants >= 39 training points per list; small inputs get fewer lists.
-            self.nlist = max(1, min(int(self.lists_per_sqrt_n * math.sqrt(len(vectors))), len(vectors) // 39))
-            self._index = faiss.index_factory(self.dimension, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-            self._index.train(vectors)
+            self.train(vectors, len(vectors))
         self._index.add_with_ids(vectors, ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -428,6 +428,11 @@ class Indexer:
                     previous.add(vectors[fresh], fresh)
                 return previous
         ann = make_index(kind, dimension, **(tuning if kind == "faiss-ivf" else {}))
+        if isinstance(ann, FaissIVFIndex) and len(live_rows):
+            # Centroids from a seeded sample of everything, sized for the whole collection.
+            size = min(len(live_rows), ann.lists_for(len(live_rows)) * ann.TRAIN_POINTS_PER_LIST)
+            sample = np.sort(np.random.default_rng(0).choice(live_rows, size, replace=False))
+            ann.train(vectors[sample], len(live_rows))
         for start in range(0, len(live_rows), COPY_CHUNK * 4):
             part = live_rows[start : start + COPY_CHUNK * 4]
             ann.add(vectors[part], part)

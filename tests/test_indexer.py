@@ -170,7 +170,8 @@ def test_large_archive_uses_ivf_and_incremental_adds(make_indexer, tmp_path):
     assert rec.info()["ann"]["size"] == 301
 
 
-def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path):
+def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path, monkeypatch):
+    monkeypatch.setattr("recsys.indexer.COPY_CHUNK", 16)  # vectors reach the index in batches of 64
     settings = Settings().replace("index", exact_max=50, ivf_tune_queries=100)
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(300)]
@@ -178,6 +179,7 @@ def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path):
     make_indexer(s=settings).add_articles(docs)
     ann = Recommender.open(tmp_path / "index", settings).info()["ann"]
     assert ann["kind"] == "faiss-ivf" and ann["measured_recall_at_10"] >= 0.95
+    assert ann["nlist"] == min(int(4 * 400**0.5), 400 // 39)  # sized for all 400, not the first batch of 64
     assert ann["nprobe"] & (ann["nprobe"] - 1) == 0 or ann["nprobe"] == ann["nlist"]
 
 

@@ -1,0 +1,133 @@
+"""What the index machinery costs at archive scale, with the model taken out of the picture.
+
+Articles are synthetic (short random texts, 384-d vectors from a seeded hash of the text), so the
+figures are recsys's own: writing versions, compaction, IVF training and tuning, open, and Related
+latency on a large index. Baseline in the same run: the bare FAISS search Related starts from.
+
+    python benchmarks/scale.py --articles 200000    # prints the table, writes results/scale.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from _common import save, table
+
+from recsys.config import Settings
+from recsys.indexer import Indexer
+from recsys.service import Recommender
+from recsys.types import Article
+
+WORDS = [f"w{i}" for i in range(5000)]
+
+
+class HashEmbedder:
+    """Clustered unit vectors from a hash of the text: same text, same vector; no model (benchmark only).
+
+    Real embeddings of news cluster by story and topic; uniformly random 384-d vectors do not (every
+    point is about equally far from every other), which no ANN index can search faster than exact
+    search. So each text gets one of 2,000 seeded topic centres (by its first headline word) plus noise.
+    """
+
+    name = "hash-384"
+    dimension = 384
+    topics = 2000
+
+    def __init__(self) -> None:
+        self.centres = np.random.default_rng(0).standard_normal((self.topics, self.dimension)).astype(np.float32)
+
+    def encode(self, texts: Sequence[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+            topic = int(text.split()[0][1:]) % self.topics
+            out[i] = self.centres[topic] + 1.2 * np.random.default_rng(seed).standard_normal(self.dimension)
+        out /= np.linalg.norm(out, axis=1, keepdims=True)
+        if progress:
+            progress(len(texts))
+        return out
+
+
+def articles(n: int, start: int = 0, seed: int = 0) -> list[Article]:
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(WORDS), size=(n, 12))
+    categories = ["news", "sport", "business", "culture", "tech"]
+    return [
+        Article(
+            id=f"a{start + i}",
+            title=" ".join(WORDS[j] for j in row[:6]),
+            body=" ".join(WORDS[j] for j in row[6:]),
+            category=categories[(start + i) % 5],
+            published_at=f"2026-{1 + (start + i) % 12:02d}-{1 + (start + i) % 28:02d}T10:00:00Z",
+        )
+        for i, row in enumerate(picks)
+    ]
+
+
+def timed(call: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = call()
+    return time.perf_counter() - started, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--articles", type=int, default=200_000)
+    args = parser.parse_args()
+    n = args.articles
+    settings = Settings().replace("index", exact_max=50_000)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "index"
+        indexer = Indexer(root, settings, HashEmbedder())
+        seconds, _ = timed(lambda: indexer.add_articles(articles(n)))
+        rows.append({"step": f"first build, {n:,} articles (IVF trained and tuned)", "seconds": seconds})
+        seconds, _ = timed(lambda: indexer.add_articles(articles(100, start=n, seed=1)))
+        rows.append({"step": "index add of 100 new articles", "seconds": seconds})
+        seconds, _ = timed(lambda: indexer.remove([f"a{i}" for i in range(10)]))
+        rows.append({"step": "index remove of 10 articles", "seconds": seconds})
+        seconds, rec = timed(lambda: Recommender.open(root, settings))
+        rows.append({"step": "Recommender.open", "seconds": seconds})
+        size = sum(p.stat().st_size for p in rec.view.path.rglob("*") if p.is_file())
+        ids = [f"a{i}" for i in np.random.default_rng(2).integers(10, n, 300)]
+        view = rec.view
+        bare, related = [], []
+        for article_id in ids:
+            row = view.store.row_of(article_id)
+            started = time.perf_counter()
+            view.ann.search(view.vectors[row], 100)
+            bare.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            rec.related(article_id, 10)
+            related.append(time.perf_counter() - started)
+        ann = rec.info()["ann"]
+    latency = [
+        {
+            "call": "IVF search top-100 (baseline)",
+            "p50_ms": 1000 * float(np.median(bare)),
+            "p99_ms": 1000 * float(np.percentile(bare, 99)),
+            "ratio_p50": 1.0,
+        },
+        {
+            "call": "rec.related(id, 10)",
+            "p50_ms": 1000 * float(np.median(related)),
+            "p99_ms": 1000 * float(np.percentile(related, 99)),
+            "ratio_p50": float(np.median(related) / np.median(bare)),
+        },
+    ]
+    print(f"{n:,} synthetic articles; version on disk {size / 1e6:,.0f} MB; ann {ann}\n")
+    print(table(rows, ["step", "seconds"]))
+    print()
+    print(table(latency, ["call", "p50_ms", "p99_ms", "ratio_p50"]))
+    path = save("scale", {"articles": n, "version_bytes": size, "ann": ann, "jobs": rows, "latency": latency})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
