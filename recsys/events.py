@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.io import detect_format, has_bad_bytes, iter_csv, iter_jsonl, parse_timestamp
+from recsys.sqlite import PerThreadConnection
 from recsys.types import InputError, InputProblem, RecsysError
 
 EVENTS_FILE = "events.sqlite"
@@ -252,20 +253,20 @@ class EventStore:
 
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / EVENTS_FILE
-        self._local = threading.local()
+        self._connections = PerThreadConnection(self._open)
         self._write_lock = threading.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        return conn
 
     @property
     def conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(SCHEMA)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -357,7 +358,4 @@ class EventStore:
         return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._connections.close()

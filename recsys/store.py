@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from recsys.io import parse_timestamp
+from recsys.sqlite import PerThreadConnection
 from recsys.types import Article
 
 DB_FILE = "articles.sqlite"
@@ -147,16 +147,14 @@ class ArticleStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._local = threading.local()
+        # Published versions never change: immutable=1 skips locking and change detection.
+        self._connections = PerThreadConnection(
+            lambda: sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        )
 
     @property
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # Published versions never change: immutable=1 skips locking and change detection.
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     def row_of(self, article_id: str) -> int | None:
         found = self._conn.execute("SELECT row FROM articles WHERE id = ?", (article_id,)).fetchone()
@@ -210,10 +208,7 @@ class ArticleStore:
         return int(self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._connections.close()
 
 
 def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
