@@ -45,7 +45,7 @@ def test_csv_with_timezone_and_a_row_with_too_many_cells():
 
 
 def test_mind_news_tsv_maps_columns_and_entities_to_tags():
-    result = read_articles([DATA / "news.tsv"])
+    result = read_articles([DATA / "mind_news_sample_fixture.tsv"])
     n1, n2 = result.articles
     assert (n1.id, n1.category, n1.subcategory, n1.abstract, n1.url) == (
         "N1",
@@ -56,7 +56,7 @@ def test_mind_news_tsv_maps_columns_and_entities_to_tags():
     )
     assert n1.tags == ("Field goal",)
     assert n2.abstract == ""
-    assert list(reasons(result)) == [("news.tsv", 3)]
+    assert list(reasons(result)) == [("mind_news_sample_fixture.tsv", 3)]
 
 
 def test_invalid_utf8_costs_only_its_own_record():
@@ -77,7 +77,7 @@ def test_txt_folder_takes_headline_and_category_and_reports_bad_bytes():
 
 def test_format_detection_and_errors(tmp_path):
     assert detect_format(DATA / "articles.jsonl") == "jsonl"
-    assert detect_format(DATA / "news.tsv") == "mind"
+    assert detect_format(DATA / "mind_news_sample_fixture.tsv") == "mind"
     assert detect_format(DATA / "txtdir") == "txtdir"
     with pytest.raises(RecsysError, match="--format"):
         detect_format(tmp_path / "x.xml")
