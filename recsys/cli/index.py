@@ -6,7 +6,7 @@ from enum import Enum, StrEnum
 
 import typer
 
-from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, err, print_json
+from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, print_json
 from recsys.indexer import BuildReport, Indexer
 from recsys.io import FORMATS
 from recsys.service import Recommender
@@ -65,7 +65,7 @@ def _finish(report: BuildReport, as_json: bool) -> None:
             f"removed {report.removed}{blocked}; embedded {report.embedded}{rate}) in {report.seconds:.2f}s"
         )
     if report.problems:
-        err.print(f"{len(report.problems)} bad record(s) skipped", highlight=False)
+        typer.echo(f"{len(report.problems)} bad record(s) skipped", err=True)
         raise typer.Exit(1)
 
 

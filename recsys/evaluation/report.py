@@ -57,26 +57,22 @@ def parse_sweep(text: str, base: Settings) -> Sweep:
     return parsed
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return "" if value is None else str(value)
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "" if value is None else str(value)
 
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def text_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:.4f}"
-        return "" if value is None else str(value)
-
-    widths = {c: max(len(c), *(len(cell(r.get(c))) for r in rows)) for c in columns}
+    widths = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in columns}
     lines = ["  ".join(c.rjust(widths[c]) for c in columns)]
-    lines += ["  ".join(cell(r.get(c)).rjust(widths[c]) for c in columns) for r in rows]
+    lines += ["  ".join(_cell(r.get(c)).rjust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
 
 
