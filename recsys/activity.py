@@ -32,8 +32,13 @@ class EventBuffer:
         self._lock = threading.Lock()
         atexit.register(_flush_at_exit, weakref.ref(self))
 
+    @staticmethod
+    def key_of(event: Event) -> str:
+        """The stored key: the sender's event_id (so a retried POST counts once), else a fresh one."""
+        return f"id:{event.event_id}" if event.event_id else f"api:{uuid.uuid4().hex}"
+
     def record(self, event: Event) -> None:
-        key = f"id:{event.event_id}" if event.event_id else f"api:{uuid.uuid4().hex}"
+        key = self.key_of(event)
         with self._lock:
             if not self._pending:
                 self._oldest = time.monotonic()
@@ -84,6 +89,7 @@ class PopularityTracker:
     def __init__(self, store: EventStore, config: PopularityConfig) -> None:
         self.store = store
         self.config = config
+        self.max_future_seconds = store.config.max_future_seconds
         self.popularity = Popularity(config)
         self._seq = 0
         self._checked = -float("inf")
@@ -94,27 +100,38 @@ class PopularityTracker:
         if (force or now - self._checked >= self.config.refresh_seconds) and self.store.exists():
             with self._lock:
                 min_ts = -float("inf")
+                # Events stamped later than the clock allows (stored before that was refused) never count.
+                latest = time.time() + self.max_future_seconds
                 if self._seq == 0:  # first fold: events 40 half-lives older than the newest weigh < 1e-12
-                    newest = self.store.last_event_time()
+                    newest = self.store.last_event_time(latest)
                     min_ts = (
                         -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * self.popularity.half_life
                     )
-                for rows in self.store.since(self._seq, min_ts):
-                    self.popularity.fold(
-                        (article, kind, reaction, ts, count) for _, article, kind, reaction, ts, count in rows
-                    )
-                    self._seq = rows[-1][0]
+                for last_seq, rows in self.store.since(self._seq, min_ts, latest):
+                    self.popularity.fold(rows)
+                    self._seq = last_seq
                 self._checked = now
         return self.popularity
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
-        """Views, reactions by name, clicks and impressions per article in [since, until]."""
+        """Views, reactions by name, clicks and impressions per article in [since, until], counted like
+        popularity counts them: each reader once per kind (and reaction name), anonymous events capped."""
         views: Counter[str] = Counter()
         clicks: Counter[str] = Counter()
         impressions: Counter[str] = Counter()
         reactions: dict[str, Counter[str]] = defaultdict(Counter)
+        seen: set[tuple[str, str, str, str]] = set()
+        cap = self.config.anonymous_count_cap
         if self.store.exists():
-            for article_id, kind, reaction, _, count in self.store.for_articles(article_ids, until, since):
+            for article_id, kind, reaction, _, count, reader in self.store.for_articles(article_ids, until, since):
+                if reader:
+                    key = (article_id, kind, reaction, reader)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    count = 1
+                else:
+                    count = min(count, cap)
                 if kind == "view":
                     views[article_id] += count
                 elif kind == "click":

@@ -115,12 +115,46 @@ class PopularityConfig:
     window_hours: float = 24.0
     # Popularity p enters other lists' scores as p / (|p| + squash_scale), in (-1, 1).
     squash_scale: float = 10.0
+    # Ranking counts readers, not requests: one reader's events of one kind on one article count once per
+    # this many hours (a reload storm or a script is one reader). Events without a reader count at most
+    # anonymous_count_cap each (trusted aggregated feeds; public HTTP clients always count as one reader).
+    distinct_reader_hours: float = 24.0
+    anonymous_count_cap: int = 10_000
+    # The Ranking box orders by engagement (distinct readers' views, clicks, weighted reactions); the CTR may
+    # move an article by at most ranking_ctr_cap in log-engagement (x e^0.5 = 1.65), so a heavily shown
+    # article is not ranked below one read once. Click prediction (Related/Recommendation) uses the full term.
+    ranking_ctr_cap: float = 0.5
     # How stale "now" may be: new events are folded in at most this often.
     refresh_seconds: float = 1.0
     # record_view / record_reaction buffer: written to SQLite when this many are waiting or this
     # many seconds have passed since the oldest, and on close(). A crash loses at most that buffer.
     flush_events: int = 256
     flush_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """What an event may be. Anything outside these bounds is a bad record (``file:line: reason`` / HTTP 422)."""
+
+    max_future_seconds: float = 600.0  # clock skew tolerated; a later ts is refused
+    earliest_year: int = 2000  # older ts are refused (typos like 0001-01-01 and epoch 0)
+    max_count: int = 1_000_000  # largest `count` of one record in a file
+    # Events posted over HTTP for ids that are not indexed (yet) wait in a table of at most this many rows;
+    # they join the counted events when a version with the article is published. Beyond it they are refused.
+    max_unindexed_events: int = 100_000
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP service's limits for untrusted clients (see the README's threat model)."""
+
+    # When set, POST /events needs the header `X-Recsys-Key: <write_key>` (or `Authorization: Bearer ...`).
+    # Holders of the key are trusted: their user ids count as readers and no rate limit applies.
+    write_key: str = ""
+    # Events one client (IP address) may post: a bucket of events_burst refilled at events_per_minute.
+    events_per_minute: float = 600.0
+    events_burst: int = 1000
+    max_event_count: int = 100  # largest `count` of one event in a request
 
 
 @dataclass(frozen=True)
@@ -150,6 +184,8 @@ class Settings:
     related: RelatedConfig = field(default_factory=RelatedConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -164,6 +200,8 @@ def _coerce(section: str, key: str, value: Any, annotation: str) -> Any:
     """Convert a TOML/env value to the field's declared type, or say what is expected."""
     where = f"[{section}] {key}"
     optional = "None" in annotation
+    if annotation == "str" and isinstance(value, str):
+        return value  # strings may be empty (e.g. [http] write_key = "" means no key)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
         if optional:
             return None

@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.io import detect_format, has_bad_bytes, iter_csv, iter_jsonl, parse_timestamp
+from recsys.config import EventsConfig
+from recsys.io import bad_text_reason, detect_format, iter_csv, iter_jsonl, parse_timestamp, read_text, split_lines
 from recsys.sqlite import PerThreadConnection
 from recsys.types import InputError, InputProblem, RecsysError
 
@@ -34,6 +36,7 @@ EVENT_TYPES = ("view", "click", "impression", "reaction")
 EVENT_FORMATS = ("jsonl", "csv", "mind")
 MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
 
+SCHEMA_VERSION = 2  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -43,7 +46,19 @@ CREATE TABLE IF NOT EXISTS events (
     reaction TEXT NOT NULL DEFAULT '',
     user_id TEXT NOT NULL DEFAULT '',
     ts REAL NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1
+    count INTEGER NOT NULL DEFAULT 1,
+    source TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS unindexed_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_key TEXT NOT NULL UNIQUE,
+    article_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reaction TEXT NOT NULL DEFAULT '',
+    user_id TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    source TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
@@ -57,9 +72,18 @@ CREATE TABLE IF NOT EXISTS history (
 """
 
 
+# Who an event counts for in popularity: the client that sent it when that client is not trusted
+# (an HTTP request without the write key), else the reader it names; "" is an anonymous reader.
+READER_SQL = "CASE WHEN source != '' THEN source ELSE user_id END"
+
+
 @dataclass(frozen=True)
 class Event:
-    """One counted thing a reader did (or was shown), ``count`` times, at ``ts`` (epoch seconds)."""
+    """One counted thing a reader did (or was shown), ``count`` times, at ``ts`` (epoch seconds).
+
+    ``source`` names an untrusted sender (e.g. ``ip:<hash>`` for a public HTTP client): popularity
+    then counts the event for that sender, so one client is one reader whatever ids it claims.
+    """
 
     article_id: str
     type: str
@@ -68,6 +92,11 @@ class Event:
     user_id: str = ""
     count: int = 1
     event_id: str = ""
+    source: str = ""
+
+    @property
+    def reader(self) -> str:
+        return self.source or self.user_id
 
     def fingerprint(self, occurrence: int = 0) -> str:
         if self.event_id:
@@ -88,15 +117,62 @@ class EventBatch:
     problems: list[InputProblem] = field(default_factory=list)
 
 
-def event_from_record(record: dict[str, Any]) -> Event:
-    """Validate one event record; raise ValueError saying what is wrong."""
-    article_id = str(record.get("article_id") or "").strip()
+def _string(record: dict[str, Any], name: str, limit: int = 512) -> str:
+    value = record.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and name in ("article_id", "user_id", "event_id"):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} must be a string, not {type(value).__name__}")
+    value = value.strip()
+    if len(value) > limit:
+        raise ValueError(f"field {name!r} is {len(value):,} characters; at most {limit} are accepted")
+    return value
+
+
+def _count(raw: Any, limit: int) -> int:
+    """A whole number in 1..limit. JSON numbers like 2.9, 1e19 or Infinity and non-numeric text are refused."""
+    if raw is None or raw == "":
+        return 1
+    if isinstance(raw, bool):
+        raise ValueError(f"count must be a whole number, not {raw!r}")
+    if isinstance(raw, float):
+        if not math.isfinite(raw) or not raw.is_integer():
+            raise ValueError(f"count must be a whole number, not {raw!r}")
+        raw = int(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if not text.isdigit() or len(text) > 12:
+            raise ValueError(f"count must be a whole number from 1 to {limit:,}, not {raw[:24]!r}")
+        raw = int(text)
+    elif not isinstance(raw, int):
+        raise ValueError(f"count must be a whole number, not {type(raw).__name__}")
+    if not 1 <= raw <= limit:
+        raise ValueError(f"count must be from 1 to {limit:,}, not {raw}")
+    return raw
+
+
+def event_from_record(
+    record: dict[str, Any], config: EventsConfig | None = None, now: float | None = None, source: str = ""
+) -> Event:
+    """Validate one event record; raise ValueError saying what is wrong.
+
+    Times must lie between ``[events] earliest_year`` and ``now + max_future_seconds``: an event
+    from the future would outweigh every real one under exponential decay, and it is never a
+    real reading.
+    """
+    config = config or EventsConfig()
+    problem = bad_text_reason(record)
+    if problem:
+        raise ValueError(problem)
+    article_id = _string(record, "article_id")
     if not article_id:
         raise ValueError("missing required field 'article_id'")
-    kind = str(record.get("type") or "").strip().lower()
+    kind = _string(record, "type").lower()
     if kind not in EVENT_TYPES:
         raise ValueError(f"type must be one of {', '.join(EVENT_TYPES)}, not {record.get('type')!r}")
-    reaction = str(record.get("reaction") or "").strip()
+    reaction = _string(record, "reaction", 64)
     if kind == "reaction" and not reaction:
         raise ValueError("a reaction event needs a 'reaction' name (e.g. veryGood)")
     raw_ts = record.get("ts")
@@ -106,21 +182,24 @@ def event_from_record(record: dict[str, Any]) -> Event:
         ts = parse_timestamp(raw_ts).timestamp()
     except (ValueError, OverflowError, OSError) as exc:
         raise ValueError(f"bad ts: {exc}") from None
-    raw_count = record.get("count")
-    try:
-        count = 1 if raw_count in (None, "") else int(raw_count)
-    except (TypeError, ValueError):
-        raise ValueError(f"count must be a whole number, not {raw_count!r}") from None
-    if count < 1:
-        raise ValueError(f"count must be >= 1, not {count}")
+    latest = (time.time() if now is None else now) + config.max_future_seconds
+    if not math.isfinite(ts) or ts > latest:
+        raise ValueError(
+            f"ts {raw_ts!r} is in the future (more than {config.max_future_seconds:g} s ahead of the clock); "
+            "check the sender's clock and time zone"
+        )
+    earliest = datetime(config.earliest_year, 1, 1, tzinfo=UTC).timestamp()
+    if ts < earliest:
+        raise ValueError(f"ts {raw_ts!r} is before {config.earliest_year}; events that old are not counted")
     return Event(
         article_id=article_id,
         type=kind,
         ts=ts,
         reaction=reaction if kind == "reaction" else "",
-        user_id=str(record.get("user_id") or "").strip(),
-        count=count,
-        event_id=str(record.get("event_id") or "").strip(),
+        user_id=_string(record, "user_id", 256),
+        count=_count(record.get("count"), config.max_count),
+        event_id=_string(record, "event_id", 256),
+        source=source,
     )
 
 
@@ -133,9 +212,7 @@ def detect_event_format(path: Path) -> str:
 
 
 def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise RecsysError(f"{path}: no such file")
-    return path.read_bytes().decode("utf-8", errors="surrogateescape").splitlines()
+    return split_lines(read_text(path))
 
 
 @dataclass(frozen=True)
@@ -157,15 +234,19 @@ def read_impressions(path: Path, problems: list[InputProblem] | None = None) -> 
         if not line.strip():
             continue
         cells = line.split("\t")
-        problem = None
-        if len(cells) != 5:
+        problem = bad_text_reason(line)
+        if problem is not None:
+            pass
+        elif len(cells) != 5:
             problem = f"MIND behaviors rows have 5 columns, not {len(cells)}"
         else:
             impression_id, user_id, when, history, shown = cells
-            try:
-                ts = datetime.strptime(when.strip(), MIND_TIME).replace(tzinfo=UTC).timestamp()  # MIND gives no zone
-            except ValueError:
-                problem = f"bad time {when!r} (expected {MIND_TIME})"
+            ts = float("nan")  # MIND rows without a time (e.g. mind-dev-titles) are kept, unordered
+            if when.strip():
+                try:
+                    ts = datetime.strptime(when.strip(), MIND_TIME).replace(tzinfo=UTC).timestamp()  # MIND: no zone
+                except ValueError:
+                    problem = f"bad time {when!r} (expected {MIND_TIME}, or empty)"
             pairs = [item.rpartition("-") for item in shown.split()] if problem is None else []
             if problem is None and (not pairs or any(not n or label not in ("0", "1") for n, _, label in pairs)):
                 problem = "impressions must look like N123-1 N456-0"
@@ -199,6 +280,11 @@ def impression_events(impression: Impression) -> list[tuple[str, Event]]:
 
 def _mind_rows(path: Path, batch: EventBatch) -> None:
     for impression in read_impressions(path, batch.problems):
+        if not math.isfinite(impression.ts):
+            batch.problems.append(
+                InputProblem(str(path), 0, f"impression {impression.impression_id} has no time; not stored as events")
+            )
+            continue
         batch.events.extend(impression_events(impression))
         # History is oldest first with no times: keep its order by spacing reads a second apart before the row's time.
         n = len(impression.history)
@@ -207,9 +293,12 @@ def _mind_rows(path: Path, batch: EventBatch) -> None:
         )
 
 
-def read_events(paths: Iterable[str | Path], fmt: str | None = None) -> EventBatch:
+def read_events(
+    paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None
+) -> EventBatch:
     """Read event files into keyed events (see module docstring for the keys)."""
     batch = EventBatch()
+    now = time.time()
     for raw in paths:
         path = Path(raw)
         kind = fmt or detect_event_format(path)
@@ -221,12 +310,11 @@ def read_events(paths: Iterable[str | Path], fmt: str | None = None) -> EventBat
         seen: Counter[str] = Counter()
         records = iter_jsonl(path) if kind == "jsonl" else iter_csv(path, ("article_id", "type", "ts"))
         for number, item in records:
-            if isinstance(item, str) or has_bad_bytes(item):
-                reason = item if isinstance(item, str) else "invalid UTF-8 in this record; re-save the file as UTF-8"
-                batch.problems.append(InputProblem(str(path), number, reason))
+            if isinstance(item, str):
+                batch.problems.append(InputProblem(str(path), number, item))
                 continue
             try:
-                event = event_from_record(item)
+                event = event_from_record(item, config, now)
             except ValueError as exc:
                 batch.problems.append(InputProblem(str(path), number, str(exc)))
                 continue
@@ -248,11 +336,19 @@ class IngestReport:
         return {**self.__dict__, "problems": [str(p) for p in self.problems]}
 
 
+EVENT_COLUMNS = "event_key, article_id, type, reaction, user_id, ts, count, source"
+
+
+def _event_values(key: str, e: Event) -> tuple[Any, ...]:
+    return (key, e.article_id, e.type, e.reaction, e.user_id, e.ts, e.count, e.source)
+
+
 class EventStore:
     """The events database of one index directory. Writers and readers may run at once (WAL)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, config: EventsConfig | None = None) -> None:
         self.path = Path(root) / EVENTS_FILE
+        self.config = config or EventsConfig()
         self._connections = PerThreadConnection(self._open)
         self._write_lock = threading.Lock()
 
@@ -261,7 +357,7 @@ class EventStore:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
+        _migrate(conn)
         return conn
 
     @property
@@ -271,63 +367,119 @@ class EventStore:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def add(self, events: Sequence[tuple[str, Event]], history: Sequence[tuple[str, str, float]] = ()) -> int:
-        """Store keyed events (a key seen before is skipped) and history; returns how many were new."""
+    def _write(self, statements: Callable[[sqlite3.Connection], None]) -> int:
         with self._write_lock:
             conn = self.conn
             before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO events (event_key, article_id, type, reaction, user_id, ts, count) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(key, e.article_id, e.type, e.reaction, e.user_id, e.ts, e.count) for key, e in events],
-                )
-                stored = conn.total_changes - before
-                conn.executemany(
-                    "INSERT INTO history (user_id, article_id, ts) VALUES (?, ?, ?) "
-                    "ON CONFLICT (user_id, article_id) DO UPDATE SET ts = min(ts, excluded.ts)",
-                    history,
-                )
+                statements(conn)
+                changed = conn.total_changes - before
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        return changed
+
+    def add(self, events: Sequence[tuple[str, Event]], history: Sequence[tuple[str, str, float]] = ()) -> int:
+        """Store keyed events (a key seen before is skipped) and history; returns how many events were new."""
+        stored = 0
+
+        def run(conn: sqlite3.Connection) -> None:
+            nonlocal stored
+            before = conn.total_changes
+            conn.executemany(
+                f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_event_values(key, e) for key, e in events],
+            )
+            stored = conn.total_changes - before
+            conn.executemany(
+                "INSERT INTO history (user_id, article_id, ts) VALUES (?, ?, ?) "
+                "ON CONFLICT (user_id, article_id) DO UPDATE SET ts = min(ts, excluded.ts)",
+                history,
+            )
+
+        self._write(run)
         return stored
 
-    def ingest(self, paths: Iterable[str | Path], fmt: str | None = None, on_error: str = "skip") -> IngestReport:
+    def add_unindexed(self, events: Sequence[tuple[str, Event]]) -> int:
+        """Hold events for ids that are not indexed (yet), up to ``max_unindexed_events`` rows in all;
+        returns how many were taken. They are counted once ``promote`` finds their article indexed."""
+        taken = 0
+
+        def run(conn: sqlite3.Connection) -> None:
+            nonlocal taken
+            held = int(conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0])
+            room = max(0, self.config.max_unindexed_events - held)
+            before = conn.total_changes
+            conn.executemany(
+                f"INSERT OR IGNORE INTO unindexed_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_event_values(key, e) for key, e in events[:room]],
+            )
+            taken = conn.total_changes - before
+
+        self._write(run)
+        return taken
+
+    def unindexed_ids(self) -> list[str]:
+        if not self.exists():
+            return []
+        return [a for (a,) in self.conn.execute("SELECT DISTINCT article_id FROM unindexed_events")]
+
+    def promote(self, article_ids: Sequence[str]) -> int:
+        """Move held events of these (now indexed) articles into the counted events."""
+        ids = list(article_ids)
+
+        def run(conn: sqlite3.Connection) -> None:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM unindexed_events "
+                    f"WHERE article_id IN ({marks}) ORDER BY seq",
+                    chunk,
+                )
+                conn.execute(f"DELETE FROM unindexed_events WHERE article_id IN ({marks})", chunk)
+
+        return self._write(run) if ids else 0
+
+    def ingest(
+        self, paths: Iterable[str | Path], fmt: str | None = None, on_error: str = "skip"
+    ) -> IngestReport:
         """Read and store event files; with on_error='fail' any bad record stores nothing."""
-        batch = read_events(paths, fmt)
+        if on_error not in ("skip", "fail"):
+            raise RecsysError(f"--on-error must be 'skip' or 'fail', not {on_error!r}")
+        batch = read_events(paths, fmt, self.config)
         if batch.problems and on_error == "fail":
             raise InputError(batch.problems)
         stored = self.add(batch.events, batch.history)
         return IngestReport(len(batch.events), stored, len(batch.events) - stored, len(batch.history), batch.problems)
 
     def since(
-        self, seq: int, min_ts: float = -float("inf"), batch: int = 100_000
-    ) -> Iterator[list[tuple[int, str, str, str, float, int]]]:
-        """Events stored after sequence number ``seq`` (and at or after ``min_ts``), in batches, oldest first:
-        (seq, article, type, reaction, ts, count)."""
+        self, seq: int, min_ts: float = -float("inf"), max_ts: float = float("inf"), batch: int = 100_000
+    ) -> Iterator[tuple[int, list[tuple[str, str, str, float, int, str]]]]:
+        """Events stored after sequence number ``seq`` with min_ts <= ts <= max_ts, in batches, oldest first:
+        ``(last sequence number read, [(article, type, reaction, ts, count, reader), ...])``."""
         while True:
             rows = self.conn.execute(
-                "SELECT seq, article_id, type, reaction, ts, count FROM events WHERE seq > ? AND ts >= ? "
-                "ORDER BY seq LIMIT ?",
-                (seq, min_ts, batch),
+                f"SELECT seq, article_id, type, reaction, ts, count, {READER_SQL} FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, batch),
             ).fetchall()
             if not rows:
                 return
-            yield rows
             seq = rows[-1][0]
+            yield seq, [r[1:] for r in rows if min_ts <= r[4] <= max_ts]
 
     def for_articles(self, article_ids: Sequence[str], until: float, since: float | None = None) -> list[tuple]:
-        """(article, type, reaction, ts, count) of these articles with since <= ts <= until."""
+        """(article, type, reaction, ts, count, reader) of these articles with since <= ts <= until."""
         rows: list[tuple] = []
         for start in range(0, len(article_ids), 500):
             chunk = list(article_ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
             rows += self.conn.execute(
-                f"SELECT article_id, type, reaction, ts, count FROM events WHERE article_id IN ({marks}) "
-                "AND ts <= ? AND ts >= ?",
+                f"SELECT article_id, type, reaction, ts, count, {READER_SQL} FROM events "
+                f"WHERE article_id IN ({marks}) AND ts <= ? AND ts >= ?",
                 [*chunk, until, -1e18 if since is None else since],
             ).fetchall()
         return rows
@@ -348,10 +500,12 @@ class EventStore:
             seen.setdefault(article_id, ts)
         return sorted(seen.items(), key=lambda item: -item[1])
 
-    def last_event_time(self) -> float | None:
+    def last_event_time(self, until: float | None = None) -> float | None:
+        """The newest event time (at or before ``until``, default: the clock plus the allowed skew)."""
         if not self.exists():
             return None
-        found = self.conn.execute("SELECT max(ts) FROM events").fetchone()
+        until = time.time() + self.config.max_future_seconds if until is None else until
+        found = self.conn.execute("SELECT max(ts) FROM events WHERE ts <= ?", (until,)).fetchone()
         return None if found is None or found[0] is None else float(found[0])
 
     def max_seq(self) -> int:
@@ -359,3 +513,23 @@ class EventStore:
 
     def close(self) -> None:
         self._connections.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema, or bring an older events.sqlite up to SCHEMA_VERSION (idempotent)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if columns and "source" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT ''")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,6 +1,10 @@
 """The HTTP service for sites not written in Python: the Recommender's calls as JSON endpoints.
 
-``recsys serve`` runs this on uvicorn; OpenAPI lives at ``/docs``. Every answer comes from one
+``recsys serve`` runs this on uvicorn; OpenAPI lives at ``/docs``. Threat model (README, "HTTP
+service"): any client may send anything. Bodies are capped while they stream (chunked too), every
+validation answer is plain ASCII-safe JSON, write endpoints may require a key, untrusted clients are
+rate-limited and count as one reader each, and events for ids that are not indexed are held in a
+bounded table. Every answer comes from one
 ``Recommender``, which follows the index's ``CURRENT`` pointer: an ``index add`` or ``build`` run
 while the service is up is picked up on a later request, and until the new version is fully loaded
 requests keep being answered from the old one. Nothing here takes a file path from a request, so no
@@ -10,17 +14,22 @@ called.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import threading
 import time
+from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from recsys.config import DEFAULT_INDEX_DIR, Settings, load_settings
+from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
 from recsys.service import Recommender
 from recsys.types import Hit, RecsysError, UnknownArticle
@@ -49,7 +58,7 @@ class EventIn(BaseModel):
     reaction: str | None = Field(default=None, max_length=64)
     user_id: str | None = Field(default=None, max_length=256)
     ts: str | float | None = Field(default=None, description="ISO 8601 or epoch seconds; default: now.")
-    count: int = Field(default=1, ge=1, le=1_000_000)
+    count: int = Field(default=1, ge=1, le=1_000_000, description="At most [http] max_event_count.")
     event_id: str | None = Field(default=None, max_length=256)
 
 
@@ -74,6 +83,112 @@ def _ids(value: str | None) -> list[str]:
     return found
 
 
+def _printable(value: Any) -> Any:
+    """A validation detail made safe for JSON: no lone surrogates, no raw bytes, nothing huge."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= 200 else text[:200] + "..."
+    if isinstance(value, int | float | bool) or value is None:
+        return value if not isinstance(value, float) or (value == value and abs(value) != float("inf")) else str(value)
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value[:20]]
+    if isinstance(value, dict):
+        return {str(_printable(k)): _printable(v) for k, v in list(value.items())[:20]}
+    return _printable(str(value))
+
+
+class BodyLimit:
+    """ASGI middleware: refuses a request body over ``limit`` bytes with 413, by its Content-Length or,
+    for a chunked body, as soon as the bytes received pass the limit (nothing larger is ever buffered)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = JSONResponse({"detail": f"request body over {self.limit:,} bytes"}, status_code=413)
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await too_big(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await too_big(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RateLimiter:
+    """Token buckets per client: ``burst`` events at once, refilled at ``per_minute``. Bounded memory:
+    the least recently seen clients are forgotten past ``max_clients`` (a forgotten client starts full)."""
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 100_000) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, client: str, amount: int, now: float | None = None) -> float:
+        """Take ``amount`` tokens; returns 0 when allowed, else the seconds to wait before retrying."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, then = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            wait = 0.0
+            if amount > tokens:
+                wait = (amount - tokens) / self.rate if self.rate > 0 else float("inf")
+            else:
+                tokens -= amount
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+        return wait
+
+
+def client_source(request: Request) -> str:
+    """An untrusted client's identity in the events store: a hash of its address (no raw IPs on disk)."""
+    host = request.client.host if request.client else "unknown"
+    return "ip:" + hashlib.sha256(host.encode()).hexdigest()[:16]
+
+
+def _has_key(request: Request, config: HttpConfig) -> bool:
+    if not config.write_key:
+        return False
+    given = request.headers.get("x-recsys-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:].strip()
+    return hmac.compare_digest(given.encode(), config.write_key.encode())
+
+
 def static_dir() -> Path:
     return Path(str(resources.files("recsys").joinpath("web")))
 
@@ -93,13 +208,17 @@ def create_app(
         version="0.1.0",
     )
     app.state.recommender = rec
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    http = settings.http
+    limiter = RateLimiter(http.events_per_minute, max(http.events_burst, 1))
 
-    @app.middleware("http")
-    async def bound_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": _printable(list(e.get("loc", ()))), "msg": _printable(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(UnknownArticle)
     async def unknown(_: Request, exc: UnknownArticle) -> JSONResponse:
@@ -107,7 +226,7 @@ def create_app(
 
     @app.exception_handler(RecsysError)
     async def bad_request(_: Request, exc: RecsysError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": _printable(str(exc))}, status_code=422)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -195,16 +314,37 @@ def create_app(
         return result.to_dict()
 
     @app.post("/events")
-    def events(batch: Annotated[EventsIn, Body()]) -> dict[str, Any]:
-        """Record a batch of views, clicks, impressions or reactions (buffered; see the README's durability note)."""
+    def events(request: Request, batch: Annotated[EventsIn, Body()]) -> Any:
+        """Record a batch of views, clicks, impressions or reactions; all or nothing.
+
+        With ``[http] write_key`` set, the key is required (header ``X-Recsys-Key``). Without the key, a
+        client counts as one reader in Ranking whatever user ids it sends, and is rate-limited.
+        """
+        trusted = _has_key(request, http)
+        if http.write_key and not trusted:
+            return JSONResponse({"detail": "this service needs its write key in the X-Recsys-Key header"}, 401)
+        if not trusted:
+            wait = limiter.take(client_source(request), len(batch.events))
+            if wait > 0:
+                retry = max(1, int(wait + 0.999)) if wait != float("inf") else 3600
+                return JSONResponse(
+                    {"detail": f"too many events from this client; retry in {retry} s"},
+                    429,
+                    headers={"Retry-After": str(retry)},
+                )
+        for number, event in enumerate(batch.events):
+            if event.count > http.max_event_count:
+                raise HTTPException(422, f"bad event: event {number}: count must be at most {http.max_event_count}")
         now = time.time()
         records = [{**e.model_dump(), "ts": now if e.ts is None else e.ts} for e in batch.events]
         try:
-            accepted = rec.record_events(records)
+            result = rec.record_events(
+                records, source="" if trusted else client_source(request), hold_unindexed=True
+            )
         except ValueError as exc:
-            raise HTTPException(422, f"bad event: {exc}") from None
+            raise HTTPException(422, _printable(f"bad event: {exc}")) from None
         rec.flush()
-        return {"accepted": accepted}
+        return {"accepted": result.accepted, "held_unindexed": result.held, "refused_unindexed": result.refused}
 
     @app.post("/related-to-text", response_model=list[Hit])
     def related_to_text(draft: DraftIn) -> list[dict[str, Any]]:

@@ -50,6 +50,7 @@ class BuildReport:
     rows: int = 0
     compacted: bool = False
     problems: list[InputProblem] = field(default_factory=list)
+    not_indexed: list[str] = field(default_factory=list)  # ids a remove named that no version holds
 
     @property
     def docs_per_second(self) -> float:
@@ -70,6 +71,7 @@ class _Previous:
     vectors: np.ndarray
     hashes: dict[str, tuple[int, str]]  # id -> (row, content hash)
     takedowns: set[str]
+    parked: dict[str, tuple[str, bytes]]  # taken-down id -> (content hash, float32 vector bytes)
 
 
 class Indexer:
@@ -116,12 +118,23 @@ class Indexer:
         with self.layout.writer_lock():
             return self._write(list(latest.values()), set(), replace_all=False, progress=progress)
 
-    def remove(self, article_ids: Iterable[str]) -> BuildReport:
+    def remove(self, article_ids: Iterable[str], block_unindexed: bool = True) -> BuildReport:
         """Take articles down: in no list from the next query on, and refused by later add/build runs
-        (a feed that still carries them cannot bring them back) until ``restore``. Ids not indexed yet
-        are taken down too, so they can never be added."""
+        (a feed that still carries them cannot bring them back) until ``restore``.
+
+        Ids that are not indexed are listed in ``not_indexed``; with ``block_unindexed`` they are taken
+        down too (refused if they are ever added), else they are left alone. Nothing to do writes no version.
+        """
+        ids = set(article_ids)
         with self.layout.writer_lock():
-            return self._write([], set(article_ids), replace_all=False, progress=None)
+            prev = self._open_previous()
+            known = set() if prev is None else set(prev.hashes) | prev.takedowns
+            if prev is not None:
+                prev.conn.close()
+            unknown = sorted(ids - known)
+            report = self._write([], ids if block_unindexed else ids & known, replace_all=False, progress=None)
+        report.not_indexed = unknown
+        return report
 
     def restore(self, article_ids: Iterable[str]) -> BuildReport:
         """Lift takedowns; the articles come back with the next add or build that carries them."""
@@ -162,7 +175,11 @@ class Indexer:
         hashes = {i: (int(r), h) for i, r, h in conn.execute("SELECT id, row, content_hash FROM articles")}
         vectors = np.load(path / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
         takedowns = {i for (i,) in conn.execute("SELECT id FROM takedowns")}
-        return _Previous(path, manifest, conn, vectors, hashes, takedowns)
+        try:
+            parked = {i: (h, v) for i, h, v in conn.execute("SELECT id, content_hash, vector FROM parked")}
+        except sqlite3.OperationalError:  # a version written before vectors were parked
+            parked = {}
+        return _Previous(path, manifest, conn, vectors, hashes, takedowns, parked)
 
     def _write(
         self,
@@ -207,6 +224,16 @@ class Indexer:
                 gone = [i for i in prev_hashes if i not in hashes]
             else:
                 gone = [i for i in removals if i in prev_hashes]
+            # Taken-down articles keep their vector aside; one that comes back unchanged is not re-embedded.
+            parked = dict(prev.parked) if prev is not None else {}
+            for article_id in removals & set(prev_hashes):
+                row, digest = prev_hashes[article_id]
+                parked[article_id] = (digest, np.asarray(prev.vectors[row], dtype=np.float32).tobytes())
+            reuse = {
+                a.id: parked[a.id][1] for a in to_embed if a.id in parked and parked[a.id][0] == hashes[a.id]
+            }
+            for article in to_embed:
+                parked.pop(article.id, None)
             report.removed = len(gone)
             report.updated = sum(1 for a in to_embed if a.id in prev_hashes)
             report.added = len(to_embed) - report.updated
@@ -214,7 +241,12 @@ class Indexer:
 
             changed_meta = self._metadata_changes(prev, articles, keep_rows) if prev is not None else []
             unchanged = (
-                prev is not None and not to_embed and not gone and not changed_meta and takedowns == old_takedowns
+                prev is not None
+                and not to_embed
+                and not gone
+                and not changed_meta
+                and takedowns == old_takedowns
+                and parked.keys() == prev.parked.keys()
             )
             if unchanged and (not replace_all or self._is_compact_and_current(prev)):
                 report.articles = len(prev_hashes)
@@ -223,10 +255,18 @@ class Indexer:
                 return report  # nothing to do: no new version
 
             embed_started = time.perf_counter()
-            new_vectors = self._embed(to_embed, progress)
-            report.embedded = len(to_embed)
+            fresh = [a for a in to_embed if a.id not in reuse]
+            embedded = self._embed(fresh, progress)
+            report.embedded = len(fresh)
             report.embed_seconds = time.perf_counter() - embed_started
-            dimension = new_vectors.shape[1] if len(to_embed) else self._dimension(prev)
+            dimension = embedded.shape[1] if fresh else self._dimension(prev)
+            new_vectors = np.empty((len(to_embed), dimension), dtype=np.float32)
+            by_id = {a.id: i for i, a in enumerate(fresh)}
+            for i, article in enumerate(to_embed):
+                if article.id in reuse:
+                    new_vectors[i] = np.frombuffer(reuse[article.id], dtype=np.float32)
+                else:
+                    new_vectors[i] = embedded[by_id[article.id]]
 
             staging = self.layout.stage()
             try:
@@ -243,6 +283,7 @@ class Indexer:
                     dimension,
                     report,
                     takedowns,
+                    parked,
                 )
                 manifest = self._manifest(prev, dimension, version, report, started)
                 final = self.layout.publish(staging, manifest, settings.index.keep_versions)
@@ -317,6 +358,7 @@ class Indexer:
         dimension: int,
         report: BuildReport,
         takedowns: set[str],
+        parked: dict[str, tuple[str, bytes]],
     ) -> ANNIndex:
         settings = self.settings.index
         prev_rows = 0 if prev is None else int(prev.vectors.shape[0])
@@ -376,6 +418,11 @@ class Indexer:
         previous_at = dict(prev.conn.execute("SELECT id, at FROM takedowns")) if prev is not None else {}
         conn.executemany(
             "INSERT INTO takedowns (id, at) VALUES (?, ?)", [(i, previous_at.get(i, stamp)) for i in sorted(takedowns)]
+        )
+        conn.execute("DELETE FROM parked")
+        conn.executemany(
+            "INSERT INTO parked (id, content_hash, vector) VALUES (?, ?, ?)",
+            [(i, digest, vector) for i, (digest, vector) in sorted(parked.items())],
         )
         conn.execute("COMMIT")
         n_rows = base + len(to_embed)

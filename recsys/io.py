@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,7 +47,12 @@ MIND_NEWS_COLUMNS = (
     "title_entities",
     "abstract_entities",
 )
-_SURROGATE = re.compile("[\udc80-\udcff]")
+# Any surrogate code point: undecodable bytes (surrogateescape gives U+DC80-U+DCFF) and the lone
+# surrogates a JSON "\\ud83d" escape produces. Neither can be encoded as UTF-8, so no record may keep one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+MAX_CELL_CHARS = 1_000_000  # longest CSV cell read (csv's own limit is 131,072 and raises on the whole file)
+EARLIEST_YEAR, LATEST_YEAR = 1800, 2200  # published_at outside these years is a typo or a placeholder
 
 
 @dataclass
@@ -92,76 +98,127 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def format_timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``YYYY-MM-DDTHH:MM:SSZ`` with a four-digit year (strftime drops leading zeros of years < 1000)."""
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
-def has_bad_bytes(value: Any) -> bool:
-    """True if a decoded record still holds an undecodable byte (see module docstring)."""
+def split_lines(text: str) -> list[str]:
+    """Physical lines: split at \\n only (a trailing \\r dropped). ``str.splitlines`` also splits at
+    U+2028, U+2029, U+0085 and other characters that are valid inside a JSON string or a title."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def has_bad_bytes(value: Any, pattern: re.Pattern[str] = _SURROGATE) -> bool:
+    """True if a decoded record still holds a surrogate (an undecodable byte or a lone surrogate)."""
     if isinstance(value, str):
-        return bool(_SURROGATE.search(value))
+        return bool(pattern.search(value))
     if isinstance(value, list | tuple):
-        return any(has_bad_bytes(v) for v in value)
+        return any(has_bad_bytes(v, pattern) for v in value)
     if isinstance(value, dict):
-        return any(has_bad_bytes(k) or has_bad_bytes(v) for k, v in value.items())
+        return any(has_bad_bytes(k, pattern) or has_bad_bytes(v, pattern) for k, v in value.items())
     return False
 
 
-def _text(value: Any) -> str:
+def bad_text_reason(record: Any) -> str | None:
+    """Why a decoded record cannot be stored as text, or None: an undecodable byte or a lone surrogate."""
+    if not has_bad_bytes(record):
+        return None
+    if has_bad_bytes(record, _UNDECODABLE):
+        return "invalid UTF-8 in this record; re-save the file as UTF-8"
+    return "lone UTF-16 surrogate (e.g. a broken emoji escape like \\ud83d) in this record; fix the text"
+
+
+def _text(value: Any, name: str) -> str:
+    """A text field: a string (or nothing). Numbers, lists and booleans are refused, not stringified."""
     if value is None:
         return ""
-    return str(value).strip()
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} must be a string, not {type(value).__name__} {_short(value)}")
+    return value.strip()
+
+
+def _identifier(value: Any, name: str) -> str:
+    """An id: a string, or a whole number (JSON ids like 123 are common); never a bool, list or float."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _text(value, name)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _tags(value: Any) -> tuple[str, ...]:
     if value is None or value == "":
         return ()
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    return tuple(t for t in (str(v).strip() for v in items) if t)
+    if isinstance(value, str):
+        items: list[Any] = value.split(",")
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        raise ValueError(f"field 'tags' must be a list of strings or a comma-separated string, not {_short(value)}")
+    return tuple(t for t in (v.strip() for v in items) if t)
 
 
 def article_from_record(record: dict[str, Any]) -> Article:
     """Validate one record (a dict of input fields) into an Article; raise ValueError with the reason."""
-    if has_bad_bytes(record):
-        raise ValueError("invalid UTF-8 in this record; re-save the file as UTF-8")
-    article_id = _text(record.get("id"))
+    problem = bad_text_reason(record)
+    if problem:
+        raise ValueError(problem)
+    article_id = _identifier(record.get("id"), "id")
     if not article_id:
         raise ValueError("missing required field 'id'")
-    title = _text(record.get("title"))
+    if "\n" in article_id or "\r" in article_id:
+        raise ValueError(f"id {_short(article_id)} spans lines (an unclosed quote?); ids are one line")
+    title = _text(record.get("title"), "title")
     if not title:
         raise ValueError(f"article {article_id!r}: missing required field 'title'")
     published = record.get("published_at")
     published_at = None
     if published not in (None, ""):
         try:
-            published_at = format_timestamp(parse_timestamp(published))
+            moment = parse_timestamp(published)
         except (ValueError, OverflowError, OSError) as exc:
             raise ValueError(f"article {article_id!r}: bad published_at: {exc}") from None
+        if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+            raise ValueError(
+                f"article {article_id!r}: published_at {published!r} is outside {EARLIEST_YEAR}-{LATEST_YEAR}; "
+                "fix the date or leave it empty"
+            )
+        published_at = format_timestamp(moment)
     extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS and v not in (None, "")}
     return Article(
         id=article_id,
         title=title,
-        body=_text(record.get("body")),
-        abstract=_text(record.get("abstract")),
-        url=_text(record.get("url")),
-        canonical_url=_text(record.get("canonical_url")),
+        body=_text(record.get("body"), "body"),
+        abstract=_text(record.get("abstract"), "abstract"),
+        url=_text(record.get("url"), "url"),
+        canonical_url=_text(record.get("canonical_url"), "canonical_url"),
         published_at=published_at,
-        category=_text(record.get("category")),
-        subcategory=_text(record.get("subcategory")),
-        language=_text(record.get("language")),
+        category=_text(record.get("category"), "category"),
+        subcategory=_text(record.get("subcategory"), "subcategory"),
+        language=_text(record.get("language"), "language"),
         tags=_tags(record.get("tags")),
         extra=extra,
     )
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
+    """A file as text: UTF-8 with ``surrogateescape`` (see module docstring), a leading BOM dropped."""
     if not path.is_file():
         raise RecsysError(f"{path}: no such file")
-    return path.read_bytes().decode("utf-8", errors="surrogateescape")
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    return text[1:] if text.startswith("\ufeff") else text
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """``(line, record or problem)`` per non-blank line of a JSON Lines file."""
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for number, line in enumerate(split_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         try:
@@ -175,20 +232,71 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield number, record
 
 
+def _csv_row(lines: list[str], start: int) -> tuple[list[str] | None, int, str | None]:
+    """Parse one CSV record beginning at ``lines[start]``: (cells, lines consumed, problem)."""
+    consumed = 0
+
+    def feed() -> Iterator[str]:
+        nonlocal consumed
+        for line in lines[start:]:
+            consumed += 1
+            yield line + "\n"
+
+    try:
+        row = next(csv.reader(feed()), None)
+    except csv.Error as exc:
+        return None, max(consumed, 1), f"malformed CSV: {exc}"
+    return row, max(consumed, 1), None
+
+
+def _swallows_rows(lines: list[str], start: int, consumed: int, width: int) -> bool:
+    """A record over several lines whose inner lines each parse as a whole row of the header's width:
+    the mark of a quote that was opened and never closed, not of a cell with line breaks."""
+    for line in lines[start + 1 : start + consumed]:
+        try:
+            cells = next(csv.reader([line]), [])
+        except csv.Error:
+            continue
+        if len(cells) == width and line.count('"') % 2 == 0 and cells[0].strip():
+            return True
+    return False
+
+
 def iter_csv(path: Path, required: Sequence[str] = ("id", "title")) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line, record or problem)`` per CSV row; the header must name the ``required`` columns."""
-    lines = _read_text(path).splitlines(keepends=True)
-    reader = csv.DictReader(lines)
-    if reader.fieldnames is None or not set(required) <= set(reader.fieldnames):
+    """``(line, record or problem)`` per CSV row; the header must name the ``required`` columns.
+
+    Records are parsed one at a time so that a bad one costs itself: a cell longer than
+    ``MAX_CELL_CHARS``, a malformed quote, or an opening quote that never closes (which would
+    otherwise swallow the following rows into one cell) is reported and reading resumes on the
+    next line.
+    """
+    csv.field_size_limit(MAX_CELL_CHARS)
+    lines = split_lines(read_text(path))
+    header, used, problem = _csv_row(lines, 0) if lines else (None, 1, None)
+    if problem or header is None or not set(required) <= {h.strip() for h in header}:
         yield 1, f"CSV header must name the columns and include {', '.join(required)}"
         return
-    start = 2
-    for row in reader:
-        number, start = start, reader.line_num + 1
-        if None in row:  # more cells than header columns
-            yield number, f"{len(row) - 1 + len(row[None])} cells for {len(reader.fieldnames)} header columns"
+    header = [h.strip() for h in header]
+    position = used
+    while position < len(lines):
+        number = position + 1
+        if not lines[position].strip():
+            position += 1
             continue
-        yield number, {k: v for k, v in row.items() if v is not None}
+        cells, consumed, problem = _csv_row(lines, position)
+        if problem is None and cells is not None and consumed > 1:
+            one_line = [i for i, name in enumerate(header) if name in required and i < len(cells)]
+            if any("\n" in cells[i] for i in one_line) or _swallows_rows(lines, position, consumed, len(header)):
+                problem = f"a quote opened on this line is never closed (it would swallow {consumed - 1} more lines)"
+        if problem is not None or cells is None:
+            yield number, problem or "malformed CSV row"
+            position += 1  # resume on the next line: the rows after a bad quote are kept
+            continue
+        position += consumed
+        if len(cells) != len(header):
+            yield number, f"{len(cells)} cells for {len(header)} header columns"
+            continue
+        yield number, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k in required}
 
 
 def _mind_tags(*cells: str) -> list[str]:
@@ -207,13 +315,12 @@ def _mind_tags(*cells: str) -> list[str]:
 
 
 def _iter_mind(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
-        line = line.rstrip("\r")
+    for number, line in enumerate(split_lines(read_text(path)), start=1):
         if not line.strip():
             continue
         cells = line.split("\t")
-        if len(cells) < 4:
-            yield number, f"MIND news.tsv rows have 8 tab-separated columns, this one has {len(cells)}"
+        if not 4 <= len(cells) <= len(MIND_NEWS_COLUMNS):
+            yield number, f"MIND news.tsv rows have 8 tab-separated columns (4 at least), this one has {len(cells)}"
             continue
         cells += [""] * (len(MIND_NEWS_COLUMNS) - len(cells))
         row = dict(zip(MIND_NEWS_COLUMNS, cells, strict=False))
@@ -223,11 +330,28 @@ def _iter_mind(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield number, record
 
 
+def _txt_files(root: Path) -> Iterator[Path | tuple[Path, str]]:
+    """The folder's .txt files, sorted; a symbolic link (file or folder) is never followed, so an
+    input folder cannot pull in files from elsewhere on the machine."""
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if not name.lower().endswith(".txt") or name.upper() == "README.TXT":
+                continue
+            if path.is_symlink():
+                yield path, "symbolic link not followed; copy the file into the folder instead"
+            elif path.is_file():
+                yield path
+
+
 def _iter_txtdir(root: Path) -> Iterator[tuple[Path, int, dict[str, Any] | str]]:
-    files = sorted(p for p in root.rglob("*.txt") if p.is_file() and p.name.upper() != "README.TXT")
-    for path in files:
-        text = _read_text(path)
-        lines = text.splitlines()
+    for found in _txt_files(root):
+        if isinstance(found, tuple):
+            yield found[0], 1, found[1]
+            continue
+        path = found
+        lines = split_lines(read_text(path))
         if not lines or not lines[0].strip():
             yield path, 1, "first line must be the headline"
             continue

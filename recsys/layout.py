@@ -153,6 +153,8 @@ class IndexLayout:
         self.versions.mkdir(parents=True, exist_ok=True)
         for leftover in self.versions.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(leftover, ignore_errors=True)  # a crashed build's; never served
+        for leftover in self.root.glob(f".{POINTER}.*.tmp"):
+            leftover.unlink(missing_ok=True)  # a pointer a crashed job wrote but never swapped in
         # v<sequence>-<UTC time>: names sort in publish order, and say when they were made.
         numbers = [int(p.name[1:7]) for p in self.versions.glob("v[0-9][0-9][0-9][0-9][0-9][0-9]-*")]
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -174,6 +176,7 @@ class IndexLayout:
         tmp = self.root / f".{POINTER}.{os.getpid()}.tmp"
         tmp.write_text(final.name + "\n")
         _fsync_path(tmp)
+        crash_point("before-swap")
         os.replace(tmp, self.pointer)
         _fsync_path(self.root)
         crash_point("after-pointer")

@@ -21,6 +21,12 @@ Why this shape:
   logging both would count the read twice. A site logging only impressions and clicks (MIND) is
   ranked by its decayed, shrunk CTR, the strongest signal in the MIND replay.
 - Reactions add to volume with the site's own weights: "veryGood" counts double, "angry" subtracts.
+- Readers, not requests: one reader's views (clicks, impressions, reactions of one name) of one
+  article count once per ``distinct_reader_hours``; an event without a reader counts at most
+  ``anonymous_count_cap``. A script reloading a page, or a client posting ``count: 1000000``, is
+  one reader (the HTTP service counts an untrusted client as one reader whatever ids it sends).
+- Every score is finite by construction: decay factors are bounded and the result is clipped, so
+  no input time can turn a list's scores into NaN or infinity.
 - Exponential decay makes "now" an O(new events) update: each article keeps its sums anchored
   at a fixed time and is rescaled on read, so the same code serves live ranking and an honest
   replay that folds events in time order and scores only with what came before.
@@ -28,8 +34,10 @@ Why this shape:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +46,8 @@ from recsys.config import PopularityConfig
 CHANNELS = ("reads", "reactions", "impressions", "clicks")
 _READS, _REACTIONS, _IMPRESSIONS, _CLICKS = range(4)
 _REANCHOR = 400.0  # half-lives between anchor moves (2**400 is far from float overflow)
+_MAX_EXPONENT = 900.0  # decay factors stay within 2**±900, far from overflow
+SCORE_LIMIT = 1e6  # |popularity| never exceeds this (real scores are < 50)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,9 @@ class Popularity:
         # newest engagement (view, click or reaction; impressions alone do not count) per article
         self.last_engaged = np.zeros(0, dtype=np.float64)
         self.anchor: float | None = None
+        self.reader_window = config.distinct_reader_hours * 3600.0
+        self._counted: dict[tuple[int, int, str, str], float] = {}  # (row, channel, reaction, reader) -> ts
+        self._prune_at = 200_000
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,37 +99,59 @@ class Popularity:
             self.last_engaged = np.concatenate([self.last_engaged, np.full(grow - self.last_engaged.shape[0], -np.inf)])
         return rows
 
-    def fold(self, rows: Iterable[tuple[str, str, str, float, int]]) -> int:
-        """Add events given as (article_id, type, reaction, ts, count); returns how many were folded."""
-        items = list(rows)
+    def fold(self, rows: Iterable[Sequence[Any]]) -> int:
+        """Add events given as (article_id, type, reaction, ts, count[, reader]); returns how many were folded.
+
+        A reader's repeat of the same kind of event on the same article within ``distinct_reader_hours``
+        adds nothing; events without a reader add ``min(count, anonymous_count_cap)``.
+        """
+        items = [r for r in rows if math.isfinite(r[3])]
         if not items:
             return 0
-        article_ids = [r[0] for r in items]
+        rows_idx = self._rows([r[0] for r in items])
         ts = np.fromiter((r[3] for r in items), dtype=np.float64, count=len(items))
-        count = np.fromiter((r[4] for r in items), dtype=np.float64, count=len(items))
         channel = np.empty(len(items), dtype=np.int64)
-        amount = count.copy()
-        for i, (_, kind, reaction, _, _) in enumerate(items):
+        amount = np.empty(len(items), dtype=np.float64)
+        cap = float(self.config.anonymous_count_cap)
+        window = self.reader_window
+        counted = self._counted
+        for i, item in enumerate(items):
+            kind, reaction, when = item[1], item[2], item[3]
+            reader = item[5] if len(item) > 5 else ""
             if kind == "view":
                 channel[i] = _READS
             elif kind == "click":
                 channel[i] = _CLICKS
             elif kind == "reaction":
                 channel[i] = _REACTIONS
-                amount[i] *= self.reaction_weight(reaction)
             else:
                 channel[i] = _IMPRESSIONS
-        rows_idx = self._rows(article_ids)
+            if reader:
+                key = (int(rows_idx[i]), int(channel[i]), reaction if kind == "reaction" else "", reader)
+                last = counted.get(key)
+                if last is not None and abs(when - last) < window:
+                    amount[i] = 0.0
+                    continue
+                counted[key] = when
+                amount[i] = 1.0
+            else:
+                amount[i] = min(float(item[4]), cap)
+            if kind == "reaction":
+                amount[i] *= self.reaction_weight(reaction)
         newest = float(ts.max())
         if self.anchor is None:
             self.anchor = newest
         elif (newest - self.anchor) / self.half_life > _REANCHOR:
-            self._sums *= np.exp2((self.anchor - newest) / self.half_life)
+            self._sums *= np.exp2(max(-_MAX_EXPONENT, (self.anchor - newest) / self.half_life))
             self.anchor = newest
-        weight = np.exp2((ts - self.anchor) / self.half_life)
+        weight = np.exp2(np.clip((ts - self.anchor) / self.half_life, -_MAX_EXPONENT, _MAX_EXPONENT))
         np.add.at(self._sums, (rows_idx, channel), amount * weight)
-        engaged = channel != _IMPRESSIONS
+        engaged = (channel != _IMPRESSIONS) & (amount != 0)
         np.maximum.at(self.last_engaged, rows_idx[engaged], ts[engaged])
+        if len(counted) > self._prune_at:
+            horizon = newest - window
+            self._counted = {k: v for k, v in counted.items() if v >= horizon}
+            self._prune_at = max(200_000, 2 * len(self._counted))
         return len(items)
 
     def decayed(self, at: float, rows: np.ndarray | None = None) -> np.ndarray:
@@ -124,7 +159,8 @@ class Popularity:
         sums = self._sums[: len(self.ids)] if rows is None else self._sums[rows]
         if self.anchor is None:
             return np.zeros_like(sums)
-        return sums * np.exp2((self.anchor - at) / self.half_life)
+        exponent = float(np.clip((self.anchor - at) / self.half_life, -_MAX_EXPONENT, _MAX_EXPONENT))
+        return sums * np.exp2(exponent)
 
     def score_decayed(self, sums: np.ndarray) -> np.ndarray:
         """The popularity formula (module docstring) over rows of decayed sums."""
@@ -133,15 +169,29 @@ class Popularity:
         ctr = (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
             sums[:, _IMPRESSIONS] + config.ctr_prior_strength
         )
-        return np.log1p(volume) + config.ctr_weight * np.log(ctr / config.ctr_prior)
+        return _finite(np.log1p(volume) + config.ctr_weight * np.log(ctr / config.ctr_prior))
 
-    def scores(self, article_ids: Sequence[str], at: float) -> np.ndarray:
-        """Popularity of each id at ``at`` (0 for ids with no events)."""
+    def ranking_decayed(self, sums: np.ndarray) -> np.ndarray:
+        """The Ranking box's order: engagement first (views, clicks, weighted reactions of distinct
+        readers), moved by the CTR at most ``ranking_ctr_cap`` either way (see PopularityConfig)."""
+        config = self.config
+        engagement = np.maximum(
+            0.0, sums[:, _READS] + sums[:, _CLICKS] + config.reaction_gain * sums[:, _REACTIONS]
+        )
+        ctr = (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
+            sums[:, _IMPRESSIONS] + config.ctr_prior_strength
+        )
+        cap = config.ranking_ctr_cap
+        return _finite(np.log1p(engagement) + np.clip(config.ctr_weight * np.log(ctr / config.ctr_prior), -cap, cap))
+
+    def scores(self, article_ids: Sequence[str], at: float, ranking: bool = False) -> np.ndarray:
+        """Popularity of each id at ``at`` (0 for ids with no events); ``ranking``: the Ranking box's order."""
         out = np.zeros(len(article_ids), dtype=np.float64)
         known = [(i, self.index[a]) for i, a in enumerate(article_ids) if a in self.index]
         if known:
             where, rows = (np.asarray(x, dtype=np.int64) for x in zip(*known, strict=True))
-            out[where] = self.score_decayed(self.decayed(at, rows))
+            sums = self.decayed(at, rows)
+            out[where] = self.ranking_decayed(sums) if ranking else self.score_decayed(sums)
         return out
 
     def explain(self, article_id: str, at: float) -> PopularityScore:
@@ -155,6 +205,10 @@ class Popularity:
         return PopularityScore(
             article_id, float(self.score_decayed(sums)[0]), reads, reactions, impressions, clicks, ctr
         )
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    return np.clip(np.nan_to_num(scores, nan=0.0, posinf=SCORE_LIMIT, neginf=-SCORE_LIMIT), -SCORE_LIMIT, SCORE_LIMIT)
 
 
 def squash(scores: np.ndarray, scale: float) -> np.ndarray:

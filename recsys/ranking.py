@@ -29,7 +29,7 @@ Everything here works on numpy arrays; nothing touches storage.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -37,13 +37,24 @@ from recsys.config import RelatedConfig
 from recsys.store import NO_TIME
 
 DAY = 86_400.0
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]{3,}")
+_WORD = re.compile(r"[^\W\d_][\w'\-]{3,}")
+# Generic words that say nothing about a story, even when two headlines share them. Rare words are
+# judged by the archive itself (``common`` in shared_terms), which also covers other languages.
 _STOP = frozenset(
-    """about after again against also among another because been before being between both could does
-    during each from further have having here into itself just more most much must news only other over
-    said says same should some such than that their them then there these they this those through under
-    until very was were what when where which while will with would year years your week weeks""".split()
+    """about above after again against ahead also among another anyone anything around away back because
+    become becomes been before begin being best better between big both bring brings call came can't
+    come comes coming could days does doing done down during each early even ever every fact find
+    first from full further gets give given gives going gone good great have having help here high
+    home into itself just keep know known last late later least left less life like likely little
+    long look looks made make makes many more most much must need needs never news next nothing
+    now once only open other over part past people place plan plans play read real really right
+    said same says should show shows side since some something still such sure take takes taken
+    than that their them then there these they thing things think this those though three through
+    time times today told took top turn under until very want wants watch ways week weeks well
+    went were what when where which while whole will with without work works world would year years
+    young your""".split()
 )
+COMMON_SHARE = 0.01  # a word in more than this share of the archive's headlines is too common to explain
 
 
 def freshness(published: np.ndarray, now: float, half_life_days: float) -> np.ndarray:
@@ -118,12 +129,23 @@ def keywords(text: str) -> list[str]:
     return list(seen.values())
 
 
-def shared_terms(source_title: str, source_tags: Sequence[str], title: str, tags: Sequence[str]) -> list[str]:
+def shared_terms(
+    source_title: str,
+    source_tags: Sequence[str],
+    title: str,
+    tags: Sequence[str],
+    common: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """What two articles visibly share, for a reason: their common tags/entities, else headline words
+    that are neither generic (a stop list) nor ``common`` in the archive (see IndexView.is_common)."""
     tag_overlap = [t for t in tags if t.lower() in {s.lower() for s in source_tags}]
     if tag_overlap:
         return tag_overlap[:3]
     source_words = {w.lower() for w in keywords(source_title)}
-    return [w for w in keywords(title) if w.lower() in source_words][:3]
+    shared = [w for w in keywords(title) if w.lower() in source_words]
+    if common is not None:
+        shared = [w for w in shared if not common(w.lower())]
+    return shared[:3]
 
 
 def days_phrase(days: float) -> str:
@@ -150,4 +172,4 @@ def related_reason(
         return "same topic: " + ", ".join(terms)
     if shared_category:
         return f"same topic: {shared_category}"
-    return f"similar content ({similarity:.2f})"
+    return "similar content"

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,11 +33,13 @@ from recsys.layout import IndexLayout, read_manifest
 from recsys.popularity import Popularity, PopularityScore, squash
 from recsys.profile import Interest, build_interests
 from recsys.ranking import (
+    COMMON_SHARE,
     DAY,
     days_phrase,
     dedupe_stories,
     expand_query,
     freshness,
+    keywords,
     mmr,
     related_reason,
     related_scores,
@@ -47,6 +52,7 @@ logger = logging.getLogger(__name__)
 VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
 MAX_K = 1000
+COMMON_SAMPLE = 5_000  # headlines sampled per version to tell common words from telling ones
 SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows
 TimeLike = datetime | str | float | int | None
 
@@ -109,16 +115,44 @@ class IndexView:
             raise IndexStateError(f"{path}: rows.npy does not match the manifest; rebuild with `recsys index build`")
         self.live = np.asarray(self.rows["live"])
         self.n_live = int(counts["articles"])
+        self._common: frozenset[str] | None = None
+
+    def is_common(self, word: str) -> bool:
+        """True for a (lower-case) headline word found in more than COMMON_SHARE of a seeded sample of up
+        to COMMON_SAMPLE live headlines: too common to explain why two articles go together. Computed on
+        first use per version (one small read), never at open."""
+        if self._common is None:
+            live = np.flatnonzero(self.live)
+            if live.size > COMMON_SAMPLE:
+                live = np.sort(np.random.default_rng(0).choice(live, COMMON_SAMPLE, replace=False))
+            titles = [a.title for a in self.store.get_rows(live).values()]
+            df: Counter[str] = Counter()
+            for title in titles:
+                df.update({w.lower() for w in keywords(title)})
+            floor = max(3.0, COMMON_SHARE * len(titles))
+            self._common = frozenset(w for w, n in df.items() if n > floor)
+        return word in self._common
 
     @property
     def version(self) -> str:
         return self.path.name
 
     def codes(self, column: str, names: Iterable[str]) -> list[int]:
-        """Codes of the given names in rows.npy's column (languages match case-insensitively)."""
-        vocab = {n: i for i, n in enumerate(self.vocab.get(column, []))}
-        wanted = [n.lower() for n in names] if column == "language" else list(names)
-        return [vocab[n] for n in wanted if n in vocab]
+        """Codes of the given names in rows.npy's column, matched case-insensitively.
+
+        A name no article has is an error that lists the known ones, so a typo is not an empty list."""
+        known = self.vocab.get(column, [])
+        vocab: dict[str, list[int]] = {}
+        for code, name in enumerate(known):
+            vocab.setdefault(name.lower(), []).append(code)
+        codes: list[int] = []
+        for name in names:
+            found = vocab.get(name.strip().lower())
+            if found is None:
+                shown = ", ".join(sorted({n for n in known if n})[:30]) or "(none)"
+                raise RecsysError(f"unknown {column} {name!r}; this index has: {shown}")
+            codes += found
+        return codes
 
     def allowed(self, filters: Filters, positions: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of rows that pass the filters (over ``positions`` if given, else all rows)."""
@@ -150,9 +184,10 @@ class Recommender:
         self._stamp = self.layout.pointer_stamp()
         self._view = IndexView(self.layout.current())
         self._embedder = embedder
-        self._events = EventStore(self.layout.root)
+        self._events = EventStore(self.layout.root, self.settings.events)
         self._buffer = EventBuffer(self._events, self.settings.popularity)
         self._activity = PopularityTracker(self._events, self.settings.popularity)
+        self._promote_held_events(self._view)
 
     @classmethod
     def open(
@@ -177,6 +212,7 @@ class Recommender:
                 fresh = self.layout.current()
                 if fresh.name != self._view.version:
                     self._view = IndexView(fresh)  # calls already holding the old view finish with it
+                    self._promote_held_events(self._view)
                 self._stamp = stamp
             except RecsysError as exc:
                 logger.warning("staying on index version %s: %s", self._view.version, exc)
@@ -343,7 +379,7 @@ class Recommender:
             gap = None
             if source_time is not None and published[pos] != NO_TIME:
                 gap = (float(published[pos]) - source_time) / DAY
-            terms = shared_terms(source.title, source.tags, article.title, article.tags)
+            terms = shared_terms(source.title, source.tags, article.title, article.tags, view.is_common)
             same_category = article.category if article.category == source.category else ""
             reason = related_reason(float(sims[pos]), gap, terms, same_category, config)
             hits.append(_hit(article, float(scores[pos]), reason, float(sims[pos])))
@@ -405,12 +441,41 @@ class Recommender:
             raise RecsysError("a reaction needs a name, e.g. 'veryGood'")
         self._buffer.record(Event(article_id, "reaction", _now(ts), reaction=reaction, user_id=user_id or ""))
 
-    def record_events(self, records: Iterable[dict[str, Any]]) -> int:
-        """Validate and buffer a batch of event records (the events file schema); returns how many."""
-        events = [event_from_record(r) for r in records]
+    def record_events(
+        self, records: Iterable[dict[str, Any]], *, source: str = "", hold_unindexed: bool = False
+    ) -> EventsAccepted:
+        """Validate and record a batch of event records (the events file schema); all or nothing.
+
+        ``source`` marks events from an untrusted sender (popularity then counts that sender as one
+        reader). With ``hold_unindexed`` (the HTTP service), events for ids that are not indexed are
+        held in a bounded table until the article is indexed, and refused once it is full.
+        Raises ValueError naming the first bad record.
+        """
+        now = time.time()
+        events = []
+        for number, record in enumerate(records):
+            try:
+                events.append(event_from_record(record, self.settings.events, now, source))
+            except ValueError as exc:
+                raise ValueError(f"event {number}: {exc}") from None
+        unknown: list[Event] = []
+        if hold_unindexed:
+            known = self.view.store.rows_of({e.article_id for e in events})
+            unknown = [e for e in events if e.article_id not in known]
+            events = [e for e in events if e.article_id in known]
         for event in events:
             self._buffer.record(event)
-        return len(events)
+        held = self._events.add_unindexed([(self._buffer.key_of(e), e) for e in unknown]) if unknown else 0
+        return EventsAccepted(len(events), held, len(unknown) - held)
+
+    def _promote_held_events(self, view: IndexView) -> None:
+        """Events held for ids that were not indexed join the counted ones once a version has the article."""
+        try:
+            waiting = self._events.unindexed_ids()
+            if waiting:
+                self._events.promote(list(view.store.rows_of(waiting)))
+        except sqlite3.Error as exc:  # never let bookkeeping stop a version switch
+            logger.warning("could not promote held events: %s", exc)
 
     def flush(self) -> int:
         """Write buffered events now; returns how many new ones were stored."""
@@ -458,7 +523,7 @@ class Recommender:
                 rows = np.array([r for r, _ in candidates], dtype=np.int64)
                 ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
                 ids = [a for (_, a), good in zip(candidates, ok, strict=True) if good]
-                scores = popularity.scores(ids, now_s)
+                scores = popularity.scores(ids, now_s, ranking=True)
                 rows = rows[ok]
                 for pos in np.argsort(-scores, kind="stable")[:k]:
                     picked.append((int(rows[pos]), ids[pos], float(scores[pos])))
@@ -474,19 +539,26 @@ class Recommender:
         return hits
 
     def _newest(self, view: IndexView, k: int, filters: Filters, banned: set[int], now_s: float) -> list[Hit]:
+        """The k newest allowed articles: dated ones by publication time (not future ones), then, if the
+        archive has too few dates, undated ones in the order they were indexed (latest first)."""
         mask = view.allowed(filters)
-        mask &= np.asarray(view.rows["published"]) <= now_s
         if banned:
             mask[list(banned)] = False
-        rows = np.flatnonzero(mask)
-        published = np.asarray(view.rows["published"][rows])
-        rows = rows[top_k(published.astype(np.float64), k)] if rows.size else rows
+        published = np.asarray(view.rows["published"])
+        undated = published == NO_TIME
+        dated_rows = np.flatnonzero(mask & ~undated & (published <= now_s))
+        rows = dated_rows[top_k(published[dated_rows].astype(np.float64), k)] if dated_rows.size else dated_rows
+        if rows.size < k:
+            rest = np.flatnonzero(mask & undated)[::-1][: k - rows.size]
+            rows = np.concatenate([rows, rest])
         articles = view.store.get_rows(rows)
         hits = []
-        for row in rows:
-            article = articles[int(row)]
-            age = (now_s - float(view.rows["published"][row])) / DAY
-            hits.append(_hit(article, 0.0, f"new: published {days_phrase(age)} ago", None))
+        for row in rows.tolist():
+            if published[row] == NO_TIME:
+                reason = "new: recently added"
+            else:
+                reason = f"new: published {days_phrase((now_s - float(published[row])) / DAY)} ago"
+            hits.append(_hit(articles[int(row)], 0.0, reason, None))
         return hits
 
     # -- Recommendation ------------------------------------------------------------------------
@@ -620,6 +692,17 @@ class Recommender:
         now_s = _now(now)
         related = self.related(article_id, k_related, now=now_s)
         shown = [article_id, *(h.id for h in related)]
+        reads = self._reads(history, user_id, now_s)
+        if not self.view.store.rows_of(reads):
+            # A first visit: Ranking keeps the popular articles, and Recommendation shows what is new
+            # rather than repeating Ranking's fallback.
+            ranked = self.ranking(k_ranking, exclude=shown, now=now_s)
+            shown += [h.id for h in ranked]
+            k = _check_k(self.settings.recommend.k if k_recommend is None else k_recommend)
+            view = self.view
+            banned = set(view.store.rows_of(shown).values())
+            recommended = self._newest(view, k, Filters(), banned, now_s) if k else []
+            return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
         recommended = self.recommend(history, user_id=user_id, k=k_recommend, exclude=shown, now=now_s)
         shown += [h.id for h in recommended]
         ranked = self.ranking(k_ranking, exclude=shown, now=now_s)
@@ -636,6 +719,15 @@ class Recommender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class EventsAccepted:
+    """What ``record_events`` did: counted (indexed ids), held (ids not indexed yet), refused (hold full)."""
+
+    accepted: int
+    held: int = 0
+    refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -731,6 +823,7 @@ def _hit(
             metadata[name] = value
     if article.tags:
         metadata["tags"] = article.tags
+    score = float(score) if math.isfinite(score) else 0.0  # finite by construction; never NaN in a list
     return Hit(
         id=article.id,
         title=article.title,

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS takedowns (
     id TEXT PRIMARY KEY,
     at TEXT NOT NULL
 ) WITHOUT ROWID;
+-- Vectors of taken-down articles, so that a restored article whose text is unchanged is not embedded again.
+CREATE TABLE IF NOT EXISTS parked (
+    id TEXT PRIMARY KEY,
+    content_hash TEXT NOT NULL,
+    vector BLOB NOT NULL
+) WITHOUT ROWID;
 """
 COLUMNS = (
     "row",

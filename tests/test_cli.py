@@ -70,7 +70,7 @@ def test_bad_records_are_reported_with_file_and_line(runner, index, tmp_path):
     info = json.loads(invoke(runner, "index", "info", "--index", index, "--json").stdout)
     assert info["articles"] == 119  # nothing written
     skipped = runner.invoke(app, ["index", "add", str(bad), "--index", index, "--no-progress"])
-    assert skipped.exit_code == 1 and "1 bad record(s) skipped" in skipped.output
+    assert skipped.exit_code == 3 and "1 bad record(s) skipped" in skipped.output
     info = json.loads(invoke(runner, "index", "info", "--index", index, "--json").stdout)
     assert info["articles"] == 120
 
@@ -135,4 +135,4 @@ def test_events_ingest_reports_bad_lines(runner, index, tmp_path):
     bad = tmp_path / "events.jsonl"
     bad.write_text('{"article_id": "a", "type": "view", "ts": "2026-11-20T10:00:00Z"}\n{"article_id": "a"}\n')
     result = runner.invoke(app, ["events", "ingest", str(bad), "--index", index])
-    assert result.exit_code == 1 and f"{bad}:2: " in result.output
+    assert result.exit_code == 3 and f"{bad}:2: " in result.output

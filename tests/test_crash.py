@@ -54,7 +54,10 @@ def served(make_indexer, tmp_path):
     return root, rec.version, [h.id for h in rec.related("b0", 10)]
 
 
-@pytest.mark.parametrize("stage", ["after-sqlite", "after-vectors", "after-ann", "before-rename", "before-pointer"])
+STAGES = ["after-sqlite", "after-vectors", "after-ann", "before-rename", "before-pointer", "before-swap"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_kill_at_each_stage_keeps_previous_version(served, tmp_path, stage):
     root, version, answer = served
     proc = run_writer(root, write_jsonl(tmp_path / "new.jsonl", NEW), crash_at=stage)
@@ -66,6 +69,7 @@ def test_kill_at_each_stage_keeps_previous_version(served, tmp_path, stage):
     done = Indexer(root, Settings(), KeywordEmbedder()).add([tmp_path / "new.jsonl"])
     assert done.added == len(NEW)
     assert not list((root / "versions").glob(".staging-*"))
+    assert not list(root.glob(".CURRENT.*.tmp"))  # a pointer written but never swapped in is cleaned up too
     assert len(Recommender.open(root)) == len(BASE) + len(NEW)
 
 

@@ -55,12 +55,14 @@ def test_eval_related_writes_a_report_with_baselines_and_a_sweep(sample_index, t
     assert scores["recsys"]["precision"] > scores["random"]["precision"] + 0.2
     assert scores["recsys"]["duplicate_rate"] <= scores["dense kNN"]["duplicate_rate"]
     assert [row["related.mmr_lambda"] for row in metrics["sweeps"]["related.mmr_lambda"]] == ["0.5", "1.0"]
+    assert metrics["seconds"] > 0  # the run's timer starts before the work, not after it
     report = (out / "report.md").read_text()
     assert "## Sweep of related.mmr_lambda" in report and "119 articles read" in report
     assert (out / "precision-distribution.png").stat().st_size > 1000
     assert (out / "sweep-related-mmr_lambda.png").stat().st_size > 1000
 
 
+@pytest.mark.model  # sample_index embeds the sample with the real model
 def test_eval_rejects_an_unknown_label(sample_index, tmp_path):
     result = CliRunner().invoke(
         app, ["eval", "related", str(SAMPLE), "--label", "nope", "--index", str(sample_index), "--out", str(tmp_path)]

@@ -35,7 +35,7 @@ def test_bad_records_are_located_and_skipped(events_file):
     assert "needs a 'reaction' name" in problems[6]
     assert "article_id" in problems[7]
     assert "bad ts" in problems[8]
-    assert "count must be >= 1" in problems[9]
+    assert "count must be from 1 to" in problems[9]
     assert str(batch.problems[0]).startswith(f"{events_file}:5: ")
 
 

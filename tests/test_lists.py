@@ -1,5 +1,7 @@
 """Ranking, Recommendation and the page, on hand-made articles and events."""
 
+import time
+
 import pytest
 
 from recsys.config import Settings
@@ -199,7 +201,7 @@ def test_live_popularity_skips_events_too_old_to_matter(tmp_path):
 
     store = EventStore(tmp_path)
     day = 86_400.0
-    newest = 1_800_000_000.0
+    newest = float(int(time.time()) - 3600)
     store.add([("old", Event("a", "view", newest - 60 * day)), ("new", Event("b", "view", newest))])
     tracker = PopularityTracker(store, PopularityConfig(half_life_hours=24, refresh_seconds=0))
     popularity = tracker.current()

@@ -80,10 +80,19 @@ def test_reasons():
     assert related_reason(0.7, -0.25, [], "", config) == "earlier coverage, 6 hours before"
     assert related_reason(0.7, 90, ["Storm"], "", config) == "same topic: Storm"
     assert related_reason(0.4, 2, [], "weather", config) == "same topic: weather"
-    assert related_reason(0.4, None, [], "", config) == "similar content (0.40)"
+    assert related_reason(0.4, None, [], "", config) == "similar content"  # no raw cosine beside another score
 
 
 def test_shared_terms_prefer_tags_then_headline_words():
     assert shared_terms("x", ["ECB", "rates"], "y", ["ecb", "bonds"]) == ["ecb"]
     assert shared_terms("Storm floods the coast", [], "Coast clean-up after storm", []) == ["Coast", "storm"]
     assert keywords("The storm and the STORM were about coast") == ["storm", "coast"]
+
+
+def test_shared_terms_skip_generic_and_archive_common_words():
+    # the examples: stray capitalised words are not a topic
+    assert shared_terms("People Came Back To Work", [], "People Came Back To Work In Paris", []) == []
+    common = {"trump"}.__contains__
+    found = shared_terms("Trump visits Ciarán storm site", [], "Trump on storm Ciarán", [], common)
+    assert found == ["storm", "Ciarán"]
+    assert keywords("Vejret: storm over København") == ["Vejret", "storm", "København"]

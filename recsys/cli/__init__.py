@@ -30,6 +30,7 @@ class _Group(TyperGroup):
 
 app = typer.Typer(
     cls=_Group,
+    rich_markup_mode=None,  # plain help: flags show no value placeholder
     name="recsys",
     help="Related-article, ranking and recommendation lists for news sites.",
     no_args_is_help=True,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, NoReturn
 
 import typer
@@ -17,9 +18,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recsys.config import DEFAULT_INDEX_DIR, Settings, load_settings
 from recsys.types import Hit
 
+# Exit codes of every command (README, "Exit codes").
+EXIT_OK = 0
+EXIT_FAILED = 1  # nothing was done: an error, a refused input with --on-error fail, an unexpected crash
+EXIT_USAGE = 2  # bad command line (unknown option, bad value)
+EXIT_SKIPPED = 3  # done, but some input records were bad: each is reported as file:line: reason
+
 err = Console(stderr=True)
 IndexOption = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index directory.")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+class OnError(StrEnum):
+    """What a job does with bad records."""
+
+    skip = "skip"
+    fail = "fail"
 
 
 @dataclass

@@ -38,7 +38,9 @@ from recsys.io import read_articles
 from recsys.service import Recommender
 from recsys.types import InputProblem
 
-eval_app = typer.Typer(help="Offline evaluation on labelled articles or logged impressions.", no_args_is_help=True)
+eval_app = typer.Typer(
+    rich_markup_mode=None, help="Offline evaluation on labelled articles or logged impressions.", no_args_is_help=True
+)
 
 OutOption = typer.Option(None, "--out", help="Run folder (default: a new runs/<time>-<kind>/).")
 SweepOption = typer.Option(None, "--sweep", help="section.key=v1,v2,... re-run per value (repeatable).")
@@ -89,7 +91,7 @@ def eval_related(
     ctx: typer.Context,
     articles: list[str] = typer.Argument(..., help="Article files or folders (any format recsys reads)."),
     label: str = typer.Option(..., "--label", help="Field whose equality means 'same topic' (e.g. category)."),
-    k: int = typer.Option(10, "--k", "-k", min=1, max=100),
+    k: int = typer.Option(10, "-k", min=1, max=100),
     sample: int = typer.Option(None, "--sample", min=1, help="Evaluate a seeded sample of this many articles."),
     seed: int = SeedOption,
     fmt: str = typer.Option(None, "--format", "-f", help="Input format (default: from the extension)."),
@@ -98,6 +100,7 @@ def eval_related(
     out: str = OutOption,
 ) -> None:
     """Related vs random, lexical (TF-IDF), plain dense kNN: precision, nDCG, duplicates, diversity, coverage."""
+    run = Run("eval-related", Path(out) if out else None)  # started now: its timer covers the whole run
     settings = app_state(ctx).settings
     sweeps = _sweeps(sweep, settings)
     read = read_articles(articles, fmt)
@@ -120,7 +123,6 @@ def eval_related(
         "ms_per_query",
     ]
     rows = [s.to_dict() for s in report.scores]
-    run = Run("eval-related", Path(out) if out else None)
     run.metrics.update(report.to_dict())
     run.add(
         "Data",
@@ -190,6 +192,7 @@ def eval_impressions(
     out: str = OutOption,
 ) -> None:
     """Replay impressions in time order: random, smoothed CTR, popularity, content match, and the blend."""
+    run = Run("eval-impressions", Path(out) if out else None)
     settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, limit, seed, news, index)
     content = ContentScorer(rec, settings.recommend)
     content.prepare(impressions)
@@ -203,7 +206,6 @@ def eval_impressions(
     ]
     result = replay(impressions, scorers)
     rows = [{"scorer": name, **values} for name, values in result.metrics.items()]
-    run = Run("eval-impressions", Path(out) if out else None)
     run.metrics.update({"replay": result.to_dict(), "text_coverage": coverage, "bad_rows": len(problems)})
     run.add(
         "Data",
@@ -253,7 +255,7 @@ def eval_recommend(
     ctx: typer.Context,
     news: str = typer.Option(..., "--news", help="MIND news.tsv (article text)."),
     behaviors: str = typer.Option(..., "--behaviors", help="MIND behaviors.tsv (reading histories and clicks)."),
-    k: int = typer.Option(10, "--k", "-k", min=1, max=100),
+    k: int = typer.Option(10, "-k", min=1, max=100),
     holdout: int = typer.Option(1, "--holdout", min=1, help="Last reads held out per reader."),
     min_history: int = typer.Option(2, "--min-history", min=1, help="Indexed reads a reader needs before them."),
     limit: int = typer.Option(None, "--limit", min=1, help="A seeded sample of this many readers."),
@@ -263,6 +265,7 @@ def eval_recommend(
     out: str = OutOption,
 ) -> None:
     """Hold out each reader's last read(s); recall@k and nDCG@k of Recommendation vs baselines."""
+    run = Run("eval-recommend", Path(out) if out else None)
     settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, None, seed, news, index)
     indexed = rec.view.store.rows_of({a for i in impressions for a in (*i.history, *i.candidates)})
     sequences = reading_sequences(impressions)
@@ -274,7 +277,6 @@ def eval_recommend(
     }
     rows = evaluate_recommend(rec, readers, k, systems)
     columns = ["system", f"recall@{k}", f"ndcg@{k}", "diversity", "coverage", "ms_per_query"]
-    run = Run("eval-recommend", Path(out) if out else None)
     run.metrics.update({"readers": len(readers), "users": len(sequences), "k": k, "holdout": holdout, "systems": rows})
     run.add(
         "Data",

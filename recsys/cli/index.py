@@ -6,26 +6,30 @@ from enum import Enum, StrEnum
 
 import typer
 
-from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, print_json
+from recsys.cli.common import (
+    EXIT_FAILED,
+    EXIT_SKIPPED,
+    IndexOption,
+    JsonOption,
+    OnError,
+    app_state,
+    docs_progress,
+    print_json,
+)
 from recsys.indexer import BuildReport, Indexer
 from recsys.io import FORMATS
 from recsys.service import Recommender
 
-index_app = typer.Typer(help="Build and update an index.", no_args_is_help=True)
+index_app = typer.Typer(rich_markup_mode=None, help="Build and update an index.", no_args_is_help=True)
 
 InputFormat = StrEnum("InputFormat", {name: name for name in FORMATS})  # type: ignore[misc]
-
-
-class OnError(StrEnum):
-    skip = "skip"
-    fail = "fail"
 
 
 FormatOption = typer.Option(None, "--format", "-f", help="Input format (default: from the file extension).")
 OnErrorOption = typer.Option(
     OnError.skip,
     "--on-error",
-    help="skip: report bad records, index the rest, exit 1. fail: write nothing if any is bad.",
+    help="skip: report bad records, index the rest, exit 3. fail: write nothing if any is bad (exit 1).",
 )
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show the embedding progress bar.")
 
@@ -65,8 +69,8 @@ def _finish(report: BuildReport, as_json: bool) -> None:
             f"removed {report.removed}{blocked}; embedded {report.embedded}{rate}) in {report.seconds:.2f}s"
         )
     if report.problems:
-        typer.echo(f"{len(report.problems)} bad record(s) skipped", err=True)
-        raise typer.Exit(1)
+        typer.echo(f"{len(report.problems)} bad record(s) skipped (exit code {EXIT_SKIPPED})", err=True)
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 @index_app.command()
@@ -102,14 +106,27 @@ def remove(
     ctx: typer.Context,
     ids: list[str] = typer.Argument(..., help="Article ids to take down."),
     index: str = IndexOption,
+    block_unindexed: bool = typer.Option(
+        False, "--block-unindexed", help="Also take down ids that are not indexed, so they are refused if added."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Take articles down: they appear in no list from the next query on."""
-    report = Indexer(index, app_state(ctx).settings).remove(ids)
+    report = Indexer(index, app_state(ctx).settings).remove(ids, block_unindexed=block_unindexed)
     _finish(report, as_json)
-    missing = len(set(ids)) - report.removed
-    if missing:
-        typer.echo(f"{missing} id(s) were not indexed; they are taken down too and will be refused if added", err=True)
+    if report.not_indexed:
+        shown = ", ".join(report.not_indexed[:10]) + (" ..." if len(report.not_indexed) > 10 else "")
+        if block_unindexed:
+            typer.echo(
+                f"{len(report.not_indexed)} id(s) were not indexed and are now refused if added: {shown}", err=True
+            )
+        else:
+            typer.echo(
+                f"error: {len(report.not_indexed)} id(s) are not indexed: {shown}; check them, or pass "
+                "--block-unindexed to refuse them in advance",
+                err=True,
+            )
+            raise typer.Exit(EXIT_FAILED)
     typer.echo(
         "taken-down ids stay out of every list and every later add/build; undo with `recsys index restore`", err=True
     )

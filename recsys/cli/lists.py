@@ -6,14 +6,16 @@ from enum import StrEnum
 
 import typer
 
-from recsys.cli.common import IndexOption, JsonOption, app_state, print_hits, print_json
+from recsys.cli.common import EXIT_SKIPPED, IndexOption, JsonOption, OnError, app_state, print_hits, print_json
 from recsys.events import EVENT_FORMATS, EventStore
 from recsys.layout import IndexLayout
 from recsys.service import Recommender
 
-events_app = typer.Typer(help="Reader events: views, clicks, impressions, reactions.", no_args_is_help=True)
+events_app = typer.Typer(
+    rich_markup_mode=None, help="Reader events: views, clicks, impressions, reactions.", no_args_is_help=True
+)
 EventFormat = StrEnum("EventFormat", {name: name for name in EVENT_FORMATS})  # type: ignore[misc]
-KOption = typer.Option(None, "-k", "--k", min=0, max=100, help="How many (default from config).")
+KOption = typer.Option(None, "-k", min=0, max=100, help="How many (default from config).")
 HistoryOption = typer.Option(None, "--history", help="Read article ids, oldest first (comma-separated or repeated).")
 UserOption = typer.Option(None, "--user", help="A user id whose stored reads make the history.")
 NowOption = typer.Option(None, "--now", help="Pretend the query runs at this time (ISO 8601).")
@@ -25,15 +27,19 @@ def _history(values: list[str] | None) -> list[str]:
 
 @events_app.command("ingest")
 def ingest(
+    ctx: typer.Context,
     files: list[str] = typer.Argument(..., help="JSONL/CSV event files or MIND behaviors.tsv."),
     index: str = IndexOption,
     fmt: EventFormat = typer.Option(None, "--format", "-f", help="Event format (default: from the extension)."),
-    on_error: str = typer.Option("skip", "--on-error", help="skip (report, store the rest, exit 1) or fail."),
+    on_error: OnError = typer.Option(
+        OnError.skip, "--on-error", help="skip: report bad records, store the rest, exit 3. fail: store nothing."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Store events; the same file twice counts nothing twice."""
     IndexLayout(index).current()  # events belong to an index: fail early if there is none
-    report = EventStore(index).ingest(files, None if fmt is None else str(fmt.value), on_error)
+    store = EventStore(index, app_state(ctx).settings.events)
+    report = store.ingest(files, None if fmt is None else str(fmt.value), on_error.value)
     for problem in report.problems:
         typer.echo(str(problem), err=True)
     if as_json:
@@ -44,8 +50,8 @@ def ingest(
             f"{report.history:,} history entries"
         )
     if report.problems:
-        typer.echo(f"{len(report.problems)} bad record(s) skipped", err=True)
-        raise typer.Exit(1)
+        typer.echo(f"{len(report.problems)} bad record(s) skipped (exit code {EXIT_SKIPPED})", err=True)
+        raise typer.Exit(EXIT_SKIPPED)
 
 
 def ranking(
@@ -84,9 +90,11 @@ def page(
     history: list[str] = HistoryOption,
     user: str = UserOption,
     index: str = IndexOption,
-    k_related: int = typer.Option(None, "--k-related", min=0, max=100),
-    k_ranking: int = typer.Option(None, "--k-ranking", min=0, max=100),
-    k_recommend: int = typer.Option(None, "--k-recommend", min=0, max=100),
+    k_related: int = typer.Option(None, "--k-related", min=0, max=100, help="Related list length (default 10)."),
+    k_ranking: int = typer.Option(None, "--k-ranking", min=0, max=100, help="Ranking list length (default 8)."),
+    k_recommend: int = typer.Option(
+        None, "--k-recommend", min=0, max=100, help="Recommendation list length (default 8)."
+    ),
     now: str = NowOption,
     as_json: bool = JsonOption,
 ) -> None:

@@ -14,7 +14,7 @@ from recsys.indexer import Indexer
 from recsys.io import read_articles
 from recsys.service import Recommender
 
-config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+config_app = typer.Typer(rich_markup_mode=None, help="Inspect settings.", no_args_is_help=True)
 
 # Sample articles the demo shows Related for: a re-published story, a story with a follow-up, a plain one.
 DEMO_SHOWCASE = ("s-ecb-rates-hold", "s-storm-ciaran-coast", "s-ai-chip-export")
@@ -31,7 +31,7 @@ def sample_path(name: str = "sample_articles.jsonl") -> Path:
 def related(
     ctx: typer.Context,
     article_id: str = typer.Argument(..., metavar="ID", help="An indexed article id."),
-    k: int = typer.Option(None, "-k", "--k", min=0, max=100, help="How many (default from config)."),
+    k: int = typer.Option(None, "-k", min=0, max=100, help="How many (default from config)."),
     index: str = IndexOption,
     category: list[str] = typer.Option(None, "--category", help="Only these categories (repeatable)."),
     language: list[str] = typer.Option(None, "--language", help="Only these languages (repeatable)."),

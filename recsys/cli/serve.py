@@ -13,12 +13,15 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     workers: int = typer.Option(1, "--workers", min=1, help="Worker processes."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request to stderr."),
 ) -> None:
     """Serve Related, Ranking, Recommendation, pages and events over HTTP (OpenAPI at /docs, demo page at /)."""
-    run_server(index, app_state(ctx).config_path, host, port, workers)
+    run_server(index, app_state(ctx).config_path, host, port, workers, access_log)
 
 
-def run_server(index: str, config_path: str | None, host: str, port: int, workers: int = 1) -> None:
+def run_server(
+    index: str, config_path: str | None, host: str, port: int, workers: int = 1, access_log: bool = True
+) -> None:
     import os
 
     import uvicorn
@@ -30,6 +33,14 @@ def run_server(index: str, config_path: str | None, host: str, port: int, worker
     if config_path:
         os.environ["RECSYS_CONFIG"] = config_path
     typer.echo(f"recsys serving {index} on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
+    # log_level "info" prints uvicorn's start-up lines and, with access_log, one line per request:
+    # 127.0.0.1:51234 - "GET /related/a1 HTTP/1.1" 200
     uvicorn.run(
-        "recsys.http:app_from_environment", factory=True, host=host, port=port, workers=workers, log_level="warning"
+        "recsys.http:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=access_log,
     )

@@ -1,0 +1,438 @@
+"""Hostile and malformed input: every bad record is one `file:line: reason`, nothing good is lost, no score
+goes non-finite, and one client cannot push an article up the Ranking (the hardening issue, item by item)."""
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.config import Settings
+from recsys.events import Event, EventStore, read_events, read_impressions
+from recsys.http import BodyLimit, RateLimiter, create_app
+from recsys.indexer import Indexer
+from recsys.io import format_timestamp, parse_timestamp, read_articles
+from recsys.popularity import Popularity
+from recsys.service import Recommender
+from tests.conftest import KeywordEmbedder, art, write_jsonl
+from tests.fuzz_corpus import write_corpus
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+NOW = "2026-11-25T12:00:00Z"
+
+
+def lines_of(problems):
+    return {(p.path, p.line) for p in problems}
+
+
+# -- the fuzz corpus ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fuzz_corpus_no_crash_no_good_record_lost(tmp_path, seed):
+    expected = write_corpus(tmp_path / "corpus", seed)
+    assert expected.records >= 10_000
+    read = read_articles(expected.article_files)
+    assert {a.id for a in read.articles} == expected.good_articles  # none lost, none smuggled in
+    assert lines_of(read.problems) == expected.bad_article_lines  # each bad one reported at its line
+    assert len(read.problems) == len(expected.bad_article_lines)  # ... exactly once
+
+    batch = read_events(expected.event_files)
+    assert len(batch.events) == expected.good_events
+    assert lines_of(batch.problems) == expected.bad_event_lines
+
+    root = tmp_path / "index"
+    report = Indexer(root, Settings(), KeywordEmbedder()).add(expected.article_files)
+    assert report.articles == len(expected.good_articles) and len(report.problems) == len(read.problems)
+    store = EventStore(root)
+    ingested = store.ingest(expected.event_files)
+    # every good event is read; the same event in two files is one event (stored once, by design)
+    assert ingested.read == expected.good_events and ingested.stored + ingested.duplicates == ingested.read
+    rec = Recommender.open(root, Settings().replace("popularity", refresh_seconds=0.0))
+    some = sorted(expected.good_articles)[:: max(1, len(expected.good_articles) // 20)]
+    page = rec.page(some[0], some[1:6], now=NOW)
+    hits = page.related + page.ranking + page.recommendation
+    assert hits and all(math.isfinite(h.score) for h in hits)
+    for article_id in some:
+        assert all(math.isfinite(h.score) for h in rec.related(article_id, 5, now=NOW))
+
+
+# -- High 1: times from the future or the distant past -----------------------------------------------
+
+
+@pytest.fixture
+def index(make_indexer, tmp_path):
+    football = [
+        art(f"fb{i}", f"football match {i}", f"football goal derby {i}", published_at=f"2026-11-2{i}") for i in range(5)
+    ]
+    undated = [art(f"nd{i}", f"undated recipe {i}", f"recipe oven bake {i}") for i in range(3)]
+    make_indexer().add_articles(football + undated)
+    return tmp_path / "index"
+
+
+@pytest.fixture
+def client(index):
+    settings = Settings().replace("popularity", refresh_seconds=0.0)
+    with TestClient(create_app(index, settings)) as client:
+        yield client
+
+
+def test_a_future_event_is_refused_everywhere(client, tmp_path, index):
+    future = {"article_id": "fb1", "type": "view", "ts": "2100-01-01T00:00:00Z"}
+    response = client.post("/events", json={"events": [future]})
+    assert response.status_code == 422 and "in the future" in response.json()["detail"]
+    rows = [future, {**future, "ts": "9999-12-31"}, {**future, "ts": -1}, {**future, "ts": "0001-01-01"}]
+    batch = read_events([write_jsonl(tmp_path / "e.jsonl", rows)])
+    assert batch.events == [] and [p.line for p in batch.problems] == [1, 2, 3, 4]
+
+
+def test_a_future_event_already_stored_cannot_poison_the_lists(index):
+    # An events.sqlite written before times were checked: the event is there, and survives restarts.
+    EventStore(index).add([("x", Event("fb1", "view", 4_102_444_800.0)), ("y", Event("fb2", "view", time.time()))])
+    for _ in range(2):  # and again after a "restart"
+        rec = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0))
+        page = rec.page("fb0", ["fb3"])
+        hits = page.related + page.ranking + page.recommendation
+        assert hits and all(math.isfinite(h.score) for h in hits)
+        assert [h.id for h in rec.ranking(1)] == ["fb2"]  # the real view, not the one from 2100
+
+
+def test_popularity_is_finite_whatever_the_times():
+    popularity = Popularity(Settings().popularity)
+    popularity.fold([("a", "view", "", 4_102_444_800.0, 1), ("b", "view", "", 1.0, 10**9), ("c", "click", "", 0.0, 1)])
+    for at in (0.0, 1.0, 1.7e9, 4.1e9, 1e12):
+        assert all(math.isfinite(v) for v in popularity.scores(["a", "b", "c", "d"], at))
+        assert all(math.isfinite(v) for v in popularity.scores(["a", "b", "c"], at, ranking=True))
+
+
+# -- High 2: Ranking counts readers, clients are bounded -----------------------------------------------
+
+
+def test_one_readers_thousand_views_count_as_one(index, tmp_path):
+    rows = [{"article_id": "fb1", "type": "view", "user_id": "bot", "ts": "2026-11-25T09:00:00Z"}] * 1000
+    rows += [{"article_id": "fb2", "type": "view", "user_id": f"u{i}", "ts": "2026-11-25T09:00:00Z"} for i in range(3)]
+    EventStore(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
+    hits = Recommender.open(index).ranking(2, now=NOW)
+    assert [h.id for h in hits] == ["fb2", "fb1"]
+    assert hits[1].reason == "1 view in the last 24 h" and hits[0].reason == "3 views in the last 24 h"
+
+
+def test_one_client_cannot_top_the_ranking(client):
+    readers = [{"article_id": "fb2", "type": "view", "user_id": f"r{i}"} for i in range(3)]
+    # three real readers from three addresses vs. one client claiming 500 readers and a huge count
+    for i, event in enumerate(readers):
+        transport_client = TestClient(client.app, client=(f"10.0.0.{i}", 1000))
+        assert transport_client.post("/events", json={"events": [event]}).status_code == 200
+    fake = [{"article_id": "fb1", "type": "view", "user_id": f"fake{i}"} for i in range(500)]
+    assert client.post("/events", json={"events": fake}).status_code == 200
+    huge = client.post("/events", json={"events": [{"article_id": "fb1", "type": "view", "count": 1_000_000}]})
+    assert huge.status_code == 422 and "count must be at most" in huge.text
+    assert [h["id"] for h in client.get("/ranking", params={"k": 2}).json()] == ["fb2", "fb1"]
+
+
+def test_events_for_unindexed_ids_are_held_to_a_bound_and_join_when_indexed(make_indexer, index):
+    settings = Settings().replace("popularity", refresh_seconds=0.0).replace("events", max_unindexed_events=50)
+    with TestClient(create_app(index, settings)) as client:
+        junk = [{"article_id": "x" * 500 + str(i), "type": "view"} for i in range(40)]
+        assert client.post("/events", json={"events": junk}).json()["held_unindexed"] == 40
+        more = [{"article_id": f"new{i % 2}", "type": "view"} for i in range(30)]
+        answer = client.post("/events", json={"events": more}).json()
+        assert answer == {"accepted": 0, "held_unindexed": 10, "refused_unindexed": 20}
+        held = EventStore(index).conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0]
+        assert held == 50  # the table never grows past the bound
+        make_indexer().add_articles([art("new0", "football derby new", "football goal derby new")])
+        assert client.get("/health").json()["articles"] == 9  # the service switched versions
+        assert [h["id"] for h in client.get("/ranking", params={"k": 1}).json()] == ["new0"]
+
+
+def test_write_key_and_rate_limit(index):
+    keyed = Settings().replace("http", write_key="s3cret")
+    with TestClient(create_app(index, keyed)) as client:
+        event = {"events": [{"article_id": "fb1", "type": "view"}]}
+        assert client.post("/events", json=event).status_code == 401
+        assert client.post("/events", json=event, headers={"X-Recsys-Key": "wrong"}).status_code == 401
+        assert client.post("/events", json=event, headers={"X-Recsys-Key": "s3cret"}).status_code == 200
+        assert client.post("/events", json=event, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    limited = Settings().replace("http", events_per_minute=60, events_burst=10)
+    with TestClient(create_app(index, limited)) as client:
+        ten = {"events": [{"article_id": "fb1", "type": "view"}] * 10}
+        assert client.post("/events", json=ten).status_code == 200
+        refused = client.post("/events", json={"events": [{"article_id": "fb1", "type": "view"}]})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        other = TestClient(client.app, client=("10.9.9.9", 1))
+        assert other.post("/events", json=ten).status_code == 200  # the limit is per client
+
+
+def test_rate_limiter_refills_and_forgets_old_clients():
+    limiter = RateLimiter(per_minute=60, burst=5, max_clients=2)
+    assert limiter.take("a", 5, now=0.0) == 0 and limiter.take("a", 1, now=0.0) == pytest.approx(1.0)
+    assert limiter.take("a", 2, now=2.0) == 0  # two seconds refilled two events
+    limiter.take("b", 1, now=2.0)
+    limiter.take("c", 1, now=2.0)
+    assert "a" not in limiter._buckets and len(limiter._buckets) == 2
+
+
+# -- High 3: one record never crashes a job ----------------------------------------------------------
+
+
+def test_lone_surrogates_and_bad_bytes_cost_one_record(tmp_path, make_indexer):
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(
+        b'{"id": "s1", "title": "Broken emoji \\ud83d here"}\n'
+        b'{"id": "s2\\udc80", "title": "Bad id"}\n'
+        b'{"id": "ok", "title": "Fine \\ud83d\\ude00 emoji"}\n'
+        b'{"id": "b\xff", "title": "bad byte"}\n'
+    )
+    report = make_indexer().add([path])
+    assert report.articles == 1 and [p.line for p in report.problems] == [1, 2, 4]
+    assert "surrogate" in report.problems[0].reason and "UTF-8" in report.problems[2].reason
+
+
+@pytest.mark.parametrize("count", ["Infinity", "-Infinity", "NaN", "1e19", "99999999999999999999", "2.9", "true"])
+def test_bad_counts_are_bad_records(tmp_path, count):
+    path = tmp_path / "e.jsonl"
+    good = '{"article_id": "a", "type": "view", "ts": "2026-11-20T10:00:00Z"}'
+    path.write_text(good + "\n" + good[:-1] + f', "count": {count}}}\n' + good + "\n")
+    batch = read_events([path])
+    assert len(batch.events) == 2 and [p.line for p in batch.problems] == [2]
+    assert "count must be" in batch.problems[0].reason
+
+
+def test_behaviors_row_with_a_bad_byte_and_surrogate_ids(tmp_path):
+    path = tmp_path / "behaviors.tsv"
+    path.write_bytes(
+        b"1\tU1\t11/15/2019 8:55:22 AM\tN1\tN2-1 N3-0\n"
+        b"2\tU\xff\t11/15/2019 8:56:22 AM\tN1\tN2-1 N3-0\n"
+        b"3\tU3\t11/15/2019 8:57:22 AM\t\tN2-0 N3-1\n"
+    )
+    problems = []
+    assert [i.impression_id for i in read_impressions(path, problems)] == ["1", "3"]
+    assert [p.line for p in problems] == [2]
+    stored = EventStore(tmp_path).ingest([path])
+    assert stored.stored == 6 and len(stored.problems) == 1
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(b'{"article_id": "a\\ud83d", "type": "view", "ts": 1790000000, "user_id": "u"}\n')
+    assert "surrogate" in read_events([events]).problems[0].reason
+
+
+def test_csv_cells_over_the_default_limit_bom_and_unclosed_quotes(tmp_path):
+    path = tmp_path / "a.csv"
+    long_body = "word " * 40_000  # 200,000 characters: more than csv's default limit of 131,072
+    path.write_text(
+        "\ufeffid,title,body\n"
+        f"big,Long one,{long_body}\n"
+        'broken,"Never closed,body\n'
+        "c3,Third,body three\n"
+        'c4,"Quoted, title","multi\nline body"\n'
+        "c5,Fifth,body five\n",
+        encoding="utf-8",
+    )
+    read = read_articles([path])
+    assert [a.id for a in read.articles] == ["big", "c3", "c4", "c5"]
+    assert [(p.line, "never closed" in p.reason) for p in read.problems] == [(3, True)]
+    assert read.articles[2].body == "multi\nline body"
+
+
+# -- Medium -------------------------------------------------------------------------------------------
+
+
+def test_line_separators_inside_json_strings_are_not_line_breaks(tmp_path):
+    path = tmp_path / "a.jsonl"
+    records = [{"id": f"a{i}", "title": f"Title\u2028with\u2029odd\u0085breaks {i}"} for i in range(3)]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n{bad\n", encoding="utf-8")
+    read = read_articles([path], "jsonl")
+    assert [a.id for a in read.articles] == ["a0", "a1", "a2"] and [p.line for p in read.problems] == [4]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n", encoding="utf-8")
+    assert not Indexer(tmp_path / "i", Settings(), KeywordEmbedder())._run([path], None, "fail", None, False).problems
+
+
+def test_dates_are_four_digit_and_absurd_years_refused(tmp_path):
+    assert format_timestamp(parse_timestamp("0999-01-01")) == "0999-01-01T00:00:00Z"
+    path = write_jsonl(tmp_path / "a.jsonl", [{"id": "old", "title": "Old", "published_at": "0999-01-01"}])
+    assert "outside 1800-2200" in read_articles([path]).problems[0].reason
+
+
+def test_wrong_types_are_refused_not_stringified(tmp_path):
+    rows = [
+        {"id": [1, 2], "title": "list id"},
+        {"id": True, "title": "bool id"},
+        {"id": "t", "title": 5},
+        {"id": 42, "title": "whole-number ids are fine"},
+    ]
+    read = read_articles([write_jsonl(tmp_path / "a.jsonl", rows)])
+    assert [a.id for a in read.articles] == ["42"] and [p.line for p in read.problems] == [1, 2, 3]
+    events = [{"article_id": "a", "type": "view", "ts": "2026-11-20", "count": 2.9}]
+    assert "whole number" in read_events([write_jsonl(tmp_path / "e.jsonl", events)]).problems[0].reason
+    tsv = tmp_path / "news.tsv"
+    tsv.write_text("N1\tnews\tworld\tTitle\tAbs\turl\t[]\t[]\tx\ty\tz\tw\nN2\tnews\tworld\tOk\tAbs\turl\t[]\t[]\n")
+    read = read_articles([tsv])
+    assert [a.id for a in read.articles] == ["N2"] and "12" in read.problems[0].reason
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"content": b"\xff\xfe", "headers": {"content-type": "application/json"}}, "json"),
+        ({"content": b'{"events": [{"article_id": "a", "type": "view", "count": 1e400}]}'}, "count"),
+        ({"content": b'{"events": [{"article_id": "a\\ud83d", "type": "view"}]}'}, "unicode"),
+        ({"content": b'{"events": [{"article_id": "\\udcff\\udcfe", "type": "view", "user_id": "\\ud800"}]}'}, "event"),
+    ],
+)
+def test_undecodable_input_gets_422_never_500(client, kwargs, fragment):
+    kwargs.setdefault("headers", {"content-type": "application/json"})
+    response = client.post("/events", **kwargs)
+    assert response.status_code == 422, response.text
+    assert fragment in response.text.lower()
+    response.json()  # valid JSON
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_it_streams():
+    import asyncio
+
+    received: list[int] = []
+
+    async def inner(scope, receive, send):
+        while True:
+            message = await receive()
+            received.append(len(message.get("body", b"")))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    chunks = [{"type": "http.request", "body": b"x" * 100_000, "more_body": True} for _ in range(200)]
+    sent: list[dict] = []
+
+    async def receive():
+        return chunks.pop(0)
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "headers": [(b"transfer-encoding", b"chunked")], "method": "POST", "path": "/events"}
+    asyncio.run(BodyLimit(inner, 1_000_000)(scope, receive, send))
+    assert sent[0]["status"] == 413 and sum(received) <= 1_000_000 and len(chunks) > 150  # stopped early
+
+
+def test_symlinks_are_not_followed_out_of_a_txt_folder(tmp_path):
+    folder = tmp_path / "corpus" / "news"
+    folder.mkdir(parents=True)
+    (folder / "001.txt").write_text("Real headline\nbody\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0\n")
+    (folder / "002.txt").symlink_to(secret)
+    (tmp_path / "corpus" / "linked").symlink_to(tmp_path, target_is_directory=True)
+    read = read_articles([tmp_path / "corpus"])
+    assert [a.id for a in read.articles] == ["news/001"]
+    assert [Path(p.path).name for p in read.problems] == ["002.txt"] and "symbolic link" in read.problems[0].reason
+
+
+# -- A newcomer's first hour --------------------------------------------------------------------------
+
+
+def test_undated_articles_in_the_ranking_top_up_say_so(index):
+    settings = Settings()
+    hits = Recommender.open(index, settings).ranking(8, now=NOW)
+    assert len(hits) == 8 and all("published" in h.reason for h in hits[:5])
+    assert [h.reason for h in hits[5:]] == ["new: recently added"] * 3
+
+
+def test_first_visit_ranking_keeps_the_popular_and_recommendation_differs(index, tmp_path):
+    rows = [
+        {"article_id": a, "type": "view", "user_id": f"u{i}", "ts": "2026-11-25T09:00:00Z"}
+        for a, n in (("nd0", 5), ("nd1", 4), ("fb4", 3))
+        for i in range(n)
+    ]
+    EventStore(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
+    page = Recommender.open(index).page("fb0", k_related=1, k_ranking=3, k_recommend=3, now=NOW)
+    assert [h.id for h in page.ranking] == ["nd0", "nd1", "fb4"]
+    assert page.recommendation and not {h.id for h in page.recommendation} & {"nd0", "nd1", "fb4"}
+    assert all(h.reason.startswith("new:") for h in page.recommendation)
+
+
+def test_ranking_order_follows_engagement_not_just_ctr(index, tmp_path):
+    at = "2026-11-25T09:00:00Z"
+    rows = [{"article_id": "fb1", "type": "view", "user_id": "solo", "ts": at}]
+    rows += [{"article_id": "fb2", "type": "view", "user_id": f"v{i}", "ts": at} for i in range(15)]
+    rows += [
+        {"article_id": "fb2", "type": "reaction", "reaction": "good", "user_id": f"v{i}", "ts": at} for i in range(3)
+    ]
+    rows += [{"article_id": "fb2", "type": "click", "user_id": f"v{i}", "ts": at} for i in range(2)]
+    rows += [{"article_id": "fb2", "type": "impression", "user_id": f"s{i}", "ts": at} for i in range(200)]
+    EventStore(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
+    hits = Recommender.open(index).ranking(2, now=NOW)
+    assert [h.id for h in hits] == ["fb2", "fb1"]
+    assert hits[0].reason == "15 views and 3 reactions and 2 clicks from 200 impressions in the last 24 h"
+
+
+# -- CLI ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env():
+    return {"RECSYS_EMBEDDER__MODEL": "keyword-test"}  # the fixtures' model: no job below embeds
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+def test_cli_exit_codes_and_on_error_values(index, tmp_path, cli_env):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"article_id": "fb1", "type": "view", "ts": "2026-11-20T10:00:00Z"}\n{"article_id": "x"}\n')
+    assert run("events", "ingest", bad, "--index", index, "--on-error", "fial").exit_code == 2
+    assert run("events", "ingest", bad, "--index", index).exit_code == 3  # done, one record skipped
+    assert run("events", "ingest", bad, "--index", index, "--on-error", "fail").exit_code == 1
+    assert run("related", "missing", "--index", index).exit_code == 1
+
+
+def test_cli_category_matches_case_insensitively_and_names_unknown_values(index, make_indexer):
+    make_indexer().add_articles([art("c1", "football derby", "football goal", category="Sport")])
+    found = run("related", "fb0", "--index", index, "--category", "sport", "--json")
+    assert found.exit_code == 0 and [h["id"] for h in json.loads(found.stdout)] == ["c1"]
+    unknown = run("related", "fb0", "--index", index, "--category", "NOPE")
+    assert unknown.exit_code == 1 and "unknown category 'NOPE'" in unknown.output and "Sport" in unknown.output
+
+
+def test_cli_help_shows_flags_without_values():
+    help_text = run("related", "--help").output
+    assert "--json " in help_text and "<bool>" not in help_text and "--k" not in help_text
+    page_help = run("page", "--help").output
+    assert "Related list length" in page_help and "Recommendation list length" in page_help
+
+
+def test_cli_remove_of_an_unknown_id_writes_nothing(index, cli_env):
+    before = Recommender.open(index).version
+    result = run("index", "remove", "nope", "--index", index, env=cli_env)
+    assert result.exit_code == 1 and "not indexed" in result.output and "--block-unindexed" in result.output
+    assert Recommender.open(index).version == before
+    blocked = run("index", "remove", "nope", "--index", index, "--block-unindexed", env=cli_env)
+    assert blocked.exit_code == 0 and Recommender.open(index).view.store.takedowns() == 1
+
+
+def test_a_restored_article_with_unchanged_text_is_not_embedded_again(make_indexer, index, tmp_path):
+    embedder = KeywordEmbedder()
+    indexer = make_indexer(e=embedder)
+    indexer.remove(["fb1"])
+    indexer.restore(["fb1"])
+    source = art("fb1", "football match 1", "football goal derby 1", published_at="2026-11-21")
+    report = indexer.add_articles([source])
+    assert report.added == 1 and report.embedded == 0 and embedder.embedded == 0
+    assert "fb1" in [h.id for h in Recommender.open(index).related("fb0", 5, now=NOW)]
+
+
+def test_serve_logs_every_request(monkeypatch, index):
+    import uvicorn
+
+    from recsys.cli.serve import run_server
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: seen.update(k))
+    run_server(str(index), None, "127.0.0.1", 8123)
+    assert seen["access_log"] is True and seen["log_level"] == "info"
+    os.environ.pop("RECSYS_SERVE_INDEX", None)
