@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from recsys.config import PopularityConfig
 from recsys.events import Event, EventStore
+from recsys.features import LogState
 from recsys.popularity import Popularity
 
 
@@ -84,18 +85,28 @@ HORIZON_HALF_LIVES = 40
 
 
 class PopularityTracker:
-    """Keeps a Popularity folded up to the latest stored event, at most ``refresh_seconds`` stale."""
+    """Keeps the logs' state (popularity at 24 h, 2 h and all-time, first sightings; recsys/features.py)
+    folded up to the latest stored event, at most ``refresh_seconds`` stale."""
 
     def __init__(self, store: EventStore, config: PopularityConfig) -> None:
         self.store = store
         self.config = config
         self.max_future_seconds = store.config.max_future_seconds
-        self.popularity = Popularity(config)
+        self.state = LogState(config)
         self._seq = 0
         self._checked = -float("inf")
         self._lock = threading.Lock()
 
+    @property
+    def popularity(self) -> Popularity:
+        return self.state.day
+
     def current(self, force: bool = False) -> Popularity:
+        """The 24 h popularity, brought up to date."""
+        return self.current_state(force).day
+
+    def current_state(self, force: bool = False) -> LogState:
+        """Everything the logs say, brought up to date (the learned ranker's features read it)."""
         now = time.monotonic()
         if (force or now - self._checked >= self.config.refresh_seconds) and self.store.exists():
             with self._lock:
@@ -108,10 +119,10 @@ class PopularityTracker:
                         -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * self.popularity.half_life
                     )
                 for last_seq, rows in self.store.since(self._seq, min_ts, latest):
-                    self.popularity.fold(rows)
+                    self.state.fold(rows)
                     self._seq = last_seq
                 self._checked = now
-        return self.popularity
+        return self.state
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
         """Views, reactions by name, clicks and impressions per article in [since, until], counted like

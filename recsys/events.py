@@ -13,7 +13,9 @@ reading history (reads before that time, exact times unknown, so never counted a
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import itertools
 import json
 import math
 import sqlite3
@@ -293,9 +295,7 @@ def _mind_rows(path: Path, batch: EventBatch) -> None:
         )
 
 
-def read_events(
-    paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None
-) -> EventBatch:
+def read_events(paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None) -> EventBatch:
     """Read event files into keyed events (see module docstring for the keys)."""
     batch = EventBatch()
     now = time.time()
@@ -443,9 +443,7 @@ class EventStore:
 
         return self._write(run) if ids else 0
 
-    def ingest(
-        self, paths: Iterable[str | Path], fmt: str | None = None, on_error: str = "skip"
-    ) -> IngestReport:
+    def ingest(self, paths: Iterable[str | Path], fmt: str | None = None, on_error: str = "skip") -> IngestReport:
         """Read and store event files; with on_error='fail' any bad record stores nothing."""
         if on_error not in ("skip", "fail"):
             raise RecsysError(f"--on-error must be 'skip' or 'fail', not {on_error!r}")
@@ -499,6 +497,58 @@ class EventStore:
         ):
             seen.setdefault(article_id, ts)
         return sorted(seen.items(), key=lambda item: -item[1])
+
+    def logged_impressions(self, click_window: float = 1800.0, history_limit: int = 50) -> list[Impression]:
+        """The stored impressions as MIND-style rows, for ``recsys train`` without a behaviors file.
+
+        A reader's impression events at one time form one shown list; a later click by that reader on an
+        article of the list (within ``click_window`` seconds) labels it clicked. The history is what the
+        reader read before (imported history, views, clicks), oldest first. Events without a reader are
+        not impressions of anyone and are skipped.
+        """
+        if not self.exists():
+            return []
+        reads: dict[str, list[tuple[float, str]]] = {}
+        for user, article, ts in self.conn.execute("SELECT user_id, article_id, ts FROM history WHERE user_id != ''"):
+            reads.setdefault(user, []).append((ts, article))
+        found: list[Impression] = []
+        rows = self.conn.execute(
+            "SELECT user_id, ts, article_id, type FROM events WHERE user_id != '' "
+            "AND type IN ('impression', 'click', 'view') ORDER BY user_id, ts, seq"
+        )
+        for user, events in itertools.groupby(rows, key=lambda r: r[0]):
+            shown: list[tuple[float, list[str], set[str]]] = []  # (ts, candidates, clicked)
+            for _, ts, article, kind in events:
+                if kind == "impression":
+                    if shown and shown[-1][0] == ts:
+                        if article not in shown[-1][1]:
+                            shown[-1][1].append(article)
+                    else:
+                        shown.append((ts, [article], set()))
+                    continue
+                reads.setdefault(user, []).append((ts, article))
+                if kind == "click":
+                    for when, candidates, clicked in reversed(shown):
+                        if ts - when > click_window:
+                            break
+                        if article in candidates:
+                            clicked.add(article)
+                            break
+            history = sorted(reads.get(user, []))
+            times = [t for t, _ in history]
+            for number, (ts, candidates, clicked) in enumerate(shown):
+                before = [a for _, a in history[: bisect.bisect_left(times, ts)]][-history_limit:]
+                found.append(
+                    Impression(
+                        f"{user}:{number}",
+                        user,
+                        ts,
+                        tuple(before),
+                        tuple(candidates),
+                        tuple(c in clicked for c in candidates),
+                    )
+                )
+        return sorted(found, key=lambda i: (i.ts, i.impression_id))
 
     def last_event_time(self, until: float | None = None) -> float | None:
         """The newest event time (at or before ``until``, default: the clock plus the allowed skew)."""

@@ -23,15 +23,19 @@ from typing import Any
 
 import numpy as np
 
+from recsys import recommendation as learned
 from recsys.activity import EventBuffer, PopularityTracker, WindowCounts
 from recsys.ann import ANNIndex, exact_search, top_k
 from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, RecommendConfig, Settings, load_settings
+from recsys.coreads import COREADS_FILE, CoReadTable
 from recsys.embedder import Embedder, article_text, make_embedder
 from recsys.events import Event, EventStore, event_from_record
+from recsys.features import ReaderContext
 from recsys.io import parse_timestamp
 from recsys.layout import IndexLayout, read_manifest
 from recsys.popularity import Popularity, PopularityScore, squash
 from recsys.profile import Interest, build_interests
+from recsys.ranker import RANKER_FILE, LearnedRanker
 from recsys.ranking import (
     COMMON_SHARE,
     DAY,
@@ -91,6 +95,44 @@ def _names(value: str | Sequence[str] | None) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(v.strip() for v in value.split(",") if v.strip())
     return tuple(value)
+
+
+class StoredModels:
+    """What ``recsys train`` stored in the index root (ranker.json, coreads.json), loaded on first use and
+    reloaded when the file changes (checked at most every ``refresh_seconds``)."""
+
+    def __init__(self, root: Path, refresh_seconds: float) -> None:
+        self.root = root
+        self.refresh = refresh_seconds
+        self._loaded: dict[str, tuple[tuple[int, int] | None, Any]] = {}
+        self._checked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, name: str, load: Any) -> Any:
+        now = time.monotonic()
+        if name in self._loaded and now - self._checked.get(name, -1e18) < self.refresh:
+            return self._loaded[name][1]
+        with self._lock:
+            try:
+                st = (self.root / name).stat()
+                stamp: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+            except FileNotFoundError:
+                stamp = None
+            if name not in self._loaded or self._loaded[name][0] != stamp:
+                try:
+                    value = load(self.root) if stamp is not None else None
+                except RecsysError as exc:
+                    logger.warning("ignoring %s: %s", name, exc)
+                    value = None
+                self._loaded[name] = (stamp, value)
+            self._checked[name] = now
+            return self._loaded[name][1]
+
+    def ranker(self) -> LearnedRanker | None:
+        return self._get(RANKER_FILE, LearnedRanker.load)
+
+    def coreads(self) -> CoReadTable | None:
+        return self._get(COREADS_FILE, CoReadTable.load)
 
 
 class IndexView:
@@ -187,6 +229,7 @@ class Recommender:
         self._events = EventStore(self.layout.root, self.settings.events)
         self._buffer = EventBuffer(self._events, self.settings.popularity)
         self._activity = PopularityTracker(self._events, self.settings.popularity)
+        self._models = StoredModels(self.layout.root, self.settings.popularity.refresh_seconds)
         self._promote_held_events(self._view)
 
     @classmethod
@@ -244,6 +287,10 @@ class Recommender:
             "size_bytes": size,
             "library_versions": view.manifest["library_versions"],
         }
+
+    def learned_ranker(self) -> LearnedRanker | None:
+        """The ranker ``recsys train`` stored in this index, or None (Recommendation then uses the hand-set blend)."""
+        return self._models.ranker()
 
     def article(self, article_id: str) -> StoredArticle:
         found = self.view.store.get(article_id)
@@ -600,6 +647,11 @@ class Recommender:
             for row, sim in zip(rows.tolist(), sims.tolist(), strict=True):
                 if sim >= config.min_similarity and sim > found.get(row, (-1.0, 0))[0]:
                     found[row] = (sim, number)
+        ranker = self._models.ranker()
+        if ranker is not None:
+            return self._recommend_learned(
+                view, ranker, reads, known, read_rows, history_vectors, interests, found, filters, banned, k, now_s
+            )
         if not found:
             return self.ranking(k, category=category, language=language, exclude=[*exclude, *reads], now=now_s)
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
@@ -623,6 +675,93 @@ class Recommender:
             closest = source_rows[int(np.argmax(history_vectors[list(members)] @ vectors[pos]))]
             reason = f'because you read "{read_titles[closest].title}"'
             hits.append(_hit(articles[int(rows[pos])], float(scores[pos]), reason, float(sims[pos])))
+        return hits
+
+    def _recommend_learned(
+        self,
+        view: IndexView,
+        ranker: LearnedRanker,
+        reads: list[str],
+        known: list[str],
+        read_rows: dict[str, int],
+        history_vectors: np.ndarray,
+        interests: list[Interest],
+        found: dict[int, tuple[float, int]],
+        filters: Filters,
+        banned: set[int],
+        k: int,
+        now_s: float,
+    ) -> list[Hit]:
+        """Recommendation by the learned ranker (recsys/recommendation.py)."""
+        state = self._activity.current_state()
+        coreads = self._models.coreads()
+        pool: dict[int, str] = dict.fromkeys(found, "")  # row -> the read it was found from (co-reads)
+        coread_from: dict[int, str] = {}
+        if coreads is not None:
+            neighbours = [(read, other) for read in reads[: learned.COREAD_READS] for other, _ in coreads.of(read)]
+            rows_of = view.store.rows_of([other for _, other in neighbours])
+            for read, other in neighbours:
+                if other in rows_of:
+                    coread_from.setdefault(rows_of[other], read)
+        extra = list(coread_from)
+        popular_ids = state.day.ids
+        popular = learned.popular_rows(state, view.store.rows_of(popular_ids), now_s, learned.POPULAR_CANDIDATES)
+        fresh = self._newest(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
+        fresh_rows = view.store.rows_of([h.id for h in fresh])
+        extra += popular + list(fresh_rows.values())
+        for row in extra:
+            pool.setdefault(int(row), "")
+        rows = np.fromiter(pool, dtype=np.int64, count=len(pool))
+        if rows.size:
+            keep = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
+            rows = rows[keep]
+        if rows.size == 0:
+            return []
+        ids_by_row = view.store.ids_of(rows)
+        ids = [ids_by_row[int(r)] for r in rows]
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        centroids = np.stack([i.vector for i in interests]) if interests else None
+        content = learned.content_columns(vectors, centroids, history_vectors[:5])
+        codes = np.asarray(view.rows["category"][rows])
+        names = view.vocab.get("category", [])
+        categories = [names[c] if 0 <= c < len(names) else "" for c in codes.tolist()]
+        published = np.asarray(view.rows["published"][rows])
+        published = np.where(published == NO_TIME, np.nan, published.astype(np.float64))
+        known_categories = Counter(
+            names[c] for c in np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist() if c >= 0
+        )
+        reader = ReaderContext(tuple(reads), dict(known_categories), sum(known_categories.values()))
+        scores, features = learned.score(ranker, ids, state, now_s, reader, content, categories, published, coreads)
+        config = self.settings.recommend
+        picked = learned.spread(scores, vectors, k, config.mmr_lambda, self.settings.related.duplicate_similarity)
+        articles = view.store.get_rows(rows[picked])
+        titles = {r: a.title for r, a in view.store.get_rows([read_rows[a] for a in known]).items()}
+        coread_titles = {
+            r: view.store.get_rows([read_rows[read]])[read_rows[read]].title if read in read_rows else read
+            for r, read in coread_from.items()
+        }
+        popular_set = set(popular[:20])
+        counts = self._activity.window_counts([ids[p] for p in picked], now_s - 86_400.0, now_s)
+        fresh_reasons = {fresh_rows[h.id]: h.reason for h in fresh if h.id in fresh_rows}
+        hits = []
+        for pos in picked.tolist():
+            row = int(rows[pos])
+            closest = None
+            if known:
+                closest = titles[read_rows[known[int(np.argmax(history_vectors @ vectors[pos]))]]]
+            popular_reason = ranking_reason(counts[ids[pos]], 24.0) if row in popular_set else None
+            reason = learned.reason_for(
+                features[pos], coread_titles.get(row), closest, popular_reason, fresh_reasons.get(row)
+            )
+            similarity = content[pos, 0]
+            hits.append(
+                _hit(
+                    articles[row],
+                    float(scores[pos]),
+                    reason,
+                    float(similarity) if np.isfinite(similarity) else None,
+                )
+            )
         return hits
 
     @staticmethod

@@ -15,6 +15,7 @@ from recsys.cli.index import index_app
 from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
 from recsys.cli.serve import serve
+from recsys.cli.train import train_command
 from recsys.types import RecsysError
 
 
@@ -47,6 +48,7 @@ app.command()(recommend)
 app.command()(page)
 app.command()(demo)
 app.command()(serve)
+app.command("train")(train_command)
 
 
 @app.callback()

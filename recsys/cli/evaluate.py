@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,14 @@ import numpy as np
 import typer
 
 from recsys.cli.common import app_state
+from recsys.cli.train import article_lookup
 from recsys.config import Settings
 from recsys.evaluation.impressions import (
     METRICS,
     BlendScorer,
     ContentScorer,
+    ImpressionScorer,
+    LearnedScorer,
     PopularityScorer,
     RandomScorer,
     SmoothedCTRScorer,
@@ -36,7 +40,8 @@ from recsys.events import Impression, read_impressions
 from recsys.indexer import Indexer
 from recsys.io import read_articles
 from recsys.service import Recommender
-from recsys.types import InputProblem
+from recsys.training import in_time_order
+from recsys.types import InputProblem, RecsysError
 
 eval_app = typer.Typer(
     rich_markup_mode=None, help="Offline evaluation on labelled articles or logged impressions.", no_args_is_help=True
@@ -191,33 +196,62 @@ def eval_impressions(
     sweep: list[str] = SweepOption,
     out: str = OutOption,
 ) -> None:
-    """Replay impressions in time order: random, smoothed CTR, popularity, content match, and the blend."""
+    """Replay impressions in time order: baselines, each signal, and `recsys` (what Recommendation serves)."""
     run = Run("eval-impressions", Path(out) if out else None)
     settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, limit, seed, news, index)
+    timed = [i for i in impressions if math.isfinite(i.ts)]
+    untimed = [i for i in impressions if not math.isfinite(i.ts)]
+    if timed:
+        replayed, order_note = timed, "in time order"
+    else:  # no times at all: file order stands in for time, and ages are unknown
+        replayed, _ = in_time_order(untimed)
+        untimed, order_note = [], "in file order (the log has no times; article ages unknown)"
     content = ContentScorer(rec, settings.recommend)
     content.prepare(impressions)
     coverage = text_coverage(impressions, content.rows)
-    scorers = [
+    served, served_note = _served_scorer(rec, replayed, content, settings, bool(timed))
+    scorers: list[ImpressionScorer] = [
         RandomScorer(seed),
         SmoothedCTRScorer(settings.popularity.ctr_prior, settings.popularity.ctr_prior_strength),
         PopularityScorer(settings.popularity),
         content,
-        BlendScorer(content, settings),
     ]
-    result = replay(impressions, scorers)
+    if isinstance(served, LearnedScorer):
+        scorers.append(BlendScorer(content, settings))
+    scorers.append(served)
+    result = replay(replayed, scorers)
+    if result.scored == 0:
+        raise RecsysError(
+            f"no impression in {behaviors} has both a clicked and an unclicked candidate, so nothing can be scored; "
+            "check that the file holds impressions with labels (N123-1 N456-0)"
+        )
     rows = [{"scorer": name, **values} for name, values in result.metrics.items()]
-    run.metrics.update({"replay": result.to_dict(), "text_coverage": coverage, "bad_rows": len(problems)})
+    run.metrics.update(
+        {"replay": result.to_dict(), "text_coverage": coverage, "bad_rows": len(problems), "served": served_note}
+    )
     run.add(
         "Data",
-        f"{result.impressions:,} impressions from {behaviors} ({len(problems)} bad rows skipped), {result.scored:,} "
-        f"scored ({result.skipped_one_class} without both a click and a non-click skipped); articles from {news}.\n\n"
+        f"{len(impressions):,} impressions from {behaviors} ({len(problems)} bad rows skipped), replayed "
+        f"{order_note}: {result.scored:,} scored ({result.skipped_one_class} without both a click and a non-click "
+        f"skipped); articles from {news}.\n\n"
         + "\n".join(f"- {name}: {value:,}" for name, value in coverage.items())
-        + "\n\nA candidate without text gets its impression's mean content score; a reader with no known history "
-        "gets equal content scores. Popularity uses only impressions earlier than the one scored.",
+        + f"\n\nThe row `recsys` is what Recommendation serves: {served_note}. A candidate without text gets its "
+        "impression's mean content score; a reader with no known history gets equal content scores. Popularity "
+        "and the learned features use only impressions earlier than the one scored.",
     )
     run.add("Per-impression metrics (MIND protocol)", markdown_table(rows, ["scorer", *METRICS]))
-    texted = with_text_only(impressions, content.rows)
-    fresh = [RandomScorer(seed), PopularityScorer(settings.popularity), content, BlendScorer(content, settings)]
+    if untimed:
+        alone = replay(untimed, [RandomScorer(seed), content])
+        run.metrics["untimed_content_only"] = alone.to_dict()
+        run.add(
+            "Rows without a time: content only",
+            f"{len(untimed):,} rows have no time, so nothing time-respecting can score them; they are scored by "
+            "content match alone and are not part of the table above.\n\n"
+            + markdown_table([{"scorer": n, **v} for n, v in alone.metrics.items()], ["scorer", *METRICS]),
+        )
+    texted = with_text_only(replayed, content.rows)
+    fresh: list[ImpressionScorer] = [RandomScorer(seed), PopularityScorer(settings.popularity), content]
+    fresh.append(_served_scorer(rec, texted, content, settings, bool(timed))[0])
     text_result = replay(texted, fresh)
     text_rows = [{"scorer": name, **values} for name, values in text_result.metrics.items()]
     run.metrics["text_only_replay"] = text_result.to_dict()
@@ -229,25 +263,39 @@ def eval_impressions(
     )
 
     def draw(axes: Any) -> None:
-        clicked, other = result.distributions["recsys blend"]
+        clicked, other = result.distributions[served.name]
         bins = np.linspace(min(clicked + other, default=0), max(clicked + other, default=1), 40)
         axes.hist(other, bins=bins, alpha=0.5, density=True, label="not clicked")
         axes.hist(clicked, bins=bins, alpha=0.5, density=True, label="clicked")
-        axes.set_xlabel("recsys blend score")
+        axes.set_xlabel("recsys score")
         axes.set_ylabel("density")
         axes.set_title("score distribution, every tenth impression")
         axes.legend()
 
-    run.plot("blend-score-distribution", draw)
+    run.plot("recsys-score-distribution", draw)
     for item in sweeps:
         sweep_rows = []
         for value, variant in item.settings(settings):
             blend = BlendScorer(content, variant)
-            sweep_rows.append({item.name: value, **replay(impressions, [blend]).metrics[blend.name]})
-        run.add(f"Sweep of {item.name} (recsys blend)", markdown_table(sweep_rows, [item.name, *METRICS]))
+            sweep_rows.append({item.name: value, **replay(replayed, [blend]).metrics[blend.name]})
+        run.add(f"Sweep of {item.name} (hand-set blend)", markdown_table(sweep_rows, [item.name, *METRICS]))
         run.metrics.setdefault("sweeps", {})[item.name] = sweep_rows
         _plot_sweep(run, item, sweep_rows, list(METRICS))
     _finish(run, "Impression replay", settings, text_table(rows, ["scorer", *METRICS]))
+
+
+def _served_scorer(
+    rec: Recommender, impressions: list[Impression], content: ContentScorer, settings: Settings, timed: bool
+) -> tuple[ImpressionScorer, str]:
+    """The scorer for the row `recsys`: the stored ranker if the index has one, else the hand-set blend."""
+    ranker = rec.learned_ranker()
+    if ranker is None:
+        blend = BlendScorer(content, settings)
+        blend.name = "recsys"
+        return blend, "the hand-set blend (this index has no ranker.json; `recsys train` fits one)"
+    lookup = article_lookup(rec, impressions)
+    fitted = ranker.meta.get("fitted_on", "")
+    return LearnedScorer(ranker, lookup, settings, timed), f"the learned ranker stored in the index ({fitted})"
 
 
 @eval_app.command("recommend")

@@ -19,9 +19,12 @@ import numpy as np
 from recsys.config import PopularityConfig, RecommendConfig, Settings
 from recsys.evaluation.metrics import auc, mrr, ndcg_at_k
 from recsys.events import Impression, impression_events
+from recsys.features import LogState, candidate_features
 from recsys.popularity import Popularity, squash
 from recsys.profile import Interest, build_interests
+from recsys.ranker import LearnedRanker
 from recsys.service import Recommender
+from recsys.training import ArticleLookup, ContentMatch, learn, reader_context
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
 
@@ -212,9 +215,9 @@ class ContentScorer:
 
 
 class BlendScorer:
-    """The Recommendation formula on impressions: content match + popularity_weight * squash(popularity)."""
+    """The hand-set Recommendation formula on impressions: content match + popularity_weight * squash(popularity)."""
 
-    name = "recsys blend"
+    name = "hand-set blend"
 
     def __init__(self, content: ContentScorer, settings: Settings) -> None:
         self.content = content
@@ -228,6 +231,40 @@ class BlendScorer:
 
     def learn(self, impressions: Sequence[Impression]) -> None:
         self.popularity.learn(impressions)
+
+
+class LearnedScorer:
+    """What Recommendation serves when the index holds a ranker: the stored model over ``candidate_features``,
+    with the features of each impression computed from the replayed log up to it, exactly as ``recsys train``
+    computed them when fitting."""
+
+    name = "recsys"
+
+    def __init__(self, ranker: LearnedRanker, lookup: ArticleLookup, settings: Settings, timed: bool) -> None:
+        self.ranker = ranker
+        self.lookup = lookup
+        self.state = LogState(settings.popularity)
+        self.content = ContentMatch(lookup, settings.recommend)
+        self.timed = timed
+
+    def score(self, impression: Impression) -> np.ndarray:
+        reader = reader_context(impression.history, self.lookup)
+        candidates = impression.candidates
+        published = np.array([self.lookup.published.get(c, np.nan) for c in candidates], dtype=np.float64)
+        features = candidate_features(
+            candidates,
+            self.state,
+            impression.ts,
+            reader,
+            self.content(reader.history, candidates),
+            [self.lookup.category(c) for c in candidates],
+            published,
+            timed=self.timed,
+        )
+        return self.ranker.score(features)
+
+    def learn(self, impressions: Sequence[Impression]) -> None:
+        learn(self.state, impressions)
 
 
 def text_coverage(impressions: Sequence[Impression], indexed: Mapping[str, int] | set[str]) -> dict[str, int]:

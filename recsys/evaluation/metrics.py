@@ -105,3 +105,18 @@ def catalogue_coverage(lists: Sequence[Sequence[str]], catalogue_size: int) -> f
     if catalogue_size <= 0:
         return 0.0
     return len({item for found in lists for item in found}) / catalogue_size
+
+
+def mean_auc_by_group(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> tuple[float, int]:
+    """Per-list AUC averaged over the lists that have a click and a non-click (the MIND protocol), and
+    how many lists that was. Rows of one list share a group number and are contiguous."""
+    if groups.size == 0:
+        return float("nan"), 0
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+    ends = np.r_[starts[1:], groups.size]
+    values = [
+        value
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+        if (value := auc(labels[start:end].tolist(), scores[start:end].tolist())) is not None
+    ]
+    return (float(np.mean(values)) if values else float("nan")), len(values)

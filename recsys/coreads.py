@@ -1,0 +1,171 @@
+""" "Readers also read": item-to-item co-reads from reading histories, time-decayed and shrunk for significance.
+
+Each new read of a reader is paired with that reader's ``window`` previous reads. A pair formed at time
+``t`` weighs ``0.5 ** ((now - t) / half_life)``, like popularity's events, so last week's co-reads count
+more than last year's. The association of two articles is a shrunk cosine over readers::
+
+    assoc(a, b) = C(a, b) / (sqrt(N(a) * N(b)) + shrink)
+
+with C the decayed pair weight and N the decayed number of pairs each article is in. ``shrink`` keeps two
+articles read together by one reader from looking as related as two read together by hundreds.
+``C`` is symmetric by construction (one pair feeds both directions).
+
+The same object serves an honest replay (reads are added in time order and scoring uses only what was
+added before) and the live service, which loads the table ``recsys train`` stores in the index as JSON:
+each article's ``keep`` strongest neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.types import IndexStateError
+
+COREADS_FILE = "coreads.json"
+COREADS_FORMAT = 1
+_MAX_EXPONENT = 900.0
+
+
+@dataclass(frozen=True)
+class CoReadConfig:
+    """Defaults of the co-read table (in one place; ``[coreads]`` is not user-facing yet)."""
+
+    window: int = 20  # a read pairs with this many earlier reads of the same reader
+    half_life_days: float = 7.0
+    shrink: float = 2.0
+    keep: int = 30  # neighbours per article stored in the index
+
+
+class CoReads:
+    """Decayed co-read counts, updated read by read; queries at any later time."""
+
+    def __init__(self, config: CoReadConfig | None = None) -> None:
+        self.config = config or CoReadConfig()
+        self.half_life = self.config.half_life_days * 86_400.0
+        self.anchor: float | None = None
+        self.pairs: dict[str, dict[str, float]] = defaultdict(dict)
+        self.mass: dict[str, float] = defaultdict(float)
+        self._recent: dict[str, list[str]] = defaultdict(list)  # reader -> last `window` reads, newest last
+        self._seen: dict[str, set[str]] = defaultdict(set)
+
+    def __len__(self) -> int:
+        return len(self.mass)
+
+    def _weight(self, ts: float) -> float:
+        if self.anchor is None:
+            self.anchor = ts
+        return 2.0 ** max(-_MAX_EXPONENT, min(_MAX_EXPONENT, (ts - self.anchor) / self.half_life))
+
+    def add_reads(self, reader: str, reads: Iterable[tuple[str, float]]) -> int:
+        """Add a reader's reads (article, time) in time order; a read already known for this reader is skipped."""
+        recent, seen = self._recent[reader], self._seen[reader]
+        added = 0
+        for article, ts in reads:
+            if not article or article in seen or not math.isfinite(ts):
+                continue
+            seen.add(article)
+            weight = self._weight(ts)
+            for other in recent:
+                self.pairs[article][other] = self.pairs[article].get(other, 0.0) + weight
+                self.pairs[other][article] = self.pairs[other].get(article, 0.0) + weight
+                self.mass[article] += weight
+                self.mass[other] += weight
+            recent.append(article)
+            if len(recent) > self.config.window:
+                del recent[0]
+            added += 1
+        return added
+
+    def _scale(self, at: float) -> float:
+        if self.anchor is None:
+            return 0.0
+        return 2.0 ** max(-_MAX_EXPONENT, min(_MAX_EXPONENT, (self.anchor - at) / self.half_life))
+
+    def association(self, a: str, b: str, at: float) -> float:
+        scale = self._scale(at)
+        together = self.pairs.get(a, {}).get(b, 0.0) * scale
+        if together <= 0:
+            return 0.0
+        return together / (math.sqrt(self.mass[a] * scale * self.mass[b] * scale) + self.config.shrink)
+
+    def score(self, history: Sequence[str], candidates: Sequence[str], at: float, last: int = 10) -> np.ndarray:
+        """Per candidate: sum of its association with the reader's ``last`` most recent reads (newest first)."""
+        out = np.zeros(len(candidates))
+        scale = self._scale(at)
+        if scale == 0.0:
+            return out
+        shrink = self.config.shrink
+        for read in history[:last]:
+            row = self.pairs.get(read)
+            if not row:
+                continue
+            read_mass = self.mass[read] * scale
+            for i, candidate in enumerate(candidates):
+                together = row.get(candidate)
+                if together:
+                    out[i] += together * scale / (math.sqrt(read_mass * self.mass[candidate] * scale) + shrink)
+        return out
+
+    def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
+        """The k articles most associated with ``article`` (strongest first)."""
+        row = self.pairs.get(article, {})
+        found = [(other, self.association(article, other, at)) for other in row]
+        found.sort(key=lambda item: (-item[1], item[0]))
+        return [(other, score) for other, score in found[:k] if score > 0]
+
+    # -- the table stored in the index ---------------------------------------------------------
+
+    def table(self, at: float) -> dict[str, list[tuple[str, float]]]:
+        """Each article's ``keep`` strongest neighbours at ``at``."""
+        return {a: n for a in sorted(self.pairs) if (n := self.neighbours(a, at, self.config.keep))}
+
+
+@dataclass(frozen=True)
+class CoReadTable:
+    """The stored neighbours (what the service reads): article -> [(neighbour, association), ...]."""
+
+    neighbours: dict[str, list[tuple[str, float]]]
+    built_at: float
+
+    def of(self, article: str) -> list[tuple[str, float]]:
+        return self.neighbours.get(article, [])
+
+    def score(self, history: Sequence[str], candidates: Sequence[str], last: int = 10) -> np.ndarray:
+        """Like CoReads.score, from the stored neighbour lists (pairs outside them count 0)."""
+        wanted = {c: i for i, c in enumerate(candidates)}
+        out = np.zeros(len(candidates))
+        for read in history[:last]:
+            for other, value in self.neighbours.get(read, ()):
+                i = wanted.get(other)
+                if i is not None:
+                    out[i] += value
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": COREADS_FORMAT,
+            "built_at": self.built_at,
+            "neighbours": {a: [[o, round(v, 6)] for o, v in n] for a, n in self.neighbours.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CoReadTable:
+        if data.get("format") != COREADS_FORMAT:
+            raise IndexStateError(f"co-read table format {data.get('format')}; re-run `recsys train`")
+        neighbours = {a: [(str(o), float(v)) for o, v in n] for a, n in data["neighbours"].items()}
+        return cls(neighbours, float(data["built_at"]))
+
+    @classmethod
+    def load(cls, root: Path) -> CoReadTable | None:
+        path = Path(root) / COREADS_FILE
+        if not path.is_file():
+            return None
+        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,170 @@
+"""Features of (reader, candidate, time) for the learned ranker, from what was known before that time.
+
+One function, ``candidate_features``, computes them for the offline replay, for ``recsys train`` and for
+the service, so the score served is the score evaluated. Its inputs are a ``LogState`` (what the logs
+said up to the moment: popularity at two half-lives and all-time, first sightings, co-reads) and what
+the caller knows of the reader and the candidates (content similarity, categories, publication times).
+
+Every feature is a number or NaN (unknown); NaN is what LightGBM treats as missing, never an error.
+Features named ``*_rel`` are the candidate's value minus the mean over the list it is ranked in, so
+the model compares candidates of one impression with each other, which is what per-impression AUC
+and a served list need.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from recsys.config import PopularityConfig
+from recsys.coreads import CoReads, CoReadTable
+from recsys.popularity import CHANNELS, Popularity
+
+_READS, _REACTIONS, _IMPRESSIONS, _CLICKS = (CHANNELS.index(c) for c in ("reads", "reactions", "impressions", "clicks"))
+HOUR = 3600.0
+
+FEATURES = (
+    "popularity",  # recsys popularity (24 h half-life), the click-propensity formula
+    "clicks_24h",  # log(1 + decayed clicks), 24 h half-life
+    "impressions_24h",  # log(1 + decayed impressions)
+    "ctr_24h",  # decayed clicks / impressions, shrunk to the prior
+    "clicks_2h",  # log(1 + decayed clicks), 2 h half-life: what is rising now
+    "ctr_2h",
+    "ctr_all",  # all-time clicks / impressions, shrunk
+    "engaged_24h",  # log(1 + decayed views + weighted reactions)
+    "age_hours",  # log(1 + hours since published, or since the logs first saw it); NaN if unknown
+    "content_max",  # best cosine to the reader's interests; NaN without a known history
+    "content_mean",  # mean cosine to the reader's last reads
+    "coread",  # "readers also read": association with the reader's last reads
+    "category_share",  # share of the reader's known reads in the candidate's category; NaN if unknown
+    "in_history",  # the reader already read it
+    "history_length",  # log(1 + reads known)
+    "popularity_rel",
+    "clicks_2h_rel",
+    "ctr_24h_rel",
+    "age_hours_rel",
+    "content_max_rel",
+    "coread_rel",
+)
+RELATIVE = {name: FEATURES.index(name[: -len("_rel")]) for name in FEATURES if name.endswith("_rel")}
+
+
+class LogState:
+    """What the logs said up to now, folded in time order: the one source of behavioural features."""
+
+    def __init__(self, config: PopularityConfig, coreads: CoReads | None = None) -> None:
+        self.day = Popularity(config)
+        self.hours = Popularity(replace(config, half_life_hours=2.0))
+        self.ever = Popularity(replace(config, half_life_hours=1e9))
+        self.config = config
+        self.first_seen: dict[str, float] = {}
+        self.coreads = coreads if coreads is not None else CoReads()
+
+    def fold(self, events: Iterable[Sequence]) -> None:
+        """Events as (article, type, reaction, ts, count[, reader]), as stored."""
+        rows = [e for e in events if math.isfinite(e[3])]
+        if not rows:
+            return
+        for popularity in (self.day, self.hours, self.ever):
+            popularity.fold(rows)
+        for row in rows:
+            seen = self.first_seen.get(row[0])
+            if seen is None or row[3] < seen:
+                self.first_seen[row[0]] = row[3]
+
+    def saw(self, article_ids: Iterable[str], ts: float) -> None:
+        """Articles the logs mention at ``ts`` (shown, or in a history): their first sighting if earlier."""
+        if not math.isfinite(ts):
+            return
+        for article in article_ids:
+            if article not in self.first_seen:
+                self.first_seen[article] = ts
+
+
+@dataclass(frozen=True)
+class ReaderContext:
+    """What is known of the reader at the time: reads newest first, and the categories of the known ones."""
+
+    history: tuple[str, ...]
+    category_counts: dict[str, int]
+    known_reads: int
+
+
+def _log_counts(sums: np.ndarray, channel: int) -> np.ndarray:
+    return np.log1p(np.maximum(sums[:, channel], 0.0))
+
+
+def _ctr(sums: np.ndarray, config: PopularityConfig) -> np.ndarray:
+    return (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
+        sums[:, _IMPRESSIONS] + config.ctr_prior_strength
+    )
+
+
+def _sums(popularity: Popularity, ids: Sequence[str], at: float) -> np.ndarray:
+    rows = [popularity.index.get(a, -1) for a in ids]
+    found = np.asarray(rows, dtype=np.int64)
+    out = np.zeros((len(ids), len(CHANNELS)))
+    known = found >= 0
+    if known.any():
+        out[known] = popularity.decayed(at, found[known])
+    return out
+
+
+def candidate_features(
+    ids: Sequence[str],
+    state: LogState,
+    at: float,
+    reader: ReaderContext,
+    content: np.ndarray,
+    categories: Sequence[str],
+    published: np.ndarray,
+    coreads: CoReadTable | None = None,
+    timed: bool = True,
+) -> np.ndarray:
+    """The feature matrix (len(ids), len(FEATURES)) for one list of candidates at time ``at``.
+
+    ``content`` is (n, 2): best and mean cosine to the reader's reads (NaN where unknown);
+    ``published`` epoch seconds or NaN; ``coreads`` a stored table to use instead of the state's
+    live counts (the service); ``timed`` False when the log has no times (ages are then unknown).
+    """
+    n = len(ids)
+    out = np.full((n, len(FEATURES)), np.nan)
+    if n == 0:
+        return out
+    config = state.config
+    day = _sums(state.day, ids, at)
+    hours = _sums(state.hours, ids, at)
+    ever = _sums(state.ever, ids, at)
+    out[:, 0] = state.day.score_decayed(day)
+    out[:, 1] = _log_counts(day, _CLICKS)
+    out[:, 2] = _log_counts(day, _IMPRESSIONS)
+    out[:, 3] = _ctr(day, config)
+    out[:, 4] = _log_counts(hours, _CLICKS)
+    out[:, 5] = _ctr(hours, config)
+    out[:, 6] = _ctr(ever, config)
+    out[:, 7] = np.log1p(np.maximum(day[:, _READS] + config.reaction_gain * day[:, _REACTIONS], 0.0))
+    if timed:
+        seen = np.array([state.first_seen.get(a, np.nan) for a in ids], dtype=np.float64)
+        born = np.where(np.isfinite(published), published, seen)
+        out[:, 8] = np.log1p(np.maximum(at - born, 0.0) / HOUR)
+    out[:, 9:11] = content
+    history = reader.history
+    if coreads is not None:
+        out[:, 11] = coreads.score(history, ids)
+    else:
+        out[:, 11] = state.coreads.score(history, ids, at)
+    if reader.known_reads:
+        total = float(reader.known_reads)
+        out[:, 12] = [reader.category_counts.get(c, 0) / total if c else np.nan for c in categories]
+    read = set(history)
+    out[:, 13] = [float(a in read) for a in ids]
+    out[:, 14] = math.log1p(len(history))
+    for column, source in RELATIVE.items():
+        values = out[:, source]
+        finite = np.isfinite(values)
+        if finite.any():
+            out[:, FEATURES.index(column)] = values - values[finite].mean()
+    return out

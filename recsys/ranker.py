@@ -1,0 +1,156 @@
+"""The learned ranker: a LightGBM model over the features of recsys/features.py, stored as text in the index.
+
+``recsys train`` fits it (LambdaRank, one group per impression, so it learns to order the candidates of a
+list, which is what per-impression AUC and a served list measure) with a split by time and early stopping
+on the later part, and writes ``<index>/ranker.json``: the feature names, what it was fitted on, the
+figures it reached, and LightGBM's own text model format. Nothing is pickled; loading needs lightgbm
+and numpy, never torch. A site with too little logged data gets no model file and keeps the hand-set
+blend of recsys/config.py ``[recommend]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.features import FEATURES
+from recsys.types import IndexStateError
+
+RANKER_FILE = "ranker.json"
+RANKER_FORMAT = 1
+
+# LambdaRank with modest trees; early stopping on the later part of the fitting period decides the size.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    "eval_at": [5],
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "verbose": -1,
+    "seed": 0,
+    "deterministic": True,
+    "num_threads": 2,
+}
+MAX_ROUNDS = 2000
+EARLY_STOPPING = 100
+
+
+def group_sizes(groups: np.ndarray) -> np.ndarray:
+    """Sizes of the runs of equal group numbers (rows of one impression are contiguous)."""
+    if groups.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.diff(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True]))
+
+
+@dataclass
+class LearnedRanker:
+    """A fitted model and what is known about it."""
+
+    model_text: str
+    features: tuple[str, ...] = FEATURES
+    meta: dict[str, Any] = field(default_factory=dict)
+    _booster: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def booster(self) -> Any:
+        if self._booster is None:
+            import lightgbm
+
+            self._booster = lightgbm.Booster(model_str=self.model_text)
+        return self._booster
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Scores of feature rows (higher = more likely clicked; comparable within one list)."""
+        if features.shape[0] == 0:
+            return np.zeros(0)
+        # one thread: a list is a few hundred rows, where OpenMP start-up costs more than it saves
+        scores = self.booster.predict(features, num_threads=1)
+        return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+    def importance(self) -> dict[str, float]:
+        """Each feature's share of the total split gain."""
+        gains = np.asarray(self.booster.feature_importance("gain"), dtype=np.float64)
+        total = float(gains.sum()) or 1.0
+        return {name: float(g) / total for name, g in zip(self.features, gains, strict=True)}
+
+    @classmethod
+    def fit(
+        cls,
+        train: tuple[np.ndarray, np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray, np.ndarray],
+        params: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> LearnedRanker:
+        """Fit on ``train`` (features, labels, groups), stopping early on ``valid``."""
+        import lightgbm
+
+        settings = {**DEFAULT_PARAMS, **(params or {})}
+        x, y, g = train
+        vx, vy, vg = valid
+        train_set = lightgbm.Dataset(x, y, group=group_sizes(g), feature_name=list(FEATURES), free_raw_data=True)
+        valid_set = lightgbm.Dataset(vx, vy, group=group_sizes(vg), reference=train_set)
+        booster = lightgbm.train(
+            settings,
+            train_set,
+            MAX_ROUNDS,
+            valid_sets=[valid_set],
+            callbacks=[lightgbm.early_stopping(EARLY_STOPPING, verbose=False)],
+        )
+        text = booster.model_to_string(num_iteration=booster.best_iteration)
+        info = {**(meta or {}), "rounds": int(booster.best_iteration), "params": settings}
+        return cls(text, FEATURES, info)
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": RANKER_FORMAT, "features": list(self.features), "meta": self.meta, "model": self.model_text}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LearnedRanker:
+        if data.get("format") != RANKER_FORMAT:
+            raise IndexStateError(f"ranker format {data.get('format')} is not {RANKER_FORMAT}; re-run `recsys train`")
+        features = tuple(data.get("features", ()))
+        if features != FEATURES:
+            raise IndexStateError(
+                "the stored ranker was fitted on other features than this recsys computes; re-run `recsys train`"
+            )
+        return cls(str(data["model"]), features, dict(data.get("meta", {})))
+
+    def save(self, root: str | Path) -> Path:
+        """Write ``<root>/ranker.json`` atomically (a reader sees the old model or the new one, never half)."""
+        return write_json_atomic(Path(root) / RANKER_FILE, self.to_json())
+
+    @classmethod
+    def load(cls, root: str | Path) -> LearnedRanker | None:
+        """The index's ranker, or None when ``recsys train`` has not stored one."""
+        path = Path(root) / RANKER_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            return cls.from_json(json.loads(text))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
+    """Write JSON beside ``path``, fsync it, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,128 @@
+"""Recommendation with the learned ranker: candidates from every source, scored by the model, then spread.
+
+Used by ``Recommender.recommend`` when the index holds a ``ranker.json`` (see recsys/ranker.py); without
+one the hand-set blend of recsys/service.py serves. The steps, each a plain function over arrays:
+
+1. **Candidates** (``gather``): the nearest articles to each of the reader's interests, the neighbours of
+   the last reads in the co-read table ("readers also read"), the most popular articles now, and the
+   newest, all passing the filters and none already read.
+2. **Score** (``score``): ``candidate_features`` (recsys/features.py) as of now, then the model: the same
+   function ``recsys train`` fitted and ``recsys eval impressions`` replays.
+3. **Spread**: one article per story, then maximal marginal relevance over the model's rank, so a list is
+   not ten versions of the top story.
+4. **Reason** (``reason_for``): the signal that put the article there, in the reader's terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.coreads import CoReadTable
+from recsys.features import FEATURES, LogState, ReaderContext, candidate_features
+from recsys.ranker import LearnedRanker
+
+POPULAR_CANDIDATES = 100
+NEWEST_CANDIDATES = 50
+COREAD_READS = 10
+_CONTENT, _COREAD = FEATURES.index("content_max"), FEATURES.index("coread")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Candidates (index rows and ids) with the model's scores and the features behind them."""
+
+    rows: np.ndarray
+    ids: list[str]
+    scores: np.ndarray
+    features: np.ndarray
+
+
+def popular_rows(state: LogState, rows_of: dict[str, int], at: float, n: int) -> list[int]:
+    """Rows of the ``n`` articles with the highest click propensity now (any event in the last two days)."""
+    popularity = state.day
+    count = len(popularity)
+    if not count:
+        return []
+    recent = np.flatnonzero(popularity.last_engaged[:count] >= at - 2 * 86_400.0)
+    ids = [popularity.ids[i] for i in recent if popularity.ids[i] in rows_of]
+    if not ids:
+        return []
+    scores = popularity.scores(ids, at)
+    return [rows_of[ids[i]] for i in np.argsort(-scores, kind="stable")[:n]]
+
+
+def content_columns(vectors: np.ndarray, interests: np.ndarray | None, recent: np.ndarray | None) -> np.ndarray:
+    """(n, 2): best cosine to the interests and mean cosine to the last reads; NaN without a history."""
+    out = np.full((vectors.shape[0], 2), np.nan)
+    if interests is not None and interests.size:
+        out[:, 0] = (vectors @ interests.T).max(axis=1)
+    if recent is not None and recent.size:
+        out[:, 1] = (vectors @ recent.T).mean(axis=1)
+    return out
+
+
+def score(
+    ranker: LearnedRanker,
+    ids: Sequence[str],
+    state: LogState,
+    at: float,
+    reader: ReaderContext,
+    content: np.ndarray,
+    categories: Sequence[str],
+    published: np.ndarray,
+    coreads: CoReadTable | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's scores of candidates and their feature rows."""
+    features = candidate_features(ids, state, at, reader, content, categories, published, coreads)
+    return ranker.score(features), features
+
+
+def spread(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float, duplicate: float) -> np.ndarray:
+    """Positions of the final list: best first, one per story (cosine >= ``duplicate``), MMR over rank."""
+    order = np.argsort(-scores, kind="stable")
+    kept: list[int] = []
+    for pos in order.tolist():
+        if kept and float(np.max(vectors[kept] @ vectors[pos])) >= duplicate:
+            continue
+        kept.append(pos)
+        if len(kept) >= 4 * k:
+            break
+    if not kept:
+        return np.zeros(0, dtype=np.int64)
+    relevance = 1.0 - np.arange(len(kept)) / max(1, len(kept))  # rank, not raw margin: scores are log-odds-like
+    chosen: list[int] = []
+    available = np.ones(len(kept), dtype=bool)
+    sims = vectors[kept] @ vectors[kept].T
+    redundancy = np.zeros(len(kept))
+    while len(chosen) < k and available.any():
+        gain = lam * relevance - (1.0 - lam) * (redundancy if chosen else 0.0)
+        gain[~available] = -np.inf
+        best = int(np.argmax(gain))
+        available[best] = False
+        chosen.append(best)
+        redundancy = np.maximum(redundancy, sims[best])
+    return np.asarray([kept[i] for i in chosen], dtype=np.int64)
+
+
+def reason_for(
+    features: np.ndarray,
+    coread_source: str | None,
+    content_source: str | None,
+    popular_reason: str | None,
+    fresh_reason: str | None,
+) -> str:
+    """The strongest reader-facing reason among the signals that apply, most personal first."""
+    if coread_source and features[_COREAD] > 0:
+        return f'readers of "{coread_source}" also read this'
+    if content_source and np.isfinite(features[_CONTENT]) and features[_CONTENT] >= 0.4:
+        return f'because you read "{content_source}"'
+    if popular_reason:
+        return f"popular now: {popular_reason}"
+    if fresh_reason:
+        return fresh_reason
+    if content_source:
+        return f'because you read "{content_source}"'
+    return "recommended for you"

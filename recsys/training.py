@@ -1,0 +1,316 @@
+"""From logged impressions to a training set: every impression's candidates, their features as of just
+before it, and whether each was clicked.
+
+Impressions are replayed in time order (rows without a time in file order, with ages unknown). The
+impressions of one second are featurised before any of them is learned from, so no row ever sees its
+own click or a later one. What is learned after each second: its impressions and clicks (popularity,
+CTR), the articles it mentions (first sightings), and its readers' reads (co-reads).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recsys.config import PopularityConfig, RecommendConfig
+from recsys.coreads import CoReadTable
+from recsys.evaluation.metrics import mean_auc_by_group
+from recsys.events import Impression, impression_events
+from recsys.features import FEATURES, LogState, ReaderContext, candidate_features
+from recsys.profile import build_interests
+from recsys.ranker import LearnedRanker
+
+
+@dataclass
+class ArticleLookup:
+    """What the index knows of the logged articles: vector rows, categories, publication times."""
+
+    rows: Mapping[str, int]
+    vectors: np.ndarray  # the index's unit vectors (memory-mapped is fine)
+    categories: Mapping[str, str] = field(default_factory=dict)
+    published: Mapping[str, float] = field(default_factory=dict)
+
+    def category(self, article: str) -> str:
+        return self.categories.get(article, "")
+
+
+class ContentMatch:
+    """Best and mean cosine of candidates to a reader's reads (interests as in recsys/profile.py), per history."""
+
+    def __init__(self, lookup: ArticleLookup, config: RecommendConfig) -> None:
+        self.lookup = lookup
+        self.config = config
+        self._cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray] | None] = {}
+
+    def profile(self, history: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+        """(interest centroids, last reads' vectors) of a history given newest first, or None if none is known."""
+        if history in self._cache:
+            return self._cache[history]
+        rows = [self.lookup.rows[h] for h in history if h in self.lookup.rows][: self.config.history_limit]
+        found = None
+        if rows:
+            vectors = np.asarray(self.lookup.vectors[rows], dtype=np.float32)
+            interests = build_interests(vectors, self.config)
+            found = (np.stack([i.vector for i in interests]), vectors[:5])
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[history] = found
+        return found
+
+    def __call__(self, history: tuple[str, ...], candidates: Sequence[str]) -> np.ndarray:
+        out = np.full((len(candidates), 2), np.nan)
+        profile = self.profile(history)
+        known = [i for i, c in enumerate(candidates) if c in self.lookup.rows]
+        if profile is None or not known:
+            return out
+        centroids, recent = profile
+        vectors = np.asarray(self.lookup.vectors[[self.lookup.rows[candidates[i]] for i in known]], dtype=np.float32)
+        out[known, 0] = (vectors @ centroids.T).max(axis=1)
+        out[known, 1] = (vectors @ recent.T).mean(axis=1)
+        return out
+
+
+@dataclass
+class Dataset:
+    """One row per (impression, candidate): features, label, impression number and time."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray  # impression number (0..), rows of one impression are contiguous
+    times: np.ndarray  # the impression's time (file order when the log has none)
+    timed: bool
+    impressions: int
+
+    def take(self, mask_of_groups: np.ndarray) -> Dataset:
+        """The rows of the impressions whose numbers are True in ``mask_of_groups``."""
+        rows = mask_of_groups[self.groups]
+        return Dataset(
+            self.features[rows],
+            self.labels[rows],
+            self.groups[rows],
+            self.times[rows],
+            self.timed,
+            int(mask_of_groups.sum()),
+        )
+
+
+def is_timed(impressions: Sequence[Impression]) -> bool:
+    return bool(impressions) and all(math.isfinite(i.ts) for i in impressions)
+
+
+def in_time_order(impressions: Sequence[Impression]) -> tuple[list[Impression], bool]:
+    """Impressions sorted by time; a log without times keeps file order, one second apart (ages unknown)."""
+    if is_timed(impressions):
+        return sorted(impressions, key=lambda i: (i.ts, i.impression_id)), True
+    return [
+        Impression(i.impression_id, i.user_id, float(n), i.history, i.candidates, i.clicked)
+        for n, i in enumerate(impressions)
+    ], False
+
+
+def reader_context(history: Sequence[str], lookup: ArticleLookup) -> ReaderContext:
+    """A reader from a history given oldest first (the MIND order): reads newest first, category counts."""
+    newest_first = tuple(dict.fromkeys(reversed(history)))
+    categories = Counter(lookup.category(h) for h in newest_first if h in lookup.rows and lookup.category(h))
+    return ReaderContext(newest_first, dict(categories), sum(categories.values()))
+
+
+def learn(state: LogState, batch: Sequence[Impression]) -> None:
+    """Fold one second of impressions into the state (after they were scored)."""
+    state.fold(
+        (e.article_id, e.type, e.reaction, e.ts, e.count, e.reader) for i in batch for _, e in impression_events(i)
+    )
+    for impression in batch:
+        state.saw(impression.candidates, impression.ts)
+        state.saw(impression.history, impression.ts)
+        n = len(impression.history)
+        reads = [(h, impression.ts - (n - k)) for k, h in enumerate(impression.history)]
+        reads += [
+            (c, impression.ts) for c, clicked in zip(impression.candidates, impression.clicked, strict=True) if clicked
+        ]
+        state.coreads.add_reads(impression.user_id, reads)
+
+
+def build_dataset(
+    impressions: Sequence[Impression],
+    lookup: ArticleLookup,
+    popularity: PopularityConfig,
+    recommend: RecommendConfig,
+    keep: Callable[[Impression], bool] | None = None,
+) -> tuple[Dataset, LogState]:
+    """Replay the impressions (see module docstring) and featurise every candidate of each kept one;
+    also returns the state at the end of the log (for the co-read table)."""
+    ordered, timed = in_time_order(impressions)
+    state = LogState(popularity)
+    content = ContentMatch(lookup, recommend)
+    blocks: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    times: list[float] = []
+    number = 0
+    for _, group in itertools.groupby(ordered, key=lambda i: i.ts):
+        batch = list(group)
+        for impression in batch:
+            if keep is not None and not keep(impression):
+                continue
+            candidates = impression.candidates
+            reader = reader_context(impression.history, lookup)
+            published = np.array([lookup.published.get(c, np.nan) for c in candidates], dtype=np.float64)
+            blocks.append(
+                candidate_features(
+                    candidates,
+                    state,
+                    impression.ts,
+                    reader,
+                    content(reader.history, candidates),
+                    [lookup.category(c) for c in candidates],
+                    published,
+                    timed=timed,
+                )
+            )
+            labels.append(np.asarray(impression.clicked, dtype=np.int8))
+            groups.append(np.full(len(candidates), number, dtype=np.int64))
+            times.append(impression.ts)
+            number += 1
+        learn(state, batch)
+    if not blocks:
+        empty = np.zeros((0, len(FEATURES)))
+        return Dataset(empty, np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0), timed, 0), state
+    group_array = np.concatenate(groups)
+    dataset = Dataset(
+        np.vstack(blocks), np.concatenate(labels), group_array, np.asarray(times)[group_array], timed, number
+    )
+    return dataset, state
+
+
+# -- fitting ---------------------------------------------------------------------------------------
+
+MIN_IMPRESSIONS = 500  # impressions with a click and a non-click needed to fit; fewer keep the hand-set blend
+MIN_TEST_IMPRESSIONS = 100
+VALID_SHARE = 0.2  # the later part of the fitting period that early stopping watches
+FOLDS = 5  # cross-validation by impression when the log has no times
+
+
+@dataclass
+class TrainingResult:
+    """What ``train`` made: the model (None when there was too little data), the co-read table and the figures."""
+
+    ranker: LearnedRanker | None
+    coreads: CoReadTable
+    report: dict[str, Any]
+
+
+def _informative(dataset: Dataset) -> np.ndarray:
+    """Per impression: True when it has both a click and a non-click (the only ones AUC and LambdaRank use)."""
+    clicks = np.bincount(dataset.groups, weights=dataset.labels, minlength=dataset.impressions)
+    sizes = np.bincount(dataset.groups, minlength=dataset.impressions)
+    return (clicks > 0) & (clicks < sizes)
+
+
+def _parts(dataset: Dataset, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    part = dataset.take(mask)
+    return part.features, part.labels, part.groups
+
+
+def _scores_table(dataset: Dataset, model: np.ndarray | None) -> dict[str, float]:
+    """Mean per-impression AUC of the model and of each feature alone, on ``dataset``."""
+    table: dict[str, float] = {}
+    if model is not None:
+        table["recsys (learned)"] = mean_auc_by_group(model, dataset.labels, dataset.groups)[0]
+    for i, name in enumerate(FEATURES):
+        column = np.nan_to_num(dataset.features[:, i], nan=-1e12)
+        table[name] = mean_auc_by_group(column, dataset.labels, dataset.groups)[0]
+    return table
+
+
+def train(
+    impressions: Sequence[Impression],
+    lookup: ArticleLookup,
+    popularity: PopularityConfig,
+    recommend: RecommendConfig,
+    test_days: float = 2.0,
+    seed: int = 0,
+) -> TrainingResult:
+    """Fit the ranker on logged impressions, split by time (see README, "Learning from readers").
+
+    Timed logs: the last ``test_days`` (or the last quarter, for a short log) are held back and only
+    reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. Logs without times:
+    ``FOLDS``-fold cross-validation by impression for the figures, then one model on all of it.
+    """
+    dataset, state = build_dataset(impressions, lookup, popularity, recommend)
+    last = float(dataset.times.max()) if dataset.impressions else 0.0
+    coreads = CoReadTable(state.coreads.table(last), last if dataset.timed else float("nan"))
+    useful = _informative(dataset) if dataset.impressions else np.zeros(0, dtype=bool)
+    report: dict[str, Any] = {
+        "impressions": dataset.impressions,
+        "rows": int(dataset.labels.size),
+        "clicks": int(dataset.labels.sum()),
+        "informative_impressions": int(useful.sum()),
+        "timed": dataset.timed,
+        "features": list(FEATURES),
+        "coread_articles": len(coreads.neighbours),
+    }
+    if useful.sum() < MIN_IMPRESSIONS:
+        report["model"] = (
+            f"not fitted: {int(useful.sum())} impressions with a click and a non-click, fewer than {MIN_IMPRESSIONS}; "
+            "Recommendation keeps the hand-set blend ([recommend] in the config)"
+        )
+        return TrainingResult(None, coreads, report)
+    impression_times = np.full(dataset.impressions, np.nan)
+    impression_times[dataset.groups] = dataset.times
+    rng = np.random.default_rng(seed)
+    if dataset.timed:
+        span_days = (impression_times.max() - impression_times.min()) / 86_400.0
+        if span_days >= 2 * test_days:
+            cut = impression_times.max() - test_days * 86_400.0
+            report["split"] = f"fitted before {_iso(cut)}, tested on the last {test_days:g} days"
+        else:
+            cut = float(np.quantile(impression_times, 0.75))
+            report["split"] = f"log spans {span_days:.1f} days: fitted on the first 75%, tested on the rest"
+        test = impression_times >= cut
+        fit = ~test
+        valid_cut = float(np.quantile(impression_times[fit], 1 - VALID_SHARE))
+        valid = fit & (impression_times >= valid_cut)
+        if (test & useful).sum() < MIN_TEST_IMPRESSIONS:
+            test = np.zeros_like(test)
+        ranker = LearnedRanker.fit(_parts(dataset, fit & ~valid & useful), _parts(dataset, valid & useful))
+        held = dataset.take(test & useful)
+        report["held_out"] = {
+            "impressions": held.impressions,
+            "auc": _scores_table(held, ranker.score(held.features)) if held.impressions else {},
+        }
+    else:
+        fold = rng.permutation(dataset.impressions) % FOLDS
+        predictions = np.zeros(dataset.labels.size)
+        for k in range(FOLDS):
+            inner = rng.random(dataset.impressions) < VALID_SHARE
+            rest = (fold != k) & useful
+            model = LearnedRanker.fit(_parts(dataset, rest & ~inner), _parts(dataset, rest & inner))
+            rows = fold[dataset.groups] == k
+            predictions[rows] = model.score(dataset.features[rows])
+        report["split"] = f"no times in the log: {FOLDS}-fold cross-validation by impression (file order replay)"
+        whole = dataset.take(useful)
+        report["held_out"] = {
+            "impressions": whole.impressions,
+            "auc": _scores_table(whole, predictions[useful[dataset.groups]]),
+        }
+        inner = rng.random(dataset.impressions) < VALID_SHARE
+        ranker = LearnedRanker.fit(_parts(dataset, useful & ~inner), _parts(dataset, useful & inner))
+    ranker.meta.update(
+        {"fitted_on": report["split"], "impressions": dataset.impressions, "held_out": report["held_out"]}
+    )
+    report["importance"] = ranker.importance()
+    report["rounds"] = ranker.meta["rounds"]
+    report["model"] = "fitted"
+    return TrainingResult(ranker, coreads, report)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
