@@ -64,7 +64,8 @@ class LogState:
         self.coreads = coreads if coreads is not None else CoReads()
 
     def fold(self, events: Iterable[Sequence]) -> None:
-        """Events as (article, type, reaction, ts, count[, reader]), as stored."""
+        """Events as (article, type, reaction, ts, count[, reader]), as stored. The three popularity views are
+        always folded together, so an article has the same row in each (candidate_features relies on it)."""
         rows = [e for e in events if math.isfinite(e[3])]
         if not rows:
             return
@@ -103,13 +104,12 @@ def _ctr(sums: np.ndarray, config: PopularityConfig) -> np.ndarray:
     )
 
 
-def _sums(popularity: Popularity, ids: Sequence[str], at: float) -> np.ndarray:
-    rows = [popularity.index.get(a, -1) for a in ids]
-    found = np.asarray(rows, dtype=np.int64)
-    out = np.zeros((len(ids), len(CHANNELS)))
-    known = found >= 0
+def _sums(popularity: Popularity, rows: np.ndarray, at: float) -> np.ndarray:
+    """Decayed sums of the given rows of ``popularity`` (-1: no events, zeros)."""
+    out = np.zeros((rows.size, len(CHANNELS)))
+    known = rows >= 0
     if known.any():
-        out[known] = popularity.decayed(at, found[known])
+        out[known] = popularity.decayed(at, rows[known])
     return out
 
 
@@ -135,9 +135,12 @@ def candidate_features(
     if n == 0:
         return out
     config = state.config
-    day = _sums(state.day, ids, at)
-    hours = _sums(state.hours, ids, at)
-    ever = _sums(state.ever, ids, at)
+    # The three views are folded together, so an article has the same row in each.
+    index = state.day.index
+    rows = np.fromiter((index.get(a, -1) for a in ids), dtype=np.int64, count=n)
+    day = _sums(state.day, rows, at)
+    hours = _sums(state.hours, rows, at)
+    ever = _sums(state.ever, rows, at)
     out[:, 0] = state.day.score_decayed(day)
     out[:, 1] = _log_counts(day, _CLICKS)
     out[:, 2] = _log_counts(day, _IMPRESSIONS)

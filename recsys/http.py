@@ -338,9 +338,7 @@ def create_app(
         now = time.time()
         records = [{**e.model_dump(), "ts": now if e.ts is None else e.ts} for e in batch.events]
         try:
-            result = rec.record_events(
-                records, source="" if trusted else client_source(request), hold_unindexed=True
-            )
+            result = rec.record_events(records, source="" if trusted else client_source(request), hold_unindexed=True)
         except ValueError as exc:
             raise HTTPException(422, _printable(f"bad event: {exc}")) from None
         rec.flush()

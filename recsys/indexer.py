@@ -17,12 +17,22 @@ from typing import Any
 
 import numpy as np
 
+from recsys import lexical
 from recsys.ann import ANNIndex, FaissIVFIndex, exact_search, make_index
 from recsys.config import Settings
-from recsys.embedder import Embedder, content_hash, make_embedder, text_of
+from recsys.embedder import Embedder, article_text, content_hash, make_embedder, text_of
 from recsys.io import read_articles
 from recsys.layout import FORMAT_VERSION, IndexLayout, crash_point, library_versions, read_manifest
-from recsys.store import COLUMNS, DB_FILE, ROWS_FILE, VOCAB_FILE, article_row, build_row_columns, connect_writable
+from recsys.store import (
+    COLUMNS,
+    DB_FILE,
+    ROWS_FILE,
+    VOCAB_FILE,
+    ArticleStore,
+    article_row,
+    build_row_columns,
+    connect_writable,
+)
 from recsys.types import Article, IndexStateError, InputError, InputProblem, RecsysError
 
 VECTORS_FILE = "vectors.npy"
@@ -83,6 +93,7 @@ class Indexer:
         self._embedder = embedder
         # The name recorded in the manifest and mixed into content hashes.
         self.model_name = embedder.name if embedder is not None else settings.embedder.model
+        self._lexical_documents = 0
 
     @property
     def embedder(self) -> Embedder:
@@ -229,9 +240,7 @@ class Indexer:
             for article_id in removals & set(prev_hashes):
                 row, digest = prev_hashes[article_id]
                 parked[article_id] = (digest, np.asarray(prev.vectors[row], dtype=np.float32).tobytes())
-            reuse = {
-                a.id: parked[a.id][1] for a in to_embed if a.id in parked and parked[a.id][0] == hashes[a.id]
-            }
+            reuse = {a.id: parked[a.id][1] for a in to_embed if a.id in parked and parked[a.id][0] == hashes[a.id]}
             for article in to_embed:
                 parked.pop(article.id, None)
             report.removed = len(gone)
@@ -300,7 +309,11 @@ class Indexer:
     def _is_compact_and_current(self, prev: _Previous) -> bool:
         """A build of unchanged content would rewrite the same version: no dead rows, same ANN choice."""
         wanted = self._backend_for(len(prev.hashes))
-        return prev.manifest["counts"]["dead_rows"] == 0 and prev.manifest["ann"]["kind"] == wanted
+        return (
+            prev.manifest["counts"]["dead_rows"] == 0
+            and prev.manifest["ann"]["kind"] == wanted
+            and (prev.path / lexical.TERMS_FILE).is_file()  # versions from before the lexical arrays get them
+        )
 
     def _backend_for(self, live: int) -> str:
         """The configured ANN backend, or for "auto": exact up to exact_max articles, IVF above."""
@@ -435,19 +448,13 @@ class Indexer:
         vectors = np.lib.format.open_memmap(
             staging / VECTORS_FILE, mode="w+", dtype=np.float32, shape=(n_rows, dimension)
         )
-        if compact and prev is not None and row_map:
-            old_order = np.fromiter(row_map.keys(), dtype=np.int64, count=len(row_map))
-            for start in range(0, len(old_order), COPY_CHUNK):
-                part = old_order[start : start + COPY_CHUNK]
-                vectors[start : start + len(part)] = prev.vectors[part]
-        elif not compact:
-            for start in range(0, prev_rows, COPY_CHUNK):
-                stop = min(prev_rows, start + COPY_CHUNK)
-                vectors[start:stop] = prev.vectors[start:stop]
+        old_order = np.fromiter(row_map.keys(), dtype=np.int64, count=len(row_map)) if row_map else None
+        _copy_rows(prev.vectors if prev is not None else None, vectors, compact, old_order, prev_rows)
         if len(to_embed):
             vectors[base:] = new_vectors
         vectors.flush()
         del vectors
+        self._stage_lexical(staging, prev, compact, old_order, prev_rows, base, n_rows, to_embed, rows)
         np.save(staging / ROWS_FILE, rows)
         (staging / VOCAB_FILE).write_text(_json(vocab))
         crash_point("after-vectors")
@@ -457,6 +464,60 @@ class Indexer:
         ann.save(staging / ANN_DIR)
         crash_point("after-ann")
         return ann
+
+    def _stage_lexical(
+        self,
+        staging: Path,
+        prev: _Previous | None,
+        compact: bool,
+        old_order: np.ndarray | None,
+        prev_rows: int,
+        base: int,
+        n_rows: int,
+        to_embed: list[Article],
+        rows: np.ndarray,
+    ) -> None:
+        """The lexical arrays (recsys/lexical.py): old rows copied like the vectors, new rows weighed now."""
+        max_chars = self.settings.embedder.max_chars
+        ids = np.lib.format.open_memmap(staging / lexical.TERMS_FILE, "w+", np.int32, (n_rows, lexical.TERMS))
+        weights = np.lib.format.open_memmap(
+            staging / lexical.WEIGHTS_FILE, "w+", lexical.WEIGHT_DTYPE, (n_rows, lexical.TERMS)
+        )
+        ids[:] = -1
+        df = np.zeros(lexical.BUCKETS, dtype=np.int32)
+        documents = 0
+        have_previous = prev is not None and (prev.path / lexical.TERMS_FILE).is_file()
+        if have_previous:
+            df[:] = np.load(prev.path / lexical.DF_FILE, allow_pickle=False)
+            documents = int(prev.manifest.get("lexical", {}).get("documents", 0))
+            for name, target in ((lexical.TERMS_FILE, ids), (lexical.WEIGHTS_FILE, weights)):
+                _copy_rows(
+                    np.load(prev.path / name, mmap_mode="r", allow_pickle=False), target, compact, old_order, prev_rows
+                )
+            redo = np.arange(0)
+        else:  # a version written before lexical arrays: weigh every kept row from its stored text
+            redo = np.flatnonzero(rows["live"][:base])
+        texts = [text_of(a, max_chars) for a in to_embed]
+        if redo.size:
+            stored = ArticleStore(staging / DB_FILE)
+            found = stored.get_rows(redo)
+            stored.close()
+            texts = [
+                article_text(a.title, a.abstract, a.body, max_chars) for a in (found[int(r)] for r in redo)
+            ] + texts
+        counts = lexical.term_counts(texts)
+        lexical.add_frequencies(df, counts)
+        documents += len(counts)
+        new_ids, new_weights = lexical.weigh(counts, df, documents)
+        targets = np.concatenate([redo, np.arange(base, n_rows)]).astype(np.int64)
+        if targets.size:
+            ids[targets] = new_ids
+            weights[targets] = new_weights
+        ids.flush()
+        weights.flush()
+        del ids, weights
+        np.save(staging / lexical.DF_FILE, df)
+        self._lexical_documents = documents
 
     def _stage_ann(
         self, prev: _Previous | None, rows: np.ndarray, vectors: np.ndarray, base: int, compact: bool, dimension: int
@@ -503,10 +564,27 @@ class Indexer:
             "text": {"fields": ["title", "abstract", "body"], "max_chars": self.settings.embedder.max_chars},
             "counts": {"articles": report.articles, "rows": report.rows, "dead_rows": report.rows - report.articles},
             "ann": ann.settings() | {"size": len(ann)},
+            "lexical": {"terms": lexical.TERMS, "buckets": lexical.BUCKETS, "documents": self._lexical_documents},
             "library_versions": library_versions(),
             "previous_version": None if prev is None else prev.path.name,
             "job": {k: v for k, v in report.to_dict().items() if k not in ("problems", "version")},
         }
+
+
+def _copy_rows(
+    source: np.ndarray | None, target: np.ndarray, compact: bool, old_order: np.ndarray | None, prev_rows: int
+) -> None:
+    """Carry a previous version's row-aligned array into the new one: renumbered on compaction, else as is."""
+    if source is None:
+        return
+    if compact and old_order is not None:
+        for start in range(0, len(old_order), COPY_CHUNK):
+            part = old_order[start : start + COPY_CHUNK]
+            target[start : start + len(part)] = source[part]
+    elif not compact:
+        for start in range(0, prev_rows, COPY_CHUNK):
+            stop = min(prev_rows, start + COPY_CHUNK)
+            target[start:stop] = source[start:stop]
 
 
 def _json(data: Any) -> str:

@@ -175,9 +175,7 @@ class Popularity:
         """The Ranking box's order: engagement first (views, clicks, weighted reactions of distinct
         readers), moved by the CTR at most ``ranking_ctr_cap`` either way (see PopularityConfig)."""
         config = self.config
-        engagement = np.maximum(
-            0.0, sums[:, _READS] + sums[:, _CLICKS] + config.reaction_gain * sums[:, _REACTIONS]
-        )
+        engagement = np.maximum(0.0, sums[:, _READS] + sums[:, _CLICKS] + config.reaction_gain * sums[:, _REACTIONS])
         ctr = (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
             sums[:, _IMPRESSIONS] + config.ctr_prior_strength
         )

@@ -74,9 +74,15 @@ def expand_query(query: np.ndarray, neighbours: np.ndarray, weight: float) -> np
     return expanded / norm if norm > 0 else query
 
 
-def related_scores(similarity: np.ndarray, fresh: np.ndarray, config: RelatedConfig) -> np.ndarray:
-    """The Related formula (see module docstring); ``similarity`` is cos(topic(s), c)."""
-    return similarity.astype(np.float64) + config.freshness_weight * fresh
+def related_scores(
+    similarity: np.ndarray, fresh: np.ndarray, config: RelatedConfig, lexical: np.ndarray | None = None
+) -> np.ndarray:
+    """The Related formula (see module docstring); ``similarity`` is cos(topic(s), c), ``lexical`` the
+    TF-IDF cosine of the two texts' strongest terms (recsys/lexical.py)."""
+    scores = similarity.astype(np.float64) + config.freshness_weight * fresh
+    if lexical is not None and config.lexical_weight:
+        scores = scores + config.lexical_weight * lexical
+    return scores
 
 
 def dedupe_stories(order: np.ndarray, vectors: np.ndarray, stories: np.ndarray, threshold: float) -> np.ndarray:
@@ -162,12 +168,15 @@ def related_reason(
     terms: Sequence[str],
     shared_category: str,
     config: RelatedConfig,
+    coread: bool = False,
 ) -> str:
-    """A short explanation: follow-up / earlier coverage of the same story, else what is shared."""
+    """A short explanation: follow-up / earlier coverage of the same story, readers' co-reads, else what is shared."""
     if gap_days is not None and abs(gap_days) <= config.followup_days and similarity >= config.story_similarity:
         if gap_days >= 0:
             return f"follow-up from {days_phrase(gap_days)} later"
         return f"earlier coverage, {days_phrase(-gap_days)} before"
+    if coread:
+        return "readers of this also read"
     if terms:
         return "same topic: " + ", ".join(terms)
     if shared_category:

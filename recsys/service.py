@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys import lexical
 from recsys import recommendation as learned
 from recsys.activity import EventBuffer, PopularityTracker, WindowCounts
 from recsys.ann import ANNIndex, exact_search, top_k
@@ -158,6 +159,28 @@ class IndexView:
         self.live = np.asarray(self.rows["live"])
         self.n_live = int(counts["articles"])
         self._common: frozenset[str] | None = None
+        # The lexical arrays (recsys/lexical.py); absent in versions written before them.
+        self.lexical: tuple[np.ndarray, np.ndarray] | None = None
+        if (path / lexical.TERMS_FILE).is_file():
+            self.lexical = (
+                np.load(path / lexical.TERMS_FILE, mmap_mode="r", allow_pickle=False),
+                np.load(path / lexical.WEIGHTS_FILE, mmap_mode="r", allow_pickle=False),
+            )
+
+    def lexical_of_text(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The lexical terms of a text that is not indexed (a draft), weighed by this version's frequencies."""
+        if self.lexical is None:
+            return None
+        df = np.load(self.path / lexical.DF_FILE, mmap_mode="r", allow_pickle=False)
+        ids, weights = lexical.weigh(lexical.term_counts([text]), df, int(self.manifest["lexical"]["documents"]))
+        return ids[0], weights[0]
+
+    def lexical_similarity(self, source: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
+        """Lexical cosine of the source to each row (zeros when the version has no lexical arrays)."""
+        if self.lexical is None or source is None or rows.size == 0:
+            return np.zeros(rows.shape[0])
+        ids, weights = self.lexical
+        return lexical.similarity(source[0], source[1], np.asarray(ids[rows]), np.asarray(weights[rows]))
 
     def is_common(self, word: str) -> bool:
         """True for a (lower-case) headline word found in more than COMMON_SHARE of a seeded sample of up
@@ -330,7 +353,10 @@ class Recommender:
             self.settings.related.max_age_days if max_age_days is None else max_age_days,
             now_s,
         )
-        return self._related(view, query, source, k, filters, now_s, self_rows=(row,))
+        source_lexical = None
+        if view.lexical is not None:
+            source_lexical = (np.asarray(view.lexical[0][row]), np.asarray(view.lexical[1][row]))
+        return self._related(view, query, source, k, filters, now_s, self_rows=(row,), source_lexical=source_lexical)
 
     def related_to_text(
         self,
@@ -360,7 +386,10 @@ class Recommender:
         )
         if filters:
             raise TypeError(f"unknown filter(s): {', '.join(filters)}")
-        return self._related(view, query, draft, k, conditions, now_s, self_rows=())
+        text = article_text(title, abstract, body, self.settings.embedder.max_chars)
+        return self._related(
+            view, query, draft, k, conditions, now_s, self_rows=(), source_lexical=view.lexical_of_text(text)
+        )
 
     def _embed_text(self, view: IndexView, text: str) -> np.ndarray:
         model = view.manifest["model"]
@@ -389,6 +418,7 @@ class Recommender:
         filters: Filters,
         now_s: float,
         self_rows: Sequence[int] = (),
+        source_lexical: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> list[Hit]:
         config = self.settings.related
         k = _check_k(config.k if k is None else k)
@@ -397,6 +427,7 @@ class Recommender:
         rows, sims = self._candidates(view, query, filters, banned, want)
         keep = sims >= config.min_similarity
         rows, sims = rows[keep], sims[keep]
+        rows, sims, coread = self._with_coreads(view, source.id, query, rows, sims, filters, banned)
 
         # Copies of the story being read: near-identical vectors or the same canonical URL.
         source_story = story_key(source.canonical_url)
@@ -404,16 +435,21 @@ class Recommender:
         copy = sims >= config.duplicate_similarity
         if source_story:
             copy |= stories == source_story
-        rows, sims, stories = rows[~copy], sims[~copy], stories[~copy]
+        rows, sims, stories, coread = rows[~copy], sims[~copy], stories[~copy], coread[~copy]
         if rows.size == 0 or k == 0:
             return []
 
         published = np.asarray(view.rows["published"][rows])
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
-        topic = expand_query(query, vectors[: config.neighbourhood], config.neighbourhood_weight) @ vectors.T
-        scores = related_scores(topic, freshness(published, now_s, config.half_life_days), config)
+        lexical_match = view.lexical_similarity(source_lexical, rows)
+        # pseudo-relevance feedback from the nearest by dense and lexical evidence together
+        nearest = np.argsort(-(sims + config.lexical_weight * lexical_match), kind="stable")[: config.neighbourhood]
+        topic = expand_query(query, vectors[nearest], config.neighbourhood_weight) @ vectors.T
+        scores = related_scores(topic, freshness(published, now_s, config.half_life_days), config, lexical_match)
         if config.popularity_weight:
             scores = scores + config.popularity_weight * self._popularity_of_rows(view, rows, now_s)
+        if config.coread_weight:
+            scores = scores + config.coread_weight * coread
         order = np.argsort(-scores, kind="stable")
         leaders = dedupe_stories(order, vectors, stories, config.duplicate_similarity)
         picked = leaders[mmr(scores[leaders], vectors[leaders], k, config.mmr_lambda)]
@@ -428,9 +464,34 @@ class Recommender:
                 gap = (float(published[pos]) - source_time) / DAY
             terms = shared_terms(source.title, source.tags, article.title, article.tags, view.is_common)
             same_category = article.category if article.category == source.category else ""
-            reason = related_reason(float(sims[pos]), gap, terms, same_category, config)
+            reason = related_reason(float(sims[pos]), gap, terms, same_category, config, bool(coread[pos] > 0))
             hits.append(_hit(article, float(scores[pos]), reason, float(sims[pos])))
         return hits
+
+    def _with_coreads(
+        self,
+        view: IndexView,
+        source_id: str,
+        query: np.ndarray,
+        rows: np.ndarray,
+        sims: np.ndarray,
+        filters: Filters,
+        banned: set[int],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Adds the source's "readers also read" neighbours (the co-read table ``recsys train`` stores) to the
+        candidates, and returns each candidate's co-read association (0 for most; always 0 without a table)."""
+        table = self._models.coreads() if source_id else None
+        neighbours = table.of(source_id) if table is not None else []
+        if not neighbours:
+            return rows, sims, np.zeros(rows.shape[0])
+        found = view.store.rows_of([other for other, _ in neighbours])
+        strength = {found[other]: value for other, value in neighbours if other in found}
+        extra = np.array([r for r in strength if r not in set(rows.tolist()) and r not in banned], dtype=np.int64)
+        if extra.size:
+            extra = extra[view.allowed(filters, extra)]
+            rows = np.concatenate([rows, extra])
+            sims = np.concatenate([sims, np.asarray(view.vectors[extra], dtype=np.float32) @ query])
+        return rows, sims, np.array([strength.get(int(r), 0.0) for r in rows])
 
     def _candidates(
         self, view: IndexView, query: np.ndarray, filters: Filters, banned: set[int], want: int
@@ -586,7 +647,22 @@ class Recommender:
         return hits
 
     def _newest(self, view: IndexView, k: int, filters: Filters, banned: set[int], now_s: float) -> list[Hit]:
-        """The k newest allowed articles: dated ones by publication time (not future ones), then, if the
+        """The k newest allowed articles as hits (reason: how new)."""
+        rows = self._newest_rows(view, k, filters, banned, now_s)
+        published = np.asarray(view.rows["published"])
+        articles = view.store.get_rows(rows)
+        hits = []
+        for row in rows.tolist():
+            if published[row] == NO_TIME:
+                reason = "new: recently added"
+            else:
+                reason = f"new: published {days_phrase((now_s - float(published[row])) / DAY)} ago"
+            hits.append(_hit(articles[int(row)], 0.0, reason, None))
+        return hits
+
+    @staticmethod
+    def _newest_rows(view: IndexView, k: int, filters: Filters, banned: set[int], now_s: float) -> np.ndarray:
+        """The k newest allowed rows: dated ones by publication time (not future ones), then, if the
         archive has too few dates, undated ones in the order they were indexed (latest first)."""
         mask = view.allowed(filters)
         if banned:
@@ -598,15 +674,7 @@ class Recommender:
         if rows.size < k:
             rest = np.flatnonzero(mask & undated)[::-1][: k - rows.size]
             rows = np.concatenate([rows, rest])
-        articles = view.store.get_rows(rows)
-        hits = []
-        for row in rows.tolist():
-            if published[row] == NO_TIME:
-                reason = "new: recently added"
-            else:
-                reason = f"new: published {days_phrase((now_s - float(published[row])) / DAY)} ago"
-            hits.append(_hit(articles[int(row)], 0.0, reason, None))
-        return hits
+        return rows.astype(np.int64)
 
     # -- Recommendation ------------------------------------------------------------------------
 
@@ -695,26 +763,25 @@ class Recommender:
         """Recommendation by the learned ranker (recsys/recommendation.py)."""
         state = self._activity.current_state()
         coreads = self._models.coreads()
-        pool: dict[int, str] = dict.fromkeys(found, "")  # row -> the read it was found from (co-reads)
+        by_interest: dict[int, list[tuple[float, int]]] = {}
+        for row, (sim, owner) in found.items():
+            by_interest.setdefault(owner, []).append((sim, row))
+        pool: list[int] = [
+            row for near in by_interest.values() for _, row in sorted(near, reverse=True)[: learned.PER_INTEREST]
+        ]
         coread_from: dict[int, str] = {}
         if coreads is not None:
             neighbours = [(read, other) for read in reads[: learned.COREAD_READS] for other, _ in coreads.of(read)]
+            neighbours = neighbours[: learned.COREAD_CANDIDATES]
             rows_of = view.store.rows_of([other for _, other in neighbours])
             for read, other in neighbours:
                 if other in rows_of:
                     coread_from.setdefault(rows_of[other], read)
-        extra = list(coread_from)
-        popular_ids = state.day.ids
-        popular = learned.popular_rows(state, view.store.rows_of(popular_ids), now_s, learned.POPULAR_CANDIDATES)
-        fresh = self._newest(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
-        fresh_rows = view.store.rows_of([h.id for h in fresh])
-        extra += popular + list(fresh_rows.values())
-        for row in extra:
-            pool.setdefault(int(row), "")
-        rows = np.fromiter(pool, dtype=np.int64, count=len(pool))
+        popular = learned.popular_rows(state, view.store.rows_of, now_s, learned.POPULAR_CANDIDATES)
+        fresh = self._newest_rows(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
+        rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *popular, *fresh.tolist()]), dtype=np.int64)
         if rows.size:
-            keep = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
-            rows = rows[keep]
+            rows = rows[view.allowed(filters, rows) & ~np.isin(rows, list(banned))]
         if rows.size == 0:
             return []
         ids_by_row = view.store.ids_of(rows)
@@ -722,45 +789,41 @@ class Recommender:
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         centroids = np.stack([i.vector for i in interests]) if interests else None
         content = learned.content_columns(vectors, centroids, history_vectors[:5])
-        codes = np.asarray(view.rows["category"][rows])
         names = view.vocab.get("category", [])
-        categories = [names[c] if 0 <= c < len(names) else "" for c in codes.tolist()]
+        categories = [names[c] if 0 <= c < len(names) else "" for c in np.asarray(view.rows["category"][rows]).tolist()]
         published = np.asarray(view.rows["published"][rows])
         published = np.where(published == NO_TIME, np.nan, published.astype(np.float64))
-        known_categories = Counter(
-            names[c] for c in np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist() if c >= 0
-        )
+        read_codes = np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist()
+        known_categories = Counter(names[c] for c in read_codes if 0 <= c < len(names))
         reader = ReaderContext(tuple(reads), dict(known_categories), sum(known_categories.values()))
         scores, features = learned.score(ranker, ids, state, now_s, reader, content, categories, published, coreads)
         config = self.settings.recommend
         picked = learned.spread(scores, vectors, k, config.mmr_lambda, self.settings.related.duplicate_similarity)
-        articles = view.store.get_rows(rows[picked])
-        titles = {r: a.title for r, a in view.store.get_rows([read_rows[a] for a in known]).items()}
-        coread_titles = {
-            r: view.store.get_rows([read_rows[read]])[read_rows[read]].title if read in read_rows else read
-            for r, read in coread_from.items()
-        }
-        popular_set = set(popular[:20])
-        counts = self._activity.window_counts([ids[p] for p in picked], now_s - 86_400.0, now_s)
-        fresh_reasons = {fresh_rows[h.id]: h.reason for h in fresh if h.id in fresh_rows}
+
+        # Reasons: the read each pick is closest to, the read whose co-readers chose it, or why it is there.
+        picked_rows = [int(rows[p]) for p in picked.tolist()]
+        sources = {read_rows[a] for a in known} | {read_rows[r] for r in coread_from.values() if r in read_rows}
+        articles = view.store.get_rows([*picked_rows, *sources])
+        popular_set = set(popular[: max(20, 2 * k)])
+        fresh_set = set(fresh.tolist())
         hits = []
-        for pos in picked.tolist():
-            row = int(rows[pos])
+        for pos, row in zip(picked.tolist(), picked_rows, strict=True):
             closest = None
             if known:
-                closest = titles[read_rows[known[int(np.argmax(history_vectors @ vectors[pos]))]]]
-            popular_reason = ranking_reason(counts[ids[pos]], 24.0) if row in popular_set else None
-            reason = learned.reason_for(
-                features[pos], coread_titles.get(row), closest, popular_reason, fresh_reasons.get(row)
-            )
+                closest = articles[read_rows[known[int(np.argmax(history_vectors @ vectors[pos]))]]].title
+            read = coread_from.get(row)
+            coread_title = articles[read_rows[read]].title if read in read_rows else None
+            popular_reason = None
+            if row in popular_set:
+                figures = state.day.explain(ids[pos], now_s)
+                popular_reason = f"{figures.clicks + figures.reads:,.0f} recent reads"
+            fresh_reason = None
+            if row in fresh_set and np.isfinite(published[pos]):
+                fresh_reason = f"new: published {days_phrase((now_s - published[pos]) / DAY)} ago"
+            reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason)
             similarity = content[pos, 0]
             hits.append(
-                _hit(
-                    articles[row],
-                    float(scores[pos]),
-                    reason,
-                    float(similarity) if np.isfinite(similarity) else None,
-                )
+                _hit(articles[row], float(scores[pos]), reason, float(similarity) if np.isfinite(similarity) else None)
             )
         return hits
 

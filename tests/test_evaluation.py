@@ -48,7 +48,7 @@ def test_eval_related_writes_a_report_with_baselines_and_a_sweep(sample_index, t
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    for system in ("random", "lexical (TF-IDF)", "dense kNN", "recsys"):
+    for system in ("random", "lexical (TF-IDF)", "dense kNN", "dense + lexical hybrid", "recsys"):
         assert system in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     scores = {s["system"]: s for s in metrics["systems"]}

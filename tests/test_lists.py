@@ -152,8 +152,8 @@ def test_new_article_is_listed_before_any_view(make_indexer, index):
         [
             art(
                 "fresh",
-                "football derby goal report",
-                "football goal striker derby",
+                "football match report 6",
+                "football goal striker league derby 6",
                 published_at="2026-11-25T11:00:00Z",
                 category="sport",
             )

@@ -1,0 +1,96 @@
+"""A lexical view of each article: its strongest TF-IDF terms, for the dense + lexical hybrid Related.
+
+Dense vectors capture what an article is about but blur names, numbers and rare terms ("Ciarán", "ECB",
+"Sellafield"); shared rare words are what TF-IDF is good at. Each article keeps its ``TERMS`` heaviest
+terms (hashed into ``BUCKETS`` ids, weights ``(1 + log tf) * idf``, unit length, float16) in two arrays
+row-aligned with the vectors, so the lexical cosine of a source and a few hundred candidates is one vectorised
+comparison of (candidates x TERMS x TERMS) ids, well under a millisecond.
+
+Document frequencies are counted as articles are added (``df.npy`` in each version, carried forward), so
+an ``index add`` tokenises only the new texts; an article's weights use the frequencies known when it
+was added (removals are not subtracted: the figures drift slowly and only ever toward "more common").
+Tokens are lower-cased letter runs of two or more; a short English stop list is dropped, and any
+language's function words end up with a low idf anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+TERMS = 128  # 64 kept too few on long articles (BBC precision@10 0.927 vs 0.932 with 128)
+WEIGHT_DTYPE = np.float16  # 128 x (4 + 2) bytes per article
+BUCKETS = 1 << 20
+TERMS_FILE = "lex_terms.npy"
+WEIGHTS_FILE = "lex_weights.npy"
+DF_FILE = "lex_df.npy"
+_TOKEN = re.compile(r"[^\W\d_]{2,}")
+_STOP = frozenset(
+    """a about after all also an and are as at be been but by can could did do does for from had has have he
+    her his how i if in into is it its just more most new not of on one or our out over said says she so
+    some than that the their them then there these they this those to up was we were what when which who
+    will with would you your""".split()
+)
+
+
+def tokens(text: str) -> list[str]:
+    return [t for t in (m.lower() for m in _TOKEN.findall(text)) if t not in _STOP]
+
+
+def term_id(token: str) -> int:
+    """A stable bucket for a token (the same in every process, unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=4).digest(), "little") % BUCKETS
+
+
+def term_counts(texts: Sequence[str]) -> list[Counter[int]]:
+    return [Counter(term_id(t) for t in tokens(text)) for text in texts]
+
+
+def add_frequencies(df: np.ndarray, counts: Sequence[Counter[int]]) -> None:
+    """Count each document's terms once in ``df`` (in place)."""
+    for found in counts:
+        if found:
+            np.add.at(df, np.fromiter(found.keys(), dtype=np.int64, count=len(found)), 1)
+
+
+def weigh(counts: Sequence[Counter[int]], df: np.ndarray, documents: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``TERMS`` heaviest terms of each document: ids (-1 padded) and unit-length weights."""
+    ids = np.full((len(counts), TERMS), -1, dtype=np.int32)
+    weights = np.zeros((len(counts), TERMS), dtype=WEIGHT_DTYPE)
+    for i, found in enumerate(counts):
+        if not found:
+            continue
+        terms = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
+        tf = 1.0 + np.log(np.fromiter(found.values(), dtype=np.float64, count=len(found)))
+        idf = np.log((documents + 1.0) / (df[terms] + 1.0)) + 1.0
+        value = tf * idf
+        top = np.argsort(-value, kind="stable")[:TERMS]
+        norm = math.sqrt(float((value[top] ** 2).sum())) or 1.0
+        ids[i, : top.size] = terms[top]
+        weights[i, : top.size] = value[top] / norm
+    return ids, weights
+
+
+def similarity(
+    source_ids: np.ndarray, source_weights: np.ndarray, ids: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Lexical cosine (over the kept terms) of one source against rows of candidates: each candidate term is
+    looked up among the source's sorted terms (a binary search), so the cost is candidates x TERMS."""
+    if ids.shape[0] == 0:
+        return np.zeros(0)
+    keep = source_ids >= 0
+    order = np.argsort(source_ids[keep], kind="stable")
+    terms = source_ids[keep][order]
+    values = source_weights[keep][order].astype(np.float32)
+    if terms.size == 0:
+        return np.zeros(ids.shape[0])
+    flat = ids.reshape(-1)
+    at = np.minimum(np.searchsorted(terms, flat), terms.size - 1)
+    match = (terms[at] == flat) & (flat >= 0)
+    products = np.where(match, weights.reshape(-1).astype(np.float32) * values[at], 0.0)
+    return products.reshape(ids.shape).sum(axis=1).astype(np.float64)
