@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 
@@ -76,21 +77,27 @@ def weigh(counts: Sequence[Counter[int]], df: np.ndarray, documents: int) -> tup
     return ids, weights
 
 
+_SCRATCH = threading.local()
+
+
 def similarity(
     source_ids: np.ndarray, source_weights: np.ndarray, ids: np.ndarray, weights: np.ndarray
 ) -> np.ndarray:
-    """Lexical cosine (over the kept terms) of one source against rows of candidates: each candidate term is
-    looked up among the source's sorted terms (a binary search), so the cost is candidates x TERMS."""
+    """Lexical cosine (over the kept terms) of one source against rows of candidates.
+
+    The source's weights are written into a per-thread table indexed by term id, every candidate term is
+    looked up in it (one gather of candidates x TERMS), and the table is cleared again: a few tens of
+    microseconds for a hundred candidates.
+    """
     if ids.shape[0] == 0:
         return np.zeros(0)
-    keep = source_ids >= 0
-    order = np.argsort(source_ids[keep], kind="stable")
-    terms = source_ids[keep][order]
-    values = source_weights[keep][order].astype(np.float32)
-    if terms.size == 0:
-        return np.zeros(ids.shape[0])
-    flat = ids.reshape(-1)
-    at = np.minimum(np.searchsorted(terms, flat), terms.size - 1)
-    match = (terms[at] == flat) & (flat >= 0)
-    products = np.where(match, weights.reshape(-1).astype(np.float32) * values[at], 0.0)
-    return products.reshape(ids.shape).sum(axis=1).astype(np.float64)
+    table = getattr(_SCRATCH, "table", None)
+    if table is None:
+        table = _SCRATCH.table = np.zeros(BUCKETS + 1, dtype=np.float32)  # the last slot answers id -1
+    keep = source_ids[source_ids >= 0]
+    table[keep] = source_weights[source_ids >= 0]
+    try:
+        looked_up = table[np.asarray(ids, dtype=np.int64)]  # -1 reads the last slot, which stays 0
+    finally:
+        table[keep] = 0.0
+    return (looked_up * np.asarray(weights, dtype=np.float32)).sum(axis=1).astype(np.float64)

@@ -58,6 +58,7 @@ VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
 MAX_K = 1000
 COMMON_SAMPLE = 5_000  # headlines sampled per version to tell common words from telling ones
+COMMON_DOC_SHARE = 0.1  # a word in more than 10% of the articles' texts is generic (people, back, work, came)
 SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows
 TimeLike = datetime | str | float | int | None
 
@@ -159,6 +160,7 @@ class IndexView:
         self.live = np.asarray(self.rows["live"])
         self.n_live = int(counts["articles"])
         self._common: frozenset[str] | None = None
+        self._df: np.ndarray | None = None
         # The lexical arrays (recsys/lexical.py); absent in versions written before them.
         self.lexical: tuple[np.ndarray, np.ndarray] | None = None
         if (path / lexical.TERMS_FILE).is_file():
@@ -183,9 +185,14 @@ class IndexView:
         return lexical.similarity(source[0], source[1], np.asarray(ids[rows]), np.asarray(weights[rows]))
 
     def is_common(self, word: str) -> bool:
-        """True for a (lower-case) headline word found in more than COMMON_SHARE of a seeded sample of up
-        to COMMON_SAMPLE live headlines: too common to explain why two articles go together. Computed on
-        first use per version (one small read), never at open."""
+        """True for a (lower-case) word too common in this archive to explain why two articles go together:
+        in more than COMMON_DOC_SHARE of its articles (the lexical document frequencies), or, in a version
+        without them, in more than COMMON_SHARE of a seeded sample of COMMON_SAMPLE headlines."""
+        if self.lexical is not None:
+            if self._df is None:
+                self._df = np.load(self.path / lexical.DF_FILE, mmap_mode="r", allow_pickle=False)
+            documents = max(1, int(self.manifest["lexical"]["documents"]))
+            return bool(self._df[lexical.term_id(word)] > max(3.0, COMMON_DOC_SHARE * documents))
         if self._common is None:
             live = np.flatnonzero(self.live)
             if live.size > COMMON_SAMPLE:
