@@ -22,7 +22,7 @@ from recsys.events import Event, EventStore
 from recsys.service import Recommender
 
 IMPRESSIONS, CLICKS, HISTORY, READERS, DAYS = 189_359, 7_542, 159_802, 4_637, 6
-START = 1_795_000_000.0
+START = float(int(time.time()) - 7 * 86_400)  # a week that has already happened (future events are refused)
 
 
 def synthetic_events(rec: Recommender, seed: int = 0) -> tuple[list[tuple[str, Event]], list[tuple[str, str, float]]]:

@@ -82,6 +82,7 @@ class WindowCounts:
 
 
 HORIZON_HALF_LIVES = 40
+COUNTS_TTL = 10  # seconds a reason's figures may be reused
 
 
 class PopularityTracker:
@@ -96,6 +97,8 @@ class PopularityTracker:
         self._seq = 0
         self._checked = -float("inf")
         self._lock = threading.Lock()
+        self._counts: dict[tuple[str, int, int], tuple[float, WindowCounts]] = {}
+        self._counts_lock = threading.Lock()
 
     @property
     def popularity(self) -> Popularity:
@@ -126,23 +129,46 @@ class PopularityTracker:
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
         """Views, reactions by name, clicks and impressions per article in [since, until], counted like
-        popularity counts them: each reader once per kind (and reaction name), anonymous events capped."""
+        popularity counts them: each reader once per kind (and reaction name), anonymous events capped.
+
+        The figures are display text for reasons, and counting a hot article's day of events takes SQLite
+        milliseconds, so each article's figures are kept for COUNTS_TTL seconds per window (a reason may
+        lag that far behind the events; the order of the list never does).
+        """
+        key_window = (round(since), round(until) // COUNTS_TTL)
+        now = time.monotonic()
+        found: dict[str, WindowCounts] = {}
+        missing = []
+        with self._counts_lock:
+            for article_id in dict.fromkeys(article_ids):
+                cached = self._counts.get((article_id, *key_window))
+                if cached is not None and now - cached[0] < COUNTS_TTL:
+                    found[article_id] = cached[1]
+                else:
+                    missing.append(article_id)
+        if missing:
+            fresh = self._count(missing, since, until)
+            with self._counts_lock:
+                if len(self._counts) > 50_000:
+                    self._counts.clear()
+                for article_id, counts in fresh.items():
+                    self._counts[(article_id, *key_window)] = (now, counts)
+            found.update(fresh)
+        return {a: found[a] for a in article_ids}
+
+    def forget_counts(self) -> None:
+        """Drop cached figures (after this process recorded events itself, so its own reasons are current)."""
+        with self._counts_lock:
+            self._counts.clear()
+
+    def _count(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
         views: Counter[str] = Counter()
         clicks: Counter[str] = Counter()
         impressions: Counter[str] = Counter()
         reactions: dict[str, Counter[str]] = defaultdict(Counter)
-        seen: set[tuple[str, str, str, str]] = set()
-        cap = self.config.anonymous_count_cap
         if self.store.exists():
-            for article_id, kind, reaction, _, count, reader in self.store.for_articles(article_ids, until, since):
-                if reader:
-                    key = (article_id, kind, reaction, reader)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    count = 1
-                else:
-                    count = min(count, cap)
+            found = self.store.counts_for(article_ids, since, until, self.config.anonymous_count_cap)
+            for article_id, kind, reaction, count in found:
                 if kind == "view":
                     views[article_id] += count
                 elif kind == "click":

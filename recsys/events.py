@@ -482,6 +482,25 @@ class EventStore:
             ).fetchall()
         return rows
 
+    def counts_for(
+        self, article_ids: Sequence[str], since: float, until: float, anonymous_cap: int
+    ) -> list[tuple[str, str, str, int]]:
+        """(article, type, reaction, count) over since <= ts <= until, counted in SQLite the way popularity
+        counts: each reader once per article, type and reaction name; events without a reader capped."""
+        rows: list[tuple[str, str, str, int]] = []
+        for start in range(0, len(article_ids), 500):
+            chunk = list(article_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows += self.conn.execute(
+                "SELECT article_id, type, reaction, "
+                "COUNT(DISTINCT CASE WHEN reader != '' THEN reader END) "
+                "+ COALESCE(SUM(CASE WHEN reader = '' THEN MIN(count, ?) ELSE 0 END), 0) "
+                f"FROM (SELECT article_id, type, reaction, count, {READER_SQL} AS reader FROM events "
+                f"WHERE article_id IN ({marks}) AND ts >= ? AND ts <= ?) GROUP BY article_id, type, reaction",
+                [anonymous_cap, *chunk, since, until],
+            ).fetchall()
+        return rows
+
     def reads_of(self, user_id: str, until: float | None = None) -> list[tuple[str, float]]:
         """What a user read, newest first: views/clicks they made, then their imported history."""
         until = time.time() if until is None else until

@@ -594,11 +594,14 @@ class Recommender:
 
     def flush(self) -> int:
         """Write buffered events now; returns how many new ones were stored."""
-        return self._buffer.flush()
+        stored = self._buffer.flush()
+        if stored:
+            self._activity.forget_counts()
+        return stored
 
     def reaction_counts(self, article_id: str) -> dict[str, int]:
         """All-time reaction counts of an article, e.g. {"veryGood": 682} (for the reaction bar)."""
-        self._buffer.flush()
+        self.flush()
         if not self._events.exists():
             return {}
         counts = self._activity.window_counts([article_id], -1e18, 1e18)[article_id]
