@@ -39,8 +39,9 @@ EVENT_FORMATS = ("jsonl", "csv", "mind")
 MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
 
 SCHEMA_VERSION = 2  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+# Counted events, and events posted for ids that are not indexed yet (held, bounded): the same columns.
+EVENT_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_key TEXT NOT NULL UNIQUE,
     article_id TEXT NOT NULL,
@@ -50,18 +51,11 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL,
     count INTEGER NOT NULL DEFAULT 1,
     source TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS unindexed_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_key TEXT NOT NULL UNIQUE,
-    article_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    reaction TEXT NOT NULL DEFAULT '',
-    user_id TEXT NOT NULL DEFAULT '',
-    ts REAL NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1,
-    source TEXT NOT NULL DEFAULT ''
-);
+);"""
+SCHEMA = (
+    EVENT_TABLE.format(name="events")
+    + EVENT_TABLE.format(name="unindexed_events")
+    + """
 CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
@@ -72,6 +66,7 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (user_id, article_id)
 ) WITHOUT ROWID;
 """
+)
 
 
 # Who an event counts for in popularity: the client that sent it when that client is not trusted

@@ -80,9 +80,7 @@ def weigh(counts: Sequence[Counter[int]], df: np.ndarray, documents: int) -> tup
 _SCRATCH = threading.local()
 
 
-def similarity(
-    source_ids: np.ndarray, source_weights: np.ndarray, ids: np.ndarray, weights: np.ndarray
-) -> np.ndarray:
+def similarity(source_ids: np.ndarray, source_weights: np.ndarray, ids: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Lexical cosine (over the kept terms) of one source against rows of candidates.
 
     The source's weights are written into a per-thread table indexed by term id, every candidate term is

@@ -436,3 +436,21 @@ def test_serve_logs_every_request(monkeypatch, index):
     run_server(str(index), None, "127.0.0.1", 8123)
     assert seen["access_log"] is True and seen["log_level"] == "info"
     os.environ.pop("RECSYS_SERVE_INDEX", None)
+
+
+def test_an_events_database_from_before_sources_is_migrated_in_place(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "events.sqlite")
+    old.executescript(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_key TEXT NOT NULL UNIQUE, "
+        "article_id TEXT NOT NULL, type TEXT NOT NULL, reaction TEXT NOT NULL DEFAULT '', "
+        "user_id TEXT NOT NULL DEFAULT '', ts REAL NOT NULL, count INTEGER NOT NULL DEFAULT 1);"
+        "INSERT INTO events (event_key, article_id, type, user_id, ts) VALUES ('k', 'a', 'view', 'u1', 1790000000);"
+    )
+    old.commit()
+    old.close()
+    store = EventStore(tmp_path)
+    assert next(row[1] for row in store.since(0)) == [("a", "view", "", 1790000000.0, 1, "u1")]
+    assert store.add([("k2", Event("a", "view", 1790000001.0, source="ip:x"))]) == 1
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
