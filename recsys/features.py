@@ -59,6 +59,8 @@ class LogState:
         self.day = Popularity(config)
         self.hours = Popularity(replace(config, half_life_hours=2.0))
         self.ever = Popularity(replace(config, half_life_hours=1e9))
+        self.hours.follow(self.day)  # one reader memory and one row per article for all three views
+        self.ever.follow(self.day)
         self.config = config
         self.first_seen: dict[str, float] = {}
         self.coreads = coreads if coreads is not None else CoReads()
@@ -67,10 +69,11 @@ class LogState:
         """Events as (article, type, reaction, ts, count[, reader]), as stored. The three popularity views are
         always folded together, so an article has the same row in each (candidate_features relies on it)."""
         rows = [e for e in events if math.isfinite(e[3])]
-        if not rows:
+        batch = self.day.prepare(rows)
+        if batch is None:
             return
         for popularity in (self.day, self.hours, self.ever):
-            popularity.fold(rows)
+            popularity.add(batch)
         for row in rows:
             seen = self.first_seen.get(row[0])
             if seen is None or row[3] < seen:

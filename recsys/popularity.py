@@ -63,6 +63,16 @@ class PopularityScore:
     ctr: float | None  # shrunk CTR, None when no impressions are known
 
 
+@dataclass(frozen=True)
+class FoldBatch:
+    """Events made ready to add: article rows, channels, counted amounts (after reader dedup), times."""
+
+    rows: np.ndarray
+    channel: np.ndarray
+    amount: np.ndarray
+    ts: np.ndarray
+
+
 class Popularity:
     """Decayed per-article sums that events are folded into, readable at any later time."""
 
@@ -93,11 +103,19 @@ class Popularity:
                 row = self.index[article_id] = len(self.ids)
                 self.ids.append(article_id)
             rows[i] = row
+        self._grow()
+        return rows
+
+    def _grow(self) -> None:
         if len(self.ids) > self._sums.shape[0]:
             grow = max(len(self.ids), 2 * self._sums.shape[0], 1024)
             self._sums = np.vstack([self._sums, np.zeros((grow - self._sums.shape[0], len(CHANNELS)))])
             self.last_engaged = np.concatenate([self.last_engaged, np.full(grow - self.last_engaged.shape[0], -np.inf)])
-        return rows
+
+    def follow(self, leader: Popularity) -> None:
+        """Share ``leader``'s article rows: this view then adds the batches the leader prepares (the same events
+        counted the same way, at another half-life) without keeping reader memory of its own."""
+        self.index, self.ids = leader.index, leader.ids
 
     def fold(self, rows: Iterable[Sequence[Any]]) -> int:
         """Add events given as (article_id, type, reaction, ts, count[, reader]); returns how many were folded.
@@ -105,9 +123,16 @@ class Popularity:
         A reader's repeat of the same kind of event on the same article within ``distinct_reader_hours``
         adds nothing; events without a reader add ``min(count, anonymous_count_cap)``.
         """
+        batch = self.prepare(rows)
+        if batch is not None:
+            self.add(batch)
+        return 0 if batch is None else int(batch.ts.size)
+
+    def prepare(self, rows: Iterable[Sequence[Any]]) -> FoldBatch | None:
+        """Rows, channels and counted amounts of events (the reader dedup happens here), ready to ``add``."""
         items = [r for r in rows if math.isfinite(r[3])]
         if not items:
-            return 0
+            return None
         rows_idx = self._rows([r[0] for r in items])
         ts = np.fromiter((r[3] for r in items), dtype=np.float64, count=len(items))
         channel = np.empty(len(items), dtype=np.int64)
@@ -138,6 +163,16 @@ class Popularity:
                 amount[i] = min(float(item[4]), cap)
             if kind == "reaction":
                 amount[i] *= self.reaction_weight(reaction)
+        if len(counted) > self._prune_at:
+            horizon = float(ts.max()) - window
+            self._counted = {k: v for k, v in counted.items() if v >= horizon}
+            self._prune_at = max(200_000, 2 * len(self._counted))
+        return FoldBatch(rows_idx, channel, amount, ts)
+
+    def add(self, batch: FoldBatch) -> None:
+        """Add prepared events (from this view's ``prepare``, or its leader's: see ``follow``)."""
+        self._grow()
+        rows_idx, channel, amount, ts = batch.rows, batch.channel, batch.amount, batch.ts
         newest = float(ts.max())
         if self.anchor is None:
             self.anchor = newest
@@ -148,11 +183,6 @@ class Popularity:
         np.add.at(self._sums, (rows_idx, channel), amount * weight)
         engaged = (channel != _IMPRESSIONS) & (amount != 0)
         np.maximum.at(self.last_engaged, rows_idx[engaged], ts[engaged])
-        if len(counted) > self._prune_at:
-            horizon = newest - window
-            self._counted = {k: v for k, v in counted.items() if v >= horizon}
-            self._prune_at = max(200_000, 2 * len(self._counted))
-        return len(items)
 
     def decayed(self, at: float, rows: np.ndarray | None = None) -> np.ndarray:
         """Decayed sums (n, 4) at time ``at``: reads, weighted reactions, impressions, clicks."""
