@@ -324,6 +324,8 @@ def create_app(
         if http.write_key and not trusted:
             return JSONResponse({"detail": "this service needs its write key in the X-Recsys-Key header"}, 401)
         if not trusted:
+            if len(batch.events) > limiter.burst:
+                raise HTTPException(429, f"at most {int(limiter.burst)} events per request from this client")
             wait = limiter.take(client_source(request), len(batch.events))
             if wait > 0:
                 retry = max(1, int(wait + 0.999)) if wait != float("inf") else 3600

@@ -166,6 +166,9 @@ def test_write_key_and_rate_limit(index):
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
         other = TestClient(client.app, client=("10.9.9.9", 1))
         assert other.post("/events", json=ten).status_code == 200  # the limit is per client
+        eleven = {"events": [{"article_id": "fb1", "type": "view"}] * 11}
+        too_big = TestClient(client.app, client=("10.9.9.8", 1)).post("/events", json=eleven)
+        assert too_big.status_code == 429 and "at most 10 events per request" in too_big.text
 
 
 def test_rate_limiter_refills_and_forgets_old_clients():
