@@ -493,7 +493,8 @@ class Recommender:
             return rows, sims, np.zeros(rows.shape[0])
         found = view.store.rows_of([other for other, _ in neighbours])
         strength = {found[other]: value for other, value in neighbours if other in found}
-        extra = np.array([r for r in strength if r not in set(rows.tolist()) and r not in banned], dtype=np.int64)
+        present = set(rows.tolist()) | banned
+        extra = np.array([r for r in strength if r not in present], dtype=np.int64)
         if extra.size:
             extra = extra[view.allowed(filters, extra)]
             rows = np.concatenate([rows, extra])
