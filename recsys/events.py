@@ -140,7 +140,7 @@ def _count(raw: Any, limit: int) -> int:
         raw = int(raw)
     elif isinstance(raw, str):
         text = raw.strip()
-        if not text.isdigit() or len(text) > 12:
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
             raise ValueError(f"count must be a whole number from 1 to {limit:,}, not {raw[:24]!r}")
         raw = int(text)
     elif not isinstance(raw, int):

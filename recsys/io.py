@@ -257,7 +257,10 @@ def _swallows_rows(lines: list[str], start: int, consumed: int, width: int) -> b
             cells = next(csv.reader([line]), [])
         except csv.Error:
             continue
-        if len(cells) == width and line.count('"') % 2 == 0 and cells[0].strip():
+        first = cells[0].strip() if cells else ""
+        # a whole row of the header's width that starts with an id-like cell (one token): a line of body text
+        # with commas in it starts with words
+        if len(cells) == width and line.count('"') % 2 == 0 and first and not any(c.isspace() for c in first):
             return True
     return False
 

@@ -196,7 +196,9 @@ def test_lone_surrogates_and_bad_bytes_cost_one_record(tmp_path, make_indexer):
     assert "surrogate" in report.problems[0].reason and "UTF-8" in report.problems[2].reason
 
 
-@pytest.mark.parametrize("count", ["Infinity", "-Infinity", "NaN", "1e19", "99999999999999999999", "2.9", "true"])
+@pytest.mark.parametrize(
+    "count", ["Infinity", "-Infinity", "NaN", "1e19", "99999999999999999999", "2.9", "true", '"\u00b2"']
+)
 def test_bad_counts_are_bad_records(tmp_path, count):
     path = tmp_path / "e.jsonl"
     good = '{"article_id": "a", "type": "view", "ts": "2026-11-20T10:00:00Z"}'
@@ -232,11 +234,12 @@ def test_csv_cells_over_the_default_limit_bom_and_unclosed_quotes(tmp_path):
         'broken,"Never closed,body\n'
         "c3,Third,body three\n"
         'c4,"Quoted, title","multi\nline body"\n'
-        "c5,Fifth,body five\n",
+        'c5,Fifth,"a paragraph\nthen another, with, commas"\n'
+        "c6,Sixth,body six\n",
         encoding="utf-8",
     )
     read = read_articles([path])
-    assert [a.id for a in read.articles] == ["big", "c3", "c4", "c5"]
+    assert [a.id for a in read.articles] == ["big", "c3", "c4", "c5", "c6"]  # a body line with commas is no row
     assert [(p.line, "never closed" in p.reason) for p in read.problems] == [(3, True)]
     assert read.articles[2].body == "multi\nline body"
 
