@@ -54,7 +54,6 @@ _STOP = frozenset(
     went were what when where which while whole will with without work works world would year years
     young your""".split()
 )
-COMMON_SHARE = 0.01  # a word in more than this share of the archive's headlines is too common to explain
 
 
 def freshness(published: np.ndarray, now: float, half_life_days: float) -> np.ndarray:

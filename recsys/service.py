@@ -38,13 +38,11 @@ from recsys.popularity import Popularity, PopularityScore, squash
 from recsys.profile import Interest, build_interests
 from recsys.ranker import RANKER_FILE, LearnedRanker
 from recsys.ranking import (
-    COMMON_SHARE,
     DAY,
     days_phrase,
     dedupe_stories,
     expand_query,
     freshness,
-    keywords,
     mmr,
     related_reason,
     related_scores,
@@ -57,7 +55,6 @@ logger = logging.getLogger(__name__)
 VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
 MAX_K = 1000
-COMMON_SAMPLE = 5_000  # headlines sampled per version to tell common words from telling ones
 COMMON_DOC_SHARE = 0.1  # a word in more than 10% of the articles' texts is generic (people, back, work, came)
 SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows
 TimeLike = datetime | str | float | int | None
@@ -159,7 +156,6 @@ class IndexView:
             raise IndexStateError(f"{path}: rows.npy does not match the manifest; rebuild with `recsys index build`")
         self.live = np.asarray(self.rows["live"])
         self.n_live = int(counts["articles"])
-        self._common: frozenset[str] | None = None
         self._df: np.ndarray | None = None
         # The lexical arrays (recsys/lexical.py); absent in versions written before them.
         self.lexical: tuple[np.ndarray, np.ndarray] | None = None
@@ -169,12 +165,17 @@ class IndexView:
                 np.load(path / lexical.WEIGHTS_FILE, mmap_mode="r", allow_pickle=False),
             )
 
+    def _frequencies(self) -> np.ndarray:
+        if self._df is None:
+            self._df = np.load(self.path / lexical.DF_FILE, mmap_mode="r", allow_pickle=False)
+        return self._df
+
     def lexical_of_text(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The lexical terms of a text that is not indexed (a draft), weighed by this version's frequencies."""
         if self.lexical is None:
             return None
-        df = np.load(self.path / lexical.DF_FILE, mmap_mode="r", allow_pickle=False)
-        ids, weights = lexical.weigh(lexical.term_counts([text]), df, int(self.manifest["lexical"]["documents"]))
+        documents = int(self.manifest["lexical"]["documents"])
+        ids, weights = lexical.weigh(lexical.term_counts([text]), self._frequencies(), documents)
         return ids[0], weights[0]
 
     def lexical_similarity(self, source: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
@@ -185,25 +186,13 @@ class IndexView:
         return lexical.similarity(source[0], source[1], np.asarray(ids[rows]), np.asarray(weights[rows]))
 
     def is_common(self, word: str) -> bool:
-        """True for a (lower-case) word too common in this archive to explain why two articles go together:
-        in more than COMMON_DOC_SHARE of its articles (the lexical document frequencies), or, in a version
-        without them, in more than COMMON_SHARE of a seeded sample of COMMON_SAMPLE headlines."""
-        if self.lexical is not None:
-            if self._df is None:
-                self._df = np.load(self.path / lexical.DF_FILE, mmap_mode="r", allow_pickle=False)
-            documents = max(1, int(self.manifest["lexical"]["documents"]))
-            return bool(self._df[lexical.term_id(word)] > max(3.0, COMMON_DOC_SHARE * documents))
-        if self._common is None:
-            live = np.flatnonzero(self.live)
-            if live.size > COMMON_SAMPLE:
-                live = np.sort(np.random.default_rng(0).choice(live, COMMON_SAMPLE, replace=False))
-            titles = [a.title for a in self.store.get_rows(live).values()]
-            df: Counter[str] = Counter()
-            for title in titles:
-                df.update({w.lower() for w in keywords(title)})
-            floor = max(3.0, COMMON_SHARE * len(titles))
-            self._common = frozenset(w for w, n in df.items() if n > floor)
-        return word in self._common
+        """True for a (lower-case) word in more than COMMON_DOC_SHARE of this archive's articles (the lexical
+        document frequencies): too common to explain why two articles go together. A version written before
+        the lexical arrays judges no word common (the reasons' stop list still applies) until its next job."""
+        if self.lexical is None:
+            return False
+        documents = max(1, int(self.manifest["lexical"]["documents"]))
+        return bool(self._frequencies()[lexical.term_id(word)] > max(3.0, COMMON_DOC_SHARE * documents))
 
     @property
     def version(self) -> str:
@@ -664,11 +653,7 @@ class Recommender:
         articles = view.store.get_rows(rows)
         hits = []
         for row in rows.tolist():
-            if published[row] == NO_TIME:
-                reason = "new: recently added"
-            else:
-                reason = f"new: published {days_phrase((now_s - float(published[row])) / DAY)} ago"
-            hits.append(_hit(articles[int(row)], 0.0, reason, None))
+            hits.append(_hit(articles[int(row)], 0.0, newness_reason(int(published[row]), now_s), None))
         return hits
 
     @staticmethod
@@ -829,8 +814,8 @@ class Recommender:
                 figures = state.day.explain(ids[pos], now_s)
                 popular_reason = f"{figures.clicks + figures.reads:,.0f} recent reads"
             fresh_reason = None
-            if row in fresh_set and np.isfinite(published[pos]):
-                fresh_reason = f"new: published {days_phrase((now_s - published[pos]) / DAY)} ago"
+            if row in fresh_set:
+                fresh_reason = newness_reason(int(view.rows["published"][row]), now_s)
             reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason)
             similarity = content[pos, 0]
             hits.append(
@@ -976,6 +961,13 @@ def ranking_reason(counts: WindowCounts, hours: float) -> str:
     if counts.impressions:
         parts.append(f"{n(counts.clicks, 'click')} from {n(counts.impressions, 'impression')}")
     return f"{' and '.join(parts)} in the last {span}"
+
+
+def newness_reason(published: int, now_s: float) -> str:
+    """E.g. "new: published 3 hours ago", or "new: recently added" for an undated article."""
+    if published == NO_TIME:
+        return "new: recently added"
+    return f"new: published {days_phrase((now_s - float(published)) / DAY)} ago"
 
 
 def _counts_metadata(counts: WindowCounts) -> dict[str, Any]:
