@@ -512,6 +512,20 @@ class EventStore:
             seen.setdefault(article_id, ts)
         return sorted(seen.items(), key=lambda item: -item[1])
 
+    def reads_by_reader(self) -> dict[str, list[tuple[float, str]]]:
+        """Every reader's reads (imported history, views, clicks) as (time, article), oldest first."""
+        reads: dict[str, list[tuple[float, str]]] = {}
+        if not self.exists():
+            return reads
+        for user, article, ts in self.conn.execute(
+            "SELECT user_id, article_id, ts FROM history WHERE user_id != '' UNION ALL "
+            "SELECT user_id, article_id, ts FROM events WHERE user_id != '' AND type IN ('view', 'click')"
+        ):
+            reads.setdefault(user, []).append((ts, article))
+        for found in reads.values():
+            found.sort()
+        return reads
+
     def logged_impressions(self, click_window: float = 1800.0, history_limit: int = 50) -> list[Impression]:
         """The stored impressions as MIND-style rows, for ``recsys train`` without a behaviors file.
 

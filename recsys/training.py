@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from recsys.config import PopularityConfig, RecommendConfig
-from recsys.coreads import CoReadTable
+from recsys.coreads import CoReads, CoReadTable
 from recsys.evaluation.metrics import mean_auc_by_group
 from recsys.events import Impression, impression_events
 from recsys.features import FEATURES, LogState, ReaderContext, candidate_features
@@ -188,6 +188,19 @@ def build_dataset(
         np.vstack(blocks), np.concatenate(labels), group_array, np.asarray(times)[group_array], timed, number
     )
     return dataset, state
+
+
+def coreads_from_reads(reads_by_reader: Mapping[str, Sequence[tuple[float, str]]]) -> CoReadTable:
+    """The co-read table from every reader's reads (a site that logs views but no impressions has no
+    impressions to replay, and still has readers who read several articles)."""
+    coreads = CoReads()
+    ordered = sorted(
+        (ts, reader, article) for reader, reads in reads_by_reader.items() for ts, article in reads if math.isfinite(ts)
+    )
+    for ts, reader, article in ordered:
+        coreads.add_reads(reader, [(article, ts)])
+    last = ordered[-1][0] if ordered else float("nan")
+    return CoReadTable(coreads.table(last) if ordered else {}, last)
 
 
 # -- fitting ---------------------------------------------------------------------------------------

@@ -185,3 +185,23 @@ def test_eval_impressions_names_the_served_row_and_refuses_an_empty_replay(index
     empty.write_text("1\tu1\t\tfb1\tfb3-0 el4-0\n")
     refused = CliRunner().invoke(app, [*args, str(tmp_path / "b"), "--behaviors", str(empty)], env=env)
     assert refused.exit_code == 1 and "nothing can be scored" in refused.output
+
+
+def test_a_site_that_logs_only_views_still_gets_readers_also_read(index, tmp_path):
+    at = time.time() - DAY
+    rows = [
+        {"article_id": article, "type": "view", "user_id": f"r{reader}", "ts": at + reader * 60 + step}
+        for reader in range(6)
+        for step, article in enumerate(("fb1", "ck2"))  # every reader of fb1 went on to a recipe
+    ]
+    path = tmp_path / "views.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    EventStore(index).ingest([path])
+    env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
+    result = CliRunner().invoke(app, ["train", "--index", str(index), "--out", str(tmp_path / "r")], env=env)
+    assert result.exit_code == 0, result.output
+    assert not (index / RANKER_FILE).exists() and (index / "coreads.json").is_file()  # no impressions: no model
+    table = CoReadTable.load(index)
+    assert [other for other, _ in table.of("fb1")] == ["ck2"] and [o for o, _ in table.of("ck2")] == ["fb1"]
+    hits = Recommender.open(index).related("fb1", 30)  # a signal among same-topic articles, not a trump card
+    assert next(h for h in hits if h.id == "ck2").reason == "readers of this also read"

@@ -14,7 +14,7 @@ from recsys.events import EventStore, Impression, read_impressions
 from recsys.ranker import RANKER_FILE, write_json_atomic
 from recsys.service import Recommender
 from recsys.store import NO_TIME
-from recsys.training import ArticleLookup, TrainingResult, train
+from recsys.training import ArticleLookup, TrainingResult, coreads_from_reads, train
 from recsys.types import InputProblem
 
 BASELINES = {"popularity": "recsys popularity", "ctr_all": "smoothed CTR", "content_max": "content match"}
@@ -53,10 +53,14 @@ def train_command(
             impressions = [i for path in behaviors for i in read_impressions(Path(path), problems)]
             source = ", ".join(behaviors)
         else:
-            impressions = EventStore(index, settings.events).logged_impressions()
+            store = EventStore(index, settings.events)
+            impressions = store.logged_impressions()
             source = f"the events ingested into {index}"
         lookup = article_lookup(rec, impressions)
     result = train(impressions, lookup, settings.popularity, settings.recommend, test_days)
+    if not behaviors:  # every stored read, not only the impressions' histories, makes the co-read table
+        result.coreads = coreads_from_reads(store.reads_by_reader())
+        result.report["coread_articles"] = len(result.coreads.neighbours)
     stored = _store(result, Path(index))
     report = result.report
     run.metrics.update({"training": report, "source": source, "stored": stored, "bad_rows": len(problems)})
