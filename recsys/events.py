@@ -536,13 +536,11 @@ class EventStore:
         """
         if not self.exists():
             return []
-        reads: dict[str, list[tuple[float, str]]] = {}
-        for user, article, ts in self.conn.execute("SELECT user_id, article_id, ts FROM history WHERE user_id != ''"):
-            reads.setdefault(user, []).append((ts, article))
+        reads = self.reads_by_reader()
         found: list[Impression] = []
         rows = self.conn.execute(
             "SELECT user_id, ts, article_id, type FROM events WHERE user_id != '' "
-            "AND type IN ('impression', 'click', 'view') ORDER BY user_id, ts, seq"
+            "AND type IN ('impression', 'click') ORDER BY user_id, ts, seq"
         )
         for user, events in itertools.groupby(rows, key=lambda r: r[0]):
             shown: list[tuple[float, list[str], set[str]]] = []  # (ts, candidates, clicked)
@@ -554,15 +552,13 @@ class EventStore:
                     else:
                         shown.append((ts, [article], set()))
                     continue
-                reads.setdefault(user, []).append((ts, article))
-                if kind == "click":
-                    for when, candidates, clicked in reversed(shown):
-                        if ts - when > click_window:
-                            break
-                        if article in candidates:
-                            clicked.add(article)
-                            break
-            history = sorted(reads.get(user, []))
+                for when, candidates, clicked in reversed(shown):  # a click: label the showing it answers
+                    if ts - when > click_window:
+                        break
+                    if article in candidates:
+                        clicked.add(article)
+                        break
+            history = reads.get(user, [])  # sorted by reads_by_reader
             times = [t for t, _ in history]
             for number, (ts, candidates, clicked) in enumerate(shown):
                 before = [a for _, a in history[: bisect.bisect_left(times, ts)]][-history_limit:]

@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.config import PopularityConfig
 from recsys.coreads import CoReads, CoReadTable
-from recsys.popularity import CHANNELS, Popularity
+from recsys.popularity import CHANNELS, Popularity, shrunk_ctr
 
 _READS, _REACTIONS, _IMPRESSIONS, _CLICKS = (CHANNELS.index(c) for c in ("reads", "reactions", "impressions", "clicks"))
 HOUR = 3600.0
@@ -97,14 +97,19 @@ class ReaderContext:
     known_reads: int
 
 
+def content_columns(vectors: np.ndarray, interests: np.ndarray | None, recent: np.ndarray | None) -> np.ndarray:
+    """The ``content`` input of candidate_features: (n, 2), each candidate's best cosine to the reader's
+    interests and mean cosine to the last reads; NaN without a history."""
+    out = np.full((vectors.shape[0], 2), np.nan)
+    if interests is not None and interests.size:
+        out[:, 0] = (vectors @ interests.T).max(axis=1)
+    if recent is not None and recent.size:
+        out[:, 1] = (vectors @ recent.T).mean(axis=1)
+    return out
+
+
 def _log_counts(sums: np.ndarray, channel: int) -> np.ndarray:
     return np.log1p(np.maximum(sums[:, channel], 0.0))
-
-
-def _ctr(sums: np.ndarray, config: PopularityConfig) -> np.ndarray:
-    return (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
-        sums[:, _IMPRESSIONS] + config.ctr_prior_strength
-    )
 
 
 def _sums(popularity: Popularity, rows: np.ndarray, at: float) -> np.ndarray:
@@ -147,10 +152,10 @@ def candidate_features(
     out[:, 0] = state.day.score_decayed(day)
     out[:, 1] = _log_counts(day, _CLICKS)
     out[:, 2] = _log_counts(day, _IMPRESSIONS)
-    out[:, 3] = _ctr(day, config)
+    out[:, 3] = shrunk_ctr(day, config)
     out[:, 4] = _log_counts(hours, _CLICKS)
-    out[:, 5] = _ctr(hours, config)
-    out[:, 6] = _ctr(ever, config)
+    out[:, 5] = shrunk_ctr(hours, config)
+    out[:, 6] = shrunk_ctr(ever, config)
     out[:, 7] = np.log1p(np.maximum(day[:, _READS] + config.reaction_gain * day[:, _REACTIONS], 0.0))
     if timed:
         seen = np.array([state.first_seen.get(a, np.nan) for a in ids], dtype=np.float64)

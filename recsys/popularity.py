@@ -196,9 +196,7 @@ class Popularity:
         """The popularity formula (module docstring) over rows of decayed sums."""
         config = self.config
         volume = np.maximum(0.0, sums[:, _READS] + config.reaction_gain * sums[:, _REACTIONS])
-        ctr = (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
-            sums[:, _IMPRESSIONS] + config.ctr_prior_strength
-        )
+        ctr = shrunk_ctr(sums, config)
         return _finite(np.log1p(volume) + config.ctr_weight * np.log(ctr / config.ctr_prior))
 
     def ranking_decayed(self, sums: np.ndarray) -> np.ndarray:
@@ -206,9 +204,7 @@ class Popularity:
         readers), moved by the CTR at most ``ranking_ctr_cap`` either way (see PopularityConfig)."""
         config = self.config
         engagement = np.maximum(0.0, sums[:, _READS] + sums[:, _CLICKS] + config.reaction_gain * sums[:, _REACTIONS])
-        ctr = (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
-            sums[:, _IMPRESSIONS] + config.ctr_prior_strength
-        )
+        ctr = shrunk_ctr(sums, config)
         cap = config.ranking_ctr_cap
         return _finite(np.log1p(engagement) + np.clip(config.ctr_weight * np.log(ctr / config.ctr_prior), -cap, cap))
 
@@ -229,10 +225,18 @@ class Popularity:
         config = self.config
         ctr = None
         if impressions > 0:
-            ctr = (clicks + config.ctr_prior_strength * config.ctr_prior) / (impressions + config.ctr_prior_strength)
+            ctr = float(shrunk_ctr(sums, config)[0])
         return PopularityScore(
             article_id, float(self.score_decayed(sums)[0]), reads, reactions, impressions, clicks, ctr
         )
+
+
+def shrunk_ctr(sums: np.ndarray, config: PopularityConfig) -> np.ndarray:
+    """Clicks over impressions per row of decayed sums, shrunk toward ``ctr_prior`` with the weight of
+    ``ctr_prior_strength`` impressions (the prior itself where no impression is known)."""
+    return (sums[:, _CLICKS] + config.ctr_prior_strength * config.ctr_prior) / (
+        sums[:, _IMPRESSIONS] + config.ctr_prior_strength
+    )
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:

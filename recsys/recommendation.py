@@ -60,16 +60,6 @@ def popular_rows(state: LogState, rows_of: Callable[[Sequence[str]], dict[str, i
     return [found[a] for a in ids if a in found][:n]
 
 
-def content_columns(vectors: np.ndarray, interests: np.ndarray | None, recent: np.ndarray | None) -> np.ndarray:
-    """(n, 2): best cosine to the interests and mean cosine to the last reads; NaN without a history."""
-    out = np.full((vectors.shape[0], 2), np.nan)
-    if interests is not None and interests.size:
-        out[:, 0] = (vectors @ interests.T).max(axis=1)
-    if recent is not None and recent.size:
-        out[:, 1] = (vectors @ recent.T).mean(axis=1)
-    return out
-
-
 def score(
     ranker: LearnedRanker,
     ids: Sequence[str],

@@ -31,7 +31,7 @@ from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, RecommendConfig, Se
 from recsys.coreads import COREADS_FILE, CoReadTable
 from recsys.embedder import Embedder, article_text, make_embedder
 from recsys.events import Event, EventStore, event_from_record
-from recsys.features import ReaderContext
+from recsys.features import ReaderContext, content_columns
 from recsys.io import parse_timestamp
 from recsys.layout import IndexLayout, read_manifest
 from recsys.popularity import Popularity, PopularityScore, squash
@@ -784,7 +784,7 @@ class Recommender:
         ids = [ids_by_row[int(r)] for r in rows]
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         centroids = np.stack([i.vector for i in interests]) if interests else None
-        content = learned.content_columns(vectors, centroids, history_vectors[:5])
+        content = content_columns(vectors, centroids, history_vectors[:5])
         names = view.vocab.get("category", [])
         categories = [names[c] if 0 <= c < len(names) else "" for c in np.asarray(view.rows["category"][rows]).tolist()]
         published = np.asarray(view.rows["published"][rows])

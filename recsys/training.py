@@ -23,7 +23,7 @@ from recsys.config import PopularityConfig, RecommendConfig
 from recsys.coreads import CoReads, CoReadTable
 from recsys.evaluation.metrics import mean_auc_by_group
 from recsys.events import Impression, impression_events
-from recsys.features import FEATURES, LogState, ReaderContext, candidate_features
+from recsys.features import FEATURES, LogState, ReaderContext, candidate_features, content_columns
 from recsys.profile import build_interests
 from recsys.ranker import LearnedRanker
 
@@ -70,10 +70,8 @@ class ContentMatch:
         known = [i for i, c in enumerate(candidates) if c in self.lookup.rows]
         if profile is None or not known:
             return out
-        centroids, recent = profile
         vectors = np.asarray(self.lookup.vectors[[self.lookup.rows[candidates[i]] for i in known]], dtype=np.float32)
-        out[known, 0] = (vectors @ centroids.T).max(axis=1)
-        out[known, 1] = (vectors @ recent.T).mean(axis=1)
+        out[known] = content_columns(vectors, *profile)
         return out
 
 

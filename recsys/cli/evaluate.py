@@ -40,7 +40,7 @@ from recsys.events import Impression, read_impressions
 from recsys.indexer import Indexer
 from recsys.io import read_articles
 from recsys.service import Recommender
-from recsys.training import in_time_order
+from recsys.training import ArticleLookup, in_time_order
 from recsys.types import InputProblem, RecsysError
 
 eval_app = typer.Typer(
@@ -209,7 +209,8 @@ def eval_impressions(
     content = ContentScorer(rec, settings.recommend)
     content.prepare(impressions)
     coverage = text_coverage(impressions, content.rows)
-    served, served_note = _served_scorer(rec, replayed, content, settings, bool(timed))
+    lookup = article_lookup(rec, replayed) if rec.learned_ranker() is not None else None
+    served, served_note = _served_scorer(rec, lookup, content, settings, bool(timed))
     scorers: list[ImpressionScorer] = [
         RandomScorer(seed),
         SmoothedCTRScorer(settings.popularity.ctr_prior, settings.popularity.ctr_prior_strength),
@@ -251,7 +252,7 @@ def eval_impressions(
         )
     texted = with_text_only(replayed, content.rows)
     fresh: list[ImpressionScorer] = [RandomScorer(seed), PopularityScorer(settings.popularity), content]
-    fresh.append(_served_scorer(rec, texted, content, settings, bool(timed))[0])
+    fresh.append(_served_scorer(rec, lookup, content, settings, bool(timed))[0])  # texted ⊂ replayed
     text_result = replay(texted, fresh)
     text_rows = [{"scorer": name, **values} for name, values in text_result.metrics.items()]
     run.metrics["text_only_replay"] = text_result.to_dict()
@@ -285,15 +286,15 @@ def eval_impressions(
 
 
 def _served_scorer(
-    rec: Recommender, impressions: list[Impression], content: ContentScorer, settings: Settings, timed: bool
+    rec: Recommender, lookup: ArticleLookup | None, content: ContentScorer, settings: Settings, timed: bool
 ) -> tuple[ImpressionScorer, str]:
-    """The scorer for the row `recsys`: the stored ranker if the index has one, else the hand-set blend."""
+    """The scorer for the row `recsys`: the stored ranker if the index has one (``lookup`` then describes the
+    replayed articles), else the hand-set blend."""
     ranker = rec.learned_ranker()
-    if ranker is None:
+    if ranker is None or lookup is None:
         blend = BlendScorer(content, settings)
         blend.name = "recsys"
         return blend, "the hand-set blend (this index has no ranker.json; `recsys train` fits one)"
-    lookup = article_lookup(rec, impressions)
     fitted = ranker.meta.get("fitted_on", "")
     return LearnedScorer(ranker, lookup, settings, timed), f"the learned ranker stored in the index ({fitted})"
 
