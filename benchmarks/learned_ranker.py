@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from _common import CACHE, save, shared, table
 
-from recsys import recommendation as learned
 from recsys.config import Settings
 from recsys.events import EventStore, read_impressions
 from recsys.indexer import Indexer
+from recsys.lists import learned
 from recsys.ranker import RANKER_FILE
 from recsys.service import Recommender
 from recsys.training import ArticleLookup, train

@@ -34,9 +34,8 @@ from recsys.store import (
     connect_writable,
 )
 from recsys.types import Article, IndexStateError, InputError, InputProblem, RecsysError
+from recsys.version import ANN_DIR, VECTORS_FILE
 
-VECTORS_FILE = "vectors.npy"
-ANN_DIR = "ann"
 COPY_CHUNK = 65_536  # rows copied at a time between vector files
 
 ProgressStart = Callable[[int], Callable[[int], None]]  # total -> advance(n)

@@ -142,7 +142,7 @@ def shared_terms(
     common: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """What two articles visibly share, for a reason: their common tags/entities, else headline words
-    that are neither generic (a stop list) nor ``common`` in the archive (see IndexView.is_common)."""
+    that are neither generic (a stop list) nor ``common`` in the archive (see VersionReader.is_common)."""
     tag_overlap = [t for t in tags if t.lower() in {s.lower() for s in source_tags}]
     if tag_overlap:
         return tag_overlap[:3]

@@ -88,3 +88,20 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrictions on which articles may appear in a list (every list takes the same ones)."""
+
+    categories: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    published_after: float | None = None  # epoch seconds; undated articles fail a window
+    published_before: float | None = None
+    exclude_ids: tuple[str, ...] = ()
+
+    @property
+    def restricts_rows(self) -> bool:
+        return bool(
+            self.categories or self.languages or self.published_after is not None or self.published_before is not None
+        )

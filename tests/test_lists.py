@@ -166,7 +166,7 @@ def test_new_article_is_listed_before_any_view(make_indexer, index):
 
 def test_ranking_reason_wording():
     from recsys.activity import WindowCounts
-    from recsys.service import ranking_reason
+    from recsys.lists.ranking import ranking_reason
 
     assert ranking_reason(WindowCounts(1204, {"veryGood": 90, "sad": 6}, 0, 0), 24) == (
         "1,204 views and 96 reactions in the last 24 h"

@@ -1,7 +1,7 @@
 """Recommendation with the learned ranker: candidates from every source, scored by the model, then spread.
 
-Used by ``Recommender.recommend`` when the index holds a ``ranker.json`` (see recsys/ranker.py); without
-one the hand-set blend of recsys/service.py serves. The steps, each a plain function over arrays:
+Used by ``RecommendationList`` when the index holds a ``ranker.json`` (see recsys/ranker.py); without
+one the hand-set blend of recsys/lists/recommendation.py serves. The steps, each a plain function over arrays:
 
 1. **Candidates** (``gather``): the nearest articles to each of the reader's interests, the neighbours of
    the last reads in the co-read table ("readers also read"), the most popular articles now, and the

@@ -1,0 +1,205 @@
+"""What every list pipeline shares: the request's time and filters, candidate search over one version,
+the newest articles, popularity per row, and turning a stored article into a ``Hit``.
+
+The three pipelines (``related``, ``ranking``, ``recommendation`` beside this module) each take a
+``VersionReader`` per call and return ``list[Hit]``; they hold no version themselves, so the facade in
+``recsys/service.py`` can move to a new version between calls without telling them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from recsys.activity import PopularityTracker
+from recsys.ann import exact_search, top_k
+from recsys.config import Settings
+from recsys.io import parse_timestamp
+from recsys.popularity import squash
+from recsys.ranking import DAY, days_phrase
+from recsys.store import NO_TIME, StoredArticle
+from recsys.trained import StoredModels
+from recsys.types import Filters, Hit, RecsysError
+from recsys.version import VersionReader
+
+MAX_K = 1000
+SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows
+TimeLike = datetime | str | float | int | None
+
+
+@dataclass(frozen=True)
+class ListContext:
+    """What the pipelines read besides the version: settings, live popularity and the trained models."""
+
+    settings: Settings
+    activity: PopularityTracker
+    models: StoredModels
+
+
+def epoch(value: TimeLike) -> float | None:
+    """A time given as datetime, ISO text or epoch number, as epoch seconds (None stays None)."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, datetime):
+            return parse_timestamp(value.isoformat()).timestamp()
+        return parse_timestamp(value).timestamp()
+    except (ValueError, OverflowError, OSError) as exc:
+        raise RecsysError(f"bad time {value!r}: {exc}") from None
+
+
+def now_seconds(now: TimeLike) -> float:
+    return time.time() if now is None else float(epoch(now))
+
+
+def check_k(k: int) -> int:
+    k = int(k)
+    if k < 0 or k > MAX_K:
+        raise RecsysError(f"k must be between 0 and {MAX_K}, got {k}")
+    return k
+
+
+def names(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``"a, b"`` or ``["a", "b"]`` as a tuple of names."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+def make_filters(
+    category: str | Sequence[str] | None = None,
+    language: str | Sequence[str] | None = None,
+    published_after: TimeLike = None,
+    published_before: TimeLike = None,
+    exclude: Iterable[str] = (),
+    max_age_days: float | None = None,
+    now_s: float = 0.0,
+) -> Filters:
+    """Filters from a caller's arguments; ``max_age_days`` narrows ``published_after`` to a window before now."""
+    after = epoch(published_after)
+    if max_age_days is not None:
+        window_start = now_s - float(max_age_days) * DAY
+        after = window_start if after is None else max(after, window_start)
+    return Filters(
+        categories=names(category),
+        languages=names(language),
+        published_after=after,
+        published_before=epoch(published_before),
+        exclude_ids=tuple(exclude),
+    )
+
+
+def iso(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
+def banned_rows(view: VersionReader, filters: Filters, also: Iterable[int] = ()) -> set[int]:
+    """Rows a list must not show: the excluded ids' rows plus ``also`` (the source, the reads)."""
+    return set(also) | set(view.store.rows_of(filters.exclude_ids).values())
+
+
+def candidates(
+    view: VersionReader, query: np.ndarray, filters: Filters, banned: set[int], want: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``want`` allowed rows nearest to the query, with their cosine, best first.
+
+    A filter that leaves few rows is searched exactly over those rows; otherwise the ANN is asked for
+    more until enough pass the filters (or the whole archive was asked)."""
+    if filters.restricts_rows:
+        mask = view.allowed(filters)
+        if banned:
+            mask[list(banned)] = False
+        allowed = np.flatnonzero(mask)
+        if allowed.size <= SUBSET_EXACT_MAX or allowed.size <= want:
+            scores, rows = exact_search(view.vectors, query, want, allowed)
+            valid = rows[0] >= 0
+            return rows[0][valid], scores[0][valid]
+    fetch = want + len(banned)
+    banned_array = np.fromiter(banned, dtype=np.int64, count=len(banned))
+    while True:
+        scores, rows = view.ann.search(query, fetch)
+        rows, scores = rows[0], scores[0]
+        valid = rows >= 0
+        rows, scores = rows[valid], scores[valid]
+        ok = view.allowed(filters, rows) if rows.size else np.zeros(0, dtype=bool)
+        if banned:
+            ok &= ~np.isin(rows, banned_array)
+        if ok.sum() >= want or fetch >= view.n_live:
+            return rows[ok][:want], scores[ok][:want]
+        fetch = min(view.n_live, fetch * 4)
+
+
+def popularity_of_rows(context: ListContext, view: VersionReader, rows: np.ndarray, now_s: float) -> np.ndarray:
+    """squash(popularity) per candidate row, 0 where nothing is known."""
+    popularity = context.activity.current()
+    if not len(popularity) or rows.size == 0:
+        return np.zeros(rows.shape[0])
+    ids = view.store.ids_of(rows)
+    raw = popularity.scores([ids.get(int(r), "") for r in rows], now_s)
+    return squash(raw, context.settings.popularity.squash_scale)
+
+
+def newest_rows(view: VersionReader, k: int, filters: Filters, banned: set[int], now_s: float) -> np.ndarray:
+    """The k newest allowed rows: dated ones by publication time (not future ones), then, if the
+    archive has too few dates, undated ones in the order they were indexed (latest first)."""
+    mask = view.allowed(filters)
+    if banned:
+        mask[list(banned)] = False
+    published = np.asarray(view.rows["published"])
+    undated = published == NO_TIME
+    dated_rows = np.flatnonzero(mask & ~undated & (published <= now_s))
+    rows = dated_rows[top_k(published[dated_rows].astype(np.float64), k)] if dated_rows.size else dated_rows
+    if rows.size < k:
+        rest = np.flatnonzero(mask & undated)[::-1][: k - rows.size]
+        rows = np.concatenate([rows, rest])
+    return rows.astype(np.int64)
+
+
+def newest_hits(view: VersionReader, k: int, filters: Filters, banned: set[int], now_s: float) -> list[Hit]:
+    """The k newest allowed articles as hits (reason: how new)."""
+    rows = newest_rows(view, k, filters, banned, now_s)
+    published = np.asarray(view.rows["published"])
+    articles = view.store.get_rows(rows)
+    return [to_hit(articles[int(r)], 0.0, newness_reason(int(published[r]), now_s), None) for r in rows.tolist()]
+
+
+def newness_reason(published: int, now_s: float) -> str:
+    """E.g. "new: published 3 hours ago", or "new: recently added" for an undated article."""
+    if published == NO_TIME:
+        return "new: recently added"
+    return f"new: published {days_phrase((now_s - float(published)) / DAY)} ago"
+
+
+def to_hit(
+    article: StoredArticle, score: float, reason: str, similarity: float | None, extra: dict[str, Any] | None = None
+) -> Hit:
+    """A stored article as a list entry; the score is finite by construction, never NaN in a list."""
+    metadata: dict[str, Any] = {**article.extra, **(extra or {})}
+    for name in ("subcategory", "language", "canonical_url"):
+        value = getattr(article, name)
+        if value:
+            metadata[name] = value
+    if article.tags:
+        metadata["tags"] = article.tags
+    score = float(score) if math.isfinite(score) else 0.0
+    return Hit(
+        id=article.id,
+        title=article.title,
+        url=article.url,
+        published_at=article.published_at,
+        score=round(score, 6),
+        reason=reason,
+        category=article.category,
+        similarity=None if similarity is None else round(similarity, 6),
+        metadata=metadata,
+    )

@@ -1,0 +1,84 @@
+"""Ranking: what is popular right now, the same for every reader (a "most read" box).
+
+Articles engaged with in the window, ordered by decayed popularity (recsys/popularity.py: distinct
+readers, views, reactions, shrunk click-through), each with its counts as the reason; topped up with the
+newest articles when there is too little activity, so a new site or a quiet category still gets a box.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from recsys.activity import WindowCounts
+from recsys.lists.base import ListContext, banned_rows, check_k, newest_hits, to_hit
+from recsys.types import Filters, Hit
+from recsys.version import VersionReader
+
+
+class RankingList:
+    """The Ranking pipeline; one per service, stateless between calls."""
+
+    def __init__(self, context: ListContext) -> None:
+        self.context = context
+
+    def top(
+        self, view: VersionReader, k: int | None, filters: Filters, window_hours: float | None, now_s: float
+    ) -> list[Hit]:
+        settings = self.context.settings
+        k = check_k(settings.recommend.k if k is None else k)
+        window = (settings.popularity.window_hours if window_hours is None else window_hours) * 3600.0
+        banned = banned_rows(view, filters)
+        activity = self.context.activity
+        popularity = activity.current()
+        picked: list[tuple[int, str, float]] = []  # row, id, score
+        if len(popularity) and k:
+            active = np.flatnonzero(popularity.last_engaged[: len(popularity)] >= now_s - window)
+            active_ids = [popularity.ids[i] for i in active]
+            rows_by_id = view.store.rows_of(active_ids)
+            found = [(rows_by_id[a], a) for a in active_ids if a in rows_by_id]
+            if found:
+                rows = np.array([r for r, _ in found], dtype=np.int64)
+                ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
+                ids = [a for (_, a), good in zip(found, ok, strict=True) if good]
+                scores = popularity.scores(ids, now_s, ranking=True)
+                rows = rows[ok]
+                for pos in np.argsort(-scores, kind="stable")[:k]:
+                    picked.append((int(rows[pos]), ids[pos], float(scores[pos])))
+        counts = activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)
+        articles = view.store.get_rows([r for r, _, _ in picked])
+        hours = window / 3600.0
+        hits = [
+            to_hit(articles[row], score, ranking_reason(counts[a], hours), None, counts_metadata(counts[a]))
+            for row, a, score in picked
+        ]
+        if len(hits) < k:
+            hits += newest_hits(view, k - len(hits), filters, banned | {r for r, _, _ in picked}, now_s)
+        return hits
+
+
+def ranking_reason(counts: WindowCounts, hours: float) -> str:
+    """E.g. "1,204 views and 96 reactions in the last 24 h", or clicks out of impressions."""
+    span = f"{hours:g} h" if hours < 48 else f"{hours / 24:g} days"
+
+    def n(value: int, noun: str) -> str:
+        return f"{value:,} {noun}{'s' if value != 1 else ''}"
+
+    parts = []
+    if counts.views or not (counts.clicks or counts.impressions):
+        parts.append(n(counts.views, "view"))
+    if counts.reaction_total:
+        parts.append(n(counts.reaction_total, "reaction"))
+    if counts.impressions:
+        parts.append(f"{n(counts.clicks, 'click')} from {n(counts.impressions, 'impression')}")
+    return f"{' and '.join(parts)} in the last {span}"
+
+
+def counts_metadata(counts: WindowCounts) -> dict[str, Any]:
+    return {
+        "views": counts.views,
+        "reactions": counts.reactions,
+        "clicks": counts.clicks,
+        "impressions": counts.impressions,
+    }

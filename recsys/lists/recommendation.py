@@ -1,0 +1,230 @@
+"""Recommendation: articles for this reader, from what they have read.
+
+The reader's reads (newest first) become interests (recsys/profile.py), each searched on its own. With a
+ranker stored by ``recsys train`` the candidates from every source are scored by the model
+(recsys/lists/learned.py); without one the hand-set blend serves: cosine to the interest + freshness +
+popularity, the best of each interest of some weight first, then MMR. Already-read articles never
+appear; with no known reads the list is Ranking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+
+from recsys.config import RecommendConfig
+from recsys.features import ReaderContext, content_columns
+from recsys.lists import learned
+from recsys.lists.base import (
+    ListContext,
+    banned_rows,
+    candidates,
+    check_k,
+    newest_rows,
+    newness_reason,
+    popularity_of_rows,
+    to_hit,
+)
+from recsys.lists.ranking import RankingList
+from recsys.profile import Interest, build_interests
+from recsys.ranker import LearnedRanker
+from recsys.ranking import freshness
+from recsys.store import NO_TIME
+from recsys.types import Filters, Hit
+from recsys.version import VersionReader
+
+
+@dataclasses.dataclass
+class _Reader:
+    """A reader's known reads in one version: ids newest first, their rows and vectors, their interests."""
+
+    reads: list[str]
+    known: list[str]
+    read_rows: dict[str, int]
+    vectors: np.ndarray
+    interests: list[Interest]
+
+
+class RecommendationList:
+    """The Recommendation pipeline; falls back to ``ranking`` for a reader with no known reads."""
+
+    def __init__(self, context: ListContext, ranking: RankingList) -> None:
+        self.context = context
+        self.ranking = ranking
+
+    def for_reader(
+        self, view: VersionReader, reads: list[str], k: int | None, filters: Filters, now_s: float
+    ) -> list[Hit]:
+        """``reads``: the reader's article ids, newest first, no repeats."""
+        config = self.context.settings.recommend
+        k = check_k(config.k if k is None else k)
+        read_rows = view.store.rows_of(reads)
+        known = [a for a in reads if a in read_rows][: config.history_limit]
+        unread = dataclasses.replace(filters, exclude_ids=(*filters.exclude_ids, *reads))
+        if not known or k == 0:
+            return self.ranking.top(view, k, unread, None, now_s)
+        banned = banned_rows(view, filters, read_rows.values())
+        history = np.asarray(view.vectors[[read_rows[a] for a in known]], dtype=np.float32)
+        reader = _Reader(reads, known, read_rows, history, build_interests(history, config))
+
+        found: dict[int, tuple[float, int]] = {}  # row -> (best cosine, interest)
+        for number, interest in enumerate(reader.interests):
+            rows, sims = candidates(view, interest.vector, filters, banned, config.candidates_per_interest)
+            for row, sim in zip(rows.tolist(), sims.tolist(), strict=True):
+                if sim >= config.min_similarity and sim > found.get(row, (-1.0, 0))[0]:
+                    found[row] = (sim, number)
+        ranker = self.context.models.ranker()
+        if ranker is not None:
+            return self._learned(view, ranker, reader, found, filters, banned, k, now_s)
+        if not found:
+            return self.ranking.top(view, k, unread, None, now_s)
+        return self._blend(view, reader, found, k, now_s)
+
+    def _blend(
+        self, view: VersionReader, reader: _Reader, found: dict[int, tuple[float, int]], k: int, now_s: float
+    ) -> list[Hit]:
+        """The hand-set blend (``[recommend]`` weights), used until a ranker is trained."""
+        config = self.context.settings.recommend
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        sims = np.array([found[r][0] for r in rows.tolist()])
+        owner = np.array([found[r][1] for r in rows.tolist()])
+        published = np.asarray(view.rows["published"][rows])
+        scores = (
+            sims
+            + config.freshness_weight * freshness(published, now_s, config.half_life_days)
+            + config.popularity_weight * popularity_of_rows(self.context, view, rows, now_s)
+        )
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        picked = spread_interests(scores, vectors, owner, reader.interests, k, config)
+
+        articles = view.store.get_rows(rows[picked])
+        read_titles = view.store.get_rows([reader.read_rows[a] for a in reader.known])
+        hits = []
+        for pos in picked:
+            members = reader.interests[owner[pos]].members
+            source_rows = [reader.read_rows[reader.known[m]] for m in members]
+            closest = source_rows[int(np.argmax(reader.vectors[list(members)] @ vectors[pos]))]
+            reason = f'because you read "{read_titles[closest].title}"'
+            hits.append(to_hit(articles[int(rows[pos])], float(scores[pos]), reason, float(sims[pos])))
+        return hits
+
+    def _learned(
+        self,
+        view: VersionReader,
+        ranker: LearnedRanker,
+        reader: _Reader,
+        found: dict[int, tuple[float, int]],
+        filters: Filters,
+        banned: set[int],
+        k: int,
+        now_s: float,
+    ) -> list[Hit]:
+        """Recommendation by the learned ranker (recsys/lists/learned.py)."""
+        state = self.context.activity.current_state()
+        coreads = self.context.models.coreads()
+        read_rows, known = reader.read_rows, reader.known
+        by_interest: dict[int, list[tuple[float, int]]] = {}
+        for row, (sim, owner) in found.items():
+            by_interest.setdefault(owner, []).append((sim, row))
+        pool: list[int] = [
+            row for near in by_interest.values() for _, row in sorted(near, reverse=True)[: learned.PER_INTEREST]
+        ]
+        coread_from: dict[int, str] = {}
+        if coreads is not None:
+            reads = reader.reads[: learned.COREAD_READS]
+            neighbours = [(read, other) for read in reads for other, _ in coreads.of(read)]
+            neighbours = neighbours[: learned.COREAD_CANDIDATES]
+            rows_of = view.store.rows_of([other for _, other in neighbours])
+            for read, other in neighbours:
+                if other in rows_of:
+                    coread_from.setdefault(rows_of[other], read)
+        popular = learned.popular_rows(state, view.store.rows_of, now_s, learned.POPULAR_CANDIDATES)
+        fresh = newest_rows(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
+        rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *popular, *fresh.tolist()]), dtype=np.int64)
+        if rows.size:
+            rows = rows[view.allowed(filters, rows) & ~np.isin(rows, list(banned))]
+        if rows.size == 0:
+            return []
+        ids_by_row = view.store.ids_of(rows)
+        ids = [ids_by_row[int(r)] for r in rows]
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        centroids = np.stack([i.vector for i in reader.interests]) if reader.interests else None
+        content = content_columns(vectors, centroids, reader.vectors[:5])
+        names = view.vocab.get("category", [])
+        categories = [names[c] if 0 <= c < len(names) else "" for c in np.asarray(view.rows["category"][rows]).tolist()]
+        published = np.asarray(view.rows["published"][rows])
+        published = np.where(published == NO_TIME, np.nan, published.astype(np.float64))
+        read_codes = np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist()
+        known_categories = Counter(names[c] for c in read_codes if 0 <= c < len(names))
+        context = ReaderContext(tuple(reader.reads), dict(known_categories), sum(known_categories.values()))
+        scores, features = learned.score(ranker, ids, state, now_s, context, content, categories, published, coreads)
+        settings = self.context.settings
+        picked = learned.spread(
+            scores, vectors, k, settings.recommend.mmr_lambda, settings.related.duplicate_similarity
+        )
+
+        # Reasons: the read each pick is closest to, the read whose co-readers chose it, or why it is there.
+        picked_rows = [int(rows[p]) for p in picked.tolist()]
+        sources = {read_rows[a] for a in known} | {read_rows[r] for r in coread_from.values() if r in read_rows}
+        articles = view.store.get_rows([*picked_rows, *sources])
+        popular_set = set(popular[: max(20, 2 * k)])
+        fresh_set = set(fresh.tolist())
+        hits = []
+        for pos, row in zip(picked.tolist(), picked_rows, strict=True):
+            closest = None
+            if known:
+                closest = articles[read_rows[known[int(np.argmax(reader.vectors @ vectors[pos]))]]].title
+            read = coread_from.get(row)
+            coread_title = articles[read_rows[read]].title if read in read_rows else None
+            popular_reason = None
+            if row in popular_set:
+                figures = state.day.explain(ids[pos], now_s)
+                popular_reason = f"{figures.clicks + figures.reads:,.0f} recent reads"
+            fresh_reason = None
+            if row in fresh_set:
+                fresh_reason = newness_reason(int(view.rows["published"][row]), now_s)
+            reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason)
+            similarity = content[pos, 0]
+            hits.append(
+                to_hit(
+                    articles[row], float(scores[pos]), reason, float(similarity) if np.isfinite(similarity) else None
+                )
+            )
+        return hits
+
+
+def spread_interests(
+    scores: np.ndarray,
+    vectors: np.ndarray,
+    owner: np.ndarray,
+    interests: list[Interest],
+    k: int,
+    config: RecommendConfig,
+) -> np.ndarray:
+    """The best candidate of each interest of at least ``min_interest_share`` first, then MMR."""
+    seeds: list[int] = []
+    for number, interest in enumerate(interests):
+        if interest.share < config.min_interest_share or len(seeds) >= k:
+            continue
+        own = np.flatnonzero(owner == number)
+        if own.size:
+            seeds.append(int(own[np.argmax(scores[own])]))
+    rest = np.setdiff1d(np.arange(scores.shape[0]), seeds)
+    if len(seeds) >= k or rest.size == 0:
+        return np.asarray(seeds[:k], dtype=np.int64)
+    # MMR over the rest, already penalised by what the seeds cover
+    lam = config.mmr_lambda
+    picked = list(seeds)
+    redundancy = (vectors[rest] @ vectors[seeds].T).max(axis=1) if seeds else np.zeros(rest.size)
+    available = np.ones(rest.size, dtype=bool)
+    sims_rest = vectors[rest] @ vectors[rest].T
+    while len(picked) < k and available.any():
+        gain = lam * scores[rest] - (1.0 - lam) * (redundancy if picked else 0.0)
+        gain[~available] = -np.inf
+        best = int(np.argmax(gain))
+        available[best] = False
+        picked.append(int(rest[best]))
+        redundancy = np.maximum(redundancy, sims_rest[best])
+    return np.asarray(picked, dtype=np.int64)

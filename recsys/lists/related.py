@@ -1,0 +1,137 @@
+"""Related: articles about the same story or topic as the one being read (the formula is in recsys/ranking.py).
+
+Steps over one version: nearest candidates by the article's vector (plus its "readers also read"
+neighbours when ``recsys train`` stored a co-read table), copies of the story dropped, topic expansion
+from the nearest neighbourhood, the score (dense + lexical + freshness [+ popularity] [+ co-reads]),
+one article per story, then MMR for variety, each with a reason a reader can check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from recsys.lists.base import ListContext, candidates, check_k, epoch, popularity_of_rows, to_hit
+from recsys.ranking import (
+    DAY,
+    dedupe_stories,
+    expand_query,
+    freshness,
+    mmr,
+    related_reason,
+    related_scores,
+    shared_terms,
+)
+from recsys.store import NO_TIME, StoredArticle, story_key
+from recsys.types import Filters, Hit, UnknownArticle
+from recsys.version import VersionReader
+
+Lexical = tuple[np.ndarray, np.ndarray]
+
+
+class RelatedList:
+    """The Related pipeline; one per service, stateless between calls."""
+
+    def __init__(self, context: ListContext) -> None:
+        self.context = context
+
+    def for_article(
+        self, view: VersionReader, article_id: str, k: int | None, filters: Filters, now_s: float
+    ) -> list[Hit]:
+        """Related to an indexed article (never the article itself)."""
+        row = view.store.row_of(article_id)
+        if row is None:
+            raise UnknownArticle(article_id)
+        source = view.store.get_rows([row])[row]
+        query = np.asarray(view.vectors[row], dtype=np.float32)
+        source_lexical = None
+        if view.lexical is not None:
+            source_lexical = (np.asarray(view.lexical[0][row]), np.asarray(view.lexical[1][row]))
+        return self.for_vector(view, query, source, k, filters, now_s, (row,), source_lexical)
+
+    def for_vector(
+        self,
+        view: VersionReader,
+        query: np.ndarray,
+        source: StoredArticle,
+        k: int | None,
+        filters: Filters,
+        now_s: float,
+        self_rows: Sequence[int] = (),
+        source_lexical: Lexical | None = None,
+    ) -> list[Hit]:
+        """Related to a source given by its vector (an indexed article, or a draft embedded by the caller)."""
+        config = self.context.settings.related
+        k = check_k(config.k if k is None else k)
+        banned = set(self_rows) | set(view.store.rows_of(filters.exclude_ids).values())
+        want = max(config.candidates, k * config.overfetch)
+        rows, sims = candidates(view, query, filters, banned, want)
+        keep = sims >= config.min_similarity
+        rows, sims = rows[keep], sims[keep]
+        rows, sims, coread = self._with_coreads(view, source.id, query, rows, sims, filters, banned)
+
+        # Copies of the story being read: near-identical vectors or the same canonical URL.
+        source_story = story_key(source.canonical_url)
+        stories = np.asarray(view.rows["story"][rows]) if rows.size else np.empty(0, dtype=np.int64)
+        copy = sims >= config.duplicate_similarity
+        if source_story:
+            copy |= stories == source_story
+        rows, sims, stories, coread = rows[~copy], sims[~copy], stories[~copy], coread[~copy]
+        if rows.size == 0 or k == 0:
+            return []
+
+        published = np.asarray(view.rows["published"][rows])
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        lexical_match = view.lexical_similarity(source_lexical, rows)
+        # pseudo-relevance feedback from the nearest by dense and lexical evidence together
+        nearest = np.argsort(-(sims + config.lexical_weight * lexical_match), kind="stable")[: config.neighbourhood]
+        topic = expand_query(query, vectors[nearest], config.neighbourhood_weight) @ vectors.T
+        scores = related_scores(topic, freshness(published, now_s, config.half_life_days), config, lexical_match)
+        if config.popularity_weight:
+            scores = scores + config.popularity_weight * popularity_of_rows(self.context, view, rows, now_s)
+        if config.coread_weight:
+            scores = scores + config.coread_weight * coread
+        order = np.argsort(-scores, kind="stable")
+        leaders = dedupe_stories(order, vectors, stories, config.duplicate_similarity)
+        picked = leaders[mmr(scores[leaders], vectors[leaders], k, config.mmr_lambda)]
+
+        articles = view.store.get_rows(rows[picked])
+        source_time = epoch(source.published_at) if source.published_at else None
+        hits = []
+        for pos in picked:
+            article = articles[int(rows[pos])]
+            gap = None
+            if source_time is not None and published[pos] != NO_TIME:
+                gap = (float(published[pos]) - source_time) / DAY
+            terms = shared_terms(source.title, source.tags, article.title, article.tags, view.is_common)
+            same_category = article.category if article.category == source.category else ""
+            reason = related_reason(float(sims[pos]), gap, terms, same_category, config, bool(coread[pos] > 0))
+            hits.append(to_hit(article, float(scores[pos]), reason, float(sims[pos])))
+        return hits
+
+    def _with_coreads(
+        self,
+        view: VersionReader,
+        source_id: str,
+        query: np.ndarray,
+        rows: np.ndarray,
+        sims: np.ndarray,
+        filters: Filters,
+        banned: set[int],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Adds the source's "readers also read" neighbours (the co-read table ``recsys train`` stores) to the
+        candidates, and returns each candidate's co-read association (0 for most; always 0 without a table)."""
+        table = self.context.models.coreads() if source_id else None
+        neighbours = table.of(source_id) if table is not None else []
+        if not neighbours:
+            return rows, sims, np.zeros(rows.shape[0])
+        found = view.store.rows_of([other for other, _ in neighbours])
+        strength = {found[other]: value for other, value in neighbours if other in found}
+        present = set(rows.tolist()) | banned
+        extra = np.array([r for r in strength if r not in present], dtype=np.int64)
+        if extra.size:
+            extra = extra[view.allowed(filters, extra)]
+            rows = np.concatenate([rows, extra])
+            sims = np.concatenate([sims, np.asarray(view.vectors[extra], dtype=np.float32) @ query])
+        return rows, sims, np.array([strength.get(int(r), 0.0) for r in rows])

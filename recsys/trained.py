@@ -1,0 +1,54 @@
+"""What ``recsys train`` stored in an index root, as a serving process sees it: loaded on first use and
+reloaded when the file is replaced, so a new ranker reaches every process without a restart."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from recsys.coreads import COREADS_FILE, CoReadTable
+from recsys.ranker import RANKER_FILE, LearnedRanker
+from recsys.types import RecsysError
+
+logger = logging.getLogger(__name__)
+
+
+class StoredModels:
+    """What ``recsys train`` stored in the index root (ranker.json, coreads.json), loaded on first use and
+    reloaded when the file changes (checked at most every ``refresh_seconds``)."""
+
+    def __init__(self, root: Path, refresh_seconds: float) -> None:
+        self.root = root
+        self.refresh = refresh_seconds
+        self._loaded: dict[str, tuple[tuple[int, int] | None, Any]] = {}
+        self._checked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _get(self, name: str, load: Any) -> Any:
+        now = time.monotonic()
+        if name in self._loaded and now - self._checked.get(name, -1e18) < self.refresh:
+            return self._loaded[name][1]
+        with self._lock:
+            try:
+                st = (self.root / name).stat()
+                stamp: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+            except FileNotFoundError:
+                stamp = None
+            if name not in self._loaded or self._loaded[name][0] != stamp:
+                try:
+                    value = load(self.root) if stamp is not None else None
+                except RecsysError as exc:
+                    logger.warning("ignoring %s: %s", name, exc)
+                    value = None
+                self._loaded[name] = (stamp, value)
+            self._checked[name] = now
+            return self._loaded[name][1]
+
+    def ranker(self) -> LearnedRanker | None:
+        return self._get(RANKER_FILE, LearnedRanker.load)
+
+    def coreads(self) -> CoReadTable | None:
+        return self._get(COREADS_FILE, CoReadTable.load)
