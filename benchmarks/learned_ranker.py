@@ -21,7 +21,7 @@ import numpy as np
 from _common import CACHE, save, shared, table
 
 from recsys.config import Settings
-from recsys.events import EventStore, read_impressions
+from recsys.events import open_event_store, read_impressions
 from recsys.indexer import Indexer
 from recsys.lists import learned
 from recsys.ranker import RANKER_FILE
@@ -75,7 +75,7 @@ def serving_cost(root: Path, result: object, n: int = 300) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "index"
         shutil.copytree(root, copy)
-        EventStore(copy).ingest([shared("ebnerd-week", "behaviors.tsv")])
+        open_event_store(copy).ingest([shared("ebnerd-week", "behaviors.tsv")])
         impressions = read_impressions(shared("ebnerd-week", "behaviors.tsv"))
         at = max(i.ts for i in impressions)
         rng = np.random.default_rng(0)

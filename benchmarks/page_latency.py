@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from _common import bbc_index, save, table
 
-from recsys.events import Event, EventStore
+from recsys.events import Event, open_event_store
 from recsys.service import Recommender
 
 IMPRESSIONS, CLICKS, HISTORY, READERS, DAYS = 189_359, 7_542, 159_802, 4_637, 6
@@ -63,7 +63,7 @@ def main(n: int = 300) -> None:
         rec = Recommender.open(root)
         events, history = synthetic_events(rec)
         started = time.perf_counter()
-        stored = EventStore(root).add(events, history)
+        stored = open_event_store(root).add(events, history)
         ingest_s = time.perf_counter() - started
         now = START + DAYS * 86400
         started = time.perf_counter()

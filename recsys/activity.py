@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 import uuid
@@ -12,17 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recsys.config import PopularityConfig
-from recsys.events import Event, EventStore
+from recsys.events import Event, EventStore, EventsUnavailable
 from recsys.features import LogState
 from recsys.popularity import Popularity
+
+logger = logging.getLogger(__name__)
+MAX_PENDING = 100_000  # events a process keeps waiting while the events store is unreachable
 
 
 class EventBuffer:
     """Collects events from request handlers and writes them in batches.
 
-    Durability: an event is in SQLite once ``flush_events`` are waiting, ``flush_seconds`` have passed
+    Durability: an event is in the store once ``flush_events`` are waiting, ``flush_seconds`` have passed
     since the oldest waiting one (checked on the next record), or ``flush()``/``close()`` is called
-    (also at interpreter exit). A crash loses at most the waiting batch.
+    (also at interpreter exit). A crash loses at most the waiting batch. While the store is unreachable
+    the batch stays waiting (each event keeps its key, so a retry never doubles it) and is retried on the
+    next flush; past MAX_PENDING waiting events ``record`` refuses with ``EventsUnavailable``.
     """
 
     def __init__(self, store: EventStore, config: PopularityConfig) -> None:
@@ -41,6 +47,11 @@ class EventBuffer:
     def record(self, event: Event) -> None:
         key = self.key_of(event)
         with self._lock:
+            if len(self._pending) >= MAX_PENDING:
+                raise EventsUnavailable(
+                    f"{len(self._pending):,} events are waiting for the events store ({self.store.description}), "
+                    "which cannot be reached; this one was refused. Check the database and retry"
+                )
             if not self._pending:
                 self._oldest = time.monotonic()
             self._pending.append((key, event))
@@ -49,13 +60,25 @@ class EventBuffer:
                 or time.monotonic() - self._oldest >= self.config.flush_seconds
             )
         if due:
-            self.flush()
+            try:
+                self.flush()
+            except EventsUnavailable as exc:  # kept waiting; the caller's event is not lost
+                logger.warning("%s", exc)
 
     def flush(self) -> int:
-        """Write everything waiting; returns how many new events were stored."""
+        """Write everything waiting; returns how many new events were stored. Raises ``EventsUnavailable``
+        (keeping the events waiting) when the store cannot be reached."""
         with self._lock:
             pending, self._pending = self._pending, []
-        return self.store.add(pending) if pending else 0
+        if not pending:
+            return 0
+        try:
+            return self.store.add(pending)
+        except EventsUnavailable:
+            with self._lock:
+                self._pending[:0] = pending
+                self._oldest = time.monotonic()
+            raise
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -64,7 +87,10 @@ class EventBuffer:
 def _flush_at_exit(ref: weakref.ref[EventBuffer]) -> None:
     buffer = ref()
     if buffer is not None and len(buffer):
-        buffer.flush()
+        try:
+            buffer.flush()
+        except EventsUnavailable as exc:
+            logger.error("exiting with %d events not stored: %s", len(buffer), exc)
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,7 @@ class WindowCounts:
     reactions: dict[str, int]
     clicks: int
     impressions: int
+    known: bool = True  # False when the events store could not be reached for the figures
 
     @property
     def reaction_total(self) -> int:
@@ -112,20 +139,26 @@ class PopularityTracker:
         """Everything the logs say, brought up to date (the learned ranker's features read it)."""
         now = time.monotonic()
         if (force or now - self._checked >= self.config.refresh_seconds) and self.store.exists():
-            with self._lock:
-                min_ts = -float("inf")
-                # Events stamped later than the clock allows (stored before that was refused) never count.
-                latest = time.time() + self.max_future_seconds
-                if self._seq == 0:  # first fold: events 40 half-lives older than the newest weigh < 1e-12
-                    newest = self.store.last_event_time(latest)
-                    min_ts = (
-                        -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * self.popularity.half_life
-                    )
-                for last_seq, rows in self.store.since(self._seq, min_ts, latest):
-                    self.state.fold(rows)
-                    self._seq = last_seq
+            try:
+                self._fold_new(now)
+            except EventsUnavailable as exc:  # lists keep the popularity folded so far
+                logger.warning("popularity not refreshed: %s", exc)
                 self._checked = now
         return self.state
+
+    def _fold_new(self, now: float) -> None:
+        """Fold every event stored since the last fold into the state."""
+        with self._lock:
+            min_ts = -float("inf")
+            # Events stamped later than the clock allows (stored before that was refused) never count.
+            latest = time.time() + self.max_future_seconds
+            if self._seq == 0:  # first fold: events 40 half-lives older than the newest weigh < 1e-12
+                newest = self.store.last_event_time(latest)
+                min_ts = -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * self.popularity.half_life
+            for last_seq, rows in self.store.since(self._seq, min_ts, latest):
+                self.state.fold(rows)
+                self._seq = last_seq
+            self._checked = now
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
         """Views, reactions by name, clicks and impressions per article in [since, until], counted like
@@ -147,7 +180,11 @@ class PopularityTracker:
                 else:
                     missing.append(article_id)
         if missing:
-            fresh = self._count(missing, since, until)
+            try:
+                fresh = self._count(missing, since, until)
+            except EventsUnavailable as exc:
+                logger.warning("reasons without live counts: %s", exc)
+                return {a: found.get(a, WindowCounts(0, {}, 0, 0, known=False)) for a in article_ids}
             with self._counts_lock:
                 if len(self._counts) > 50_000:
                     self._counts.clear()

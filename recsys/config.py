@@ -148,6 +148,15 @@ class EventsConfig:
     # Events posted over HTTP for ids that are not indexed (yet) wait in a table of at most this many rows;
     # they join the counted events when a version with the article is published. Beyond it they are refused.
     max_unindexed_events: int = 100_000
+    # Where events live: empty for events.sqlite in the index folder, or postgresql://user@host:5432/db (one
+    # database for every host and process; `--events URL` / RECSYS_EVENTS__URL set it too).
+    url: str = ""
+    # PostgreSQL: connections kept per process, and how a dropped connection is retried before a write is
+    # refused (HTTP 503) or a read falls back (lists keep the last folded popularity).
+    pool_size: int = 4
+    connect_timeout: float = 3.0
+    retries: int = 3
+    retry_seconds: float = 0.25
 
 
 @dataclass(frozen=True)

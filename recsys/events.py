@@ -18,9 +18,8 @@ import hashlib
 import itertools
 import json
 import math
-import sqlite3
-import threading
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,44 +29,11 @@ from typing import Any
 
 from recsys.config import EventsConfig
 from recsys.io import bad_text_reason, detect_format, iter_csv, iter_jsonl, parse_timestamp, read_text, split_lines
-from recsys.sqlite import PerThreadConnection
 from recsys.types import InputError, InputProblem, RecsysError
 
-EVENTS_FILE = "events.sqlite"
 EVENT_TYPES = ("view", "click", "impression", "reaction")
 EVENT_FORMATS = ("jsonl", "csv", "mind")
 MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
-
-SCHEMA_VERSION = 2  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table
-# Counted events, and events posted for ids that are not indexed yet (held, bounded): the same columns.
-EVENT_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_key TEXT NOT NULL UNIQUE,
-    article_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    reaction TEXT NOT NULL DEFAULT '',
-    user_id TEXT NOT NULL DEFAULT '',
-    ts REAL NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1,
-    source TEXT NOT NULL DEFAULT ''
-);"""
-SCHEMA = (
-    EVENT_TABLE.format(name="events")
-    + EVENT_TABLE.format(name="unindexed_events")
-    + """
-CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
-CREATE TABLE IF NOT EXISTS history (
-    user_id TEXT NOT NULL,
-    article_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    PRIMARY KEY (user_id, article_id)
-) WITHOUT ROWID;
-"""
-)
-
 
 # Who an event counts for in popularity: the client that sent it when that client is not trusted
 # (an HTTP request without the write key), else the reader it names; "" is an anonymous reader.
@@ -123,6 +89,8 @@ def _string(record: dict[str, Any], name: str, limit: int = 512) -> str:
     if not isinstance(value, str):
         raise ValueError(f"field {name!r} must be a string, not {type(value).__name__}")
     value = value.strip()
+    if "\x00" in value:
+        raise ValueError(f"field {name!r} contains a NUL character")
     if len(value) > limit:
         raise ValueError(f"field {name!r} is {len(value):,} characters; at most {limit} are accepted")
     return value
@@ -232,6 +200,8 @@ def read_impressions(path: Path, problems: list[InputProblem] | None = None) -> 
             continue
         cells = line.split("\t")
         problem = bad_text_reason(line)
+        if problem is None and "\x00" in line:
+            problem = "NUL character in this row"
         if problem is not None:
             pass
         elif len(cells) != 5:
@@ -332,111 +302,122 @@ class IngestReport:
 
 
 EVENT_COLUMNS = "event_key, article_id, type, reaction, user_id, ts, count, source"
+ADVISORY_LOCK = 7_265_637_379  # PostgreSQL: the one lock every events write takes (see PostgresEventStore)
 
 
-def _event_values(key: str, e: Event) -> tuple[Any, ...]:
+class EventsUnavailable(RecsysError):
+    """The events store could not be reached, even after retries (e.g. PostgreSQL is down)."""
+
+
+def event_values(key: str, e: Event) -> tuple[Any, ...]:
     return (key, e.article_id, e.type, e.reaction, e.user_id, e.ts, e.count, e.source)
 
 
-class EventStore:
-    """The events database of one index directory. Writers and readers may run at once (WAL)."""
+class EventStore(ABC):
+    """Where reader events and histories live; the same semantics on every backend.
 
-    def __init__(self, root: str | Path, config: EventsConfig | None = None) -> None:
-        self.path = Path(root) / EVENTS_FILE
+    - **Idempotent ingest**: every event has a key (its ``event_id``, or a fingerprint; see the module
+      docstring) and a key already stored is skipped, so a file ingested twice or a write retried after a
+      dropped connection counts each event once.
+    - **Tailing**: events get increasing sequence numbers in the order they become visible; ``since(seq)``
+      returns everything stored after ``seq``, so a serving process folds only what is new.
+    - **As of a time**: every read that feeds a list or a model takes ``until`` and sees nothing later.
+    - **Histories**: imported reads (MIND history) per reader, merged with their views and clicks.
+
+    Backends implement ``_rows`` (a read), ``_transaction`` (a write: all or nothing, retried where the
+    backend can lose its connection) and ``exists``; every query below is written once for both SQL
+    dialects. ``tests/test_events_backends.py`` is the suite every backend passes.
+    """
+
+    PH = "?"  # parameter marker of the driver
+    LEAST = "min"  # two-argument minimum
+    INSERT_IGNORE = ("INSERT OR IGNORE INTO", "")  # insert that skips rows whose key is stored (prefix, suffix)
+    description = "events store"
+
+    def __init__(self, config: EventsConfig | None = None) -> None:
         self.config = config or EventsConfig()
-        self._connections = PerThreadConnection(self._open)
-        self._write_lock = threading.Lock()
 
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        _migrate(conn)
-        return conn
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        return self._connections.get()
-
+    @abstractmethod
     def exists(self) -> bool:
-        return self.path.is_file()
+        """False while nothing was ever stored (reads then answer empty without creating anything)."""
 
-    def _write(self, statements: Callable[[sqlite3.Connection], None]) -> int:
-        with self._write_lock:
-            conn = self.conn
-            before = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                statements(conn)
-                changed = conn.total_changes - before
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return changed
+    @abstractmethod
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        """Run one read (``?`` markers) and return its rows."""
+
+    @abstractmethod
+    def _transaction(self, work: Callable[[Any], int]) -> int:
+        """Run ``work(cursor)`` in one write transaction and return its result."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections (the store reopens on next use)."""
+
+    def _sql(self, text: str) -> str:
+        return text if self.PH == "?" else text.replace("?", self.PH)
+
+    def _marks(self, n: int) -> str:
+        return ",".join([self.PH] * n)
+
+    def _insert(self, table: str, tail: str = "") -> str:
+        prefix, suffix = self.INSERT_IGNORE
+        return f"{prefix} {table} ({EVENT_COLUMNS}) {tail} {suffix}".strip()
+
+    # -- writes -----------------------------------------------------------------------------------
 
     def add(self, events: Sequence[tuple[str, Event]], history: Sequence[tuple[str, str, float]] = ()) -> int:
         """Store keyed events (a key seen before is skipped) and history; returns how many events were new."""
-        stored = 0
+        if not events and not history:
+            return 0
+        insert = self._insert("events", f"VALUES ({self._marks(8)})")
+        upsert = self._sql(
+            "INSERT INTO history (user_id, article_id, ts) VALUES (?, ?, ?) ON CONFLICT (user_id, article_id) "
+            f"DO UPDATE SET ts = {self.LEAST}(history.ts, excluded.ts)"
+        )
 
-        def run(conn: sqlite3.Connection) -> None:
-            nonlocal stored
-            before = conn.total_changes
-            conn.executemany(
-                f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_event_values(key, e) for key, e in events],
-            )
-            stored = conn.total_changes - before
-            conn.executemany(
-                "INSERT INTO history (user_id, article_id, ts) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id, article_id) DO UPDATE SET ts = min(ts, excluded.ts)",
-                history,
-            )
+        def work(cursor: Any) -> int:
+            stored = 0
+            if events:
+                cursor.executemany(insert, [event_values(key, e) for key, e in events])
+                stored = max(0, cursor.rowcount)
+            if history:
+                cursor.executemany(upsert, history)
+            return stored
 
-        self._write(run)
-        return stored
+        return self._transaction(work)
 
     def add_unindexed(self, events: Sequence[tuple[str, Event]]) -> int:
         """Hold events for ids that are not indexed (yet), up to ``max_unindexed_events`` rows in all;
         returns how many were taken. They are counted once ``promote`` finds their article indexed."""
-        taken = 0
+        insert = self._insert("unindexed_events", f"VALUES ({self._marks(8)})")
 
-        def run(conn: sqlite3.Connection) -> None:
-            nonlocal taken
-            held = int(conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0])
-            room = max(0, self.config.max_unindexed_events - held)
-            before = conn.total_changes
-            conn.executemany(
-                f"INSERT OR IGNORE INTO unindexed_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_event_values(key, e) for key, e in events[:room]],
-            )
-            taken = conn.total_changes - before
+        def work(cursor: Any) -> int:
+            cursor.execute("SELECT count(*) FROM unindexed_events")
+            room = max(0, self.config.max_unindexed_events - int(cursor.fetchone()[0]))
+            taken = [event_values(key, e) for key, e in events[:room]]
+            if not taken:
+                return 0
+            cursor.executemany(insert, taken)
+            return max(0, cursor.rowcount)
 
-        self._write(run)
-        return taken
-
-    def unindexed_ids(self) -> list[str]:
-        if not self.exists():
-            return []
-        return [a for (a,) in self.conn.execute("SELECT DISTINCT article_id FROM unindexed_events")]
+        return self._transaction(work) if events else 0
 
     def promote(self, article_ids: Sequence[str]) -> int:
-        """Move held events of these (now indexed) articles into the counted events."""
+        """Move held events of these (now indexed) articles into the counted events; returns how many."""
         ids = list(article_ids)
 
-        def run(conn: sqlite3.Connection) -> None:
+        def work(cursor: Any) -> int:
+            moved = 0
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                conn.execute(
-                    f"INSERT OR IGNORE INTO events ({EVENT_COLUMNS}) SELECT {EVENT_COLUMNS} FROM unindexed_events "
-                    f"WHERE article_id IN ({marks}) ORDER BY seq",
-                    chunk,
-                )
-                conn.execute(f"DELETE FROM unindexed_events WHERE article_id IN ({marks})", chunk)
+                marks = self._marks(len(chunk))
+                select = f"SELECT {EVENT_COLUMNS} FROM unindexed_events WHERE article_id IN ({marks}) ORDER BY seq"
+                cursor.execute(self._insert("events", select), chunk)
+                moved += max(0, cursor.rowcount)
+                cursor.execute(f"DELETE FROM unindexed_events WHERE article_id IN ({marks})", chunk)
+            return moved
 
-        return self._write(run) if ids else 0
+        return self._transaction(work) if ids else 0
 
     def ingest(self, paths: Iterable[str | Path], fmt: str | None = None, on_error: str = "skip") -> IngestReport:
         """Read and store event files; with on_error='fail' any bad record stores nothing."""
@@ -445,8 +426,18 @@ class EventStore:
         batch = read_events(paths, fmt, self.config)
         if batch.problems and on_error == "fail":
             raise InputError(batch.problems)
-        stored = self.add(batch.events, batch.history)
+        stored = 0
+        for start in range(0, max(len(batch.events), 1), 50_000):  # bounded transactions on big files
+            history = batch.history if start == 0 else []
+            stored += self.add(batch.events[start : start + 50_000], history)
         return IngestReport(len(batch.events), stored, len(batch.events) - stored, len(batch.history), batch.problems)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def unindexed_ids(self) -> list[str]:
+        if not self.exists():
+            return []
+        return [a for (a,) in self._rows("SELECT DISTINCT article_id FROM unindexed_events")]
 
     def since(
         self, seq: int, min_ts: float = -float("inf"), max_ts: float = float("inf"), batch: int = 100_000
@@ -454,70 +445,73 @@ class EventStore:
         """Events stored after sequence number ``seq`` with min_ts <= ts <= max_ts, in batches, oldest first:
         ``(last sequence number read, [(article, type, reaction, ts, count, reader), ...])``."""
         while True:
-            rows = self.conn.execute(
+            rows = self._rows(
                 f"SELECT seq, article_id, type, reaction, ts, count, {READER_SQL} FROM events "
                 "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (seq, batch),
-            ).fetchall()
+            )
             if not rows:
                 return
             seq = rows[-1][0]
-            yield seq, [r[1:] for r in rows if min_ts <= r[4] <= max_ts]
+            yield seq, [tuple(r[1:]) for r in rows if min_ts <= r[4] <= max_ts]
 
     def for_articles(self, article_ids: Sequence[str], until: float, since: float | None = None) -> list[tuple]:
         """(article, type, reaction, ts, count, reader) of these articles with since <= ts <= until."""
         rows: list[tuple] = []
         for start in range(0, len(article_ids), 500):
             chunk = list(article_ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows += self.conn.execute(
+            rows += self._rows(
                 f"SELECT article_id, type, reaction, ts, count, {READER_SQL} FROM events "
-                f"WHERE article_id IN ({marks}) AND ts <= ? AND ts >= ?",
+                f"WHERE article_id IN ({self._marks(len(chunk))}) AND ts <= ? AND ts >= ?",
                 [*chunk, until, -1e18 if since is None else since],
-            ).fetchall()
+            )
         return rows
 
     def counts_for(
         self, article_ids: Sequence[str], since: float, until: float, anonymous_cap: int
     ) -> list[tuple[str, str, str, int]]:
-        """(article, type, reaction, count) over since <= ts <= until, counted in SQLite the way popularity
-        counts: each reader once per article, type and reaction name; events without a reader capped."""
+        """(article, type, reaction, count) over since <= ts <= until, counted in the database the way
+        popularity counts: each reader once per article, type and reaction name; events without a reader
+        capped."""
         rows: list[tuple[str, str, str, int]] = []
         for start in range(0, len(article_ids), 500):
             chunk = list(article_ids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows += self.conn.execute(
-                "SELECT article_id, type, reaction, "
-                "COUNT(DISTINCT CASE WHEN reader != '' THEN reader END) "
-                "+ COALESCE(SUM(CASE WHEN reader = '' THEN MIN(count, ?) ELSE 0 END), 0) "
-                f"FROM (SELECT article_id, type, reaction, count, {READER_SQL} AS reader FROM events "
-                f"WHERE article_id IN ({marks}) AND ts >= ? AND ts <= ?) GROUP BY article_id, type, reaction",
-                [anonymous_cap, *chunk, since, until],
-            ).fetchall()
+            rows += [
+                (a, t, r, int(n))
+                for a, t, r, n in self._rows(
+                    "SELECT article_id, type, reaction, "
+                    "COUNT(DISTINCT CASE WHEN reader != '' THEN reader END) "
+                    f"+ COALESCE(SUM(CASE WHEN reader = '' THEN {self.LEAST}(count, ?) ELSE 0 END), 0) "
+                    f"FROM (SELECT article_id, type, reaction, count, {READER_SQL} AS reader FROM events "
+                    f"WHERE article_id IN ({self._marks(len(chunk))}) AND ts >= ? AND ts <= ?) AS recent "
+                    "GROUP BY article_id, type, reaction",
+                    [anonymous_cap, *chunk, since, until],
+                )
+            ]
         return rows
 
     def reads_of(self, user_id: str, until: float | None = None) -> list[tuple[str, float]]:
         """What a user read, newest first: views/clicks they made, then their imported history."""
         until = time.time() if until is None else until
         seen: dict[str, float] = {}
-        for article_id, ts in self.conn.execute(
+        for article_id, ts in self._rows(
             "SELECT article_id, max(ts) FROM events WHERE user_id = ? AND type IN ('view', 'click') AND ts <= ? "
             "GROUP BY article_id",
             (user_id, until),
         ):
             seen[article_id] = ts
-        for article_id, ts in self.conn.execute(
+        for article_id, ts in self._rows(
             "SELECT article_id, ts FROM history WHERE user_id = ? AND ts <= ?", (user_id, until)
         ):
             seen.setdefault(article_id, ts)
-        return sorted(seen.items(), key=lambda item: -item[1])
+        return sorted(seen.items(), key=lambda item: (-item[1], item[0]))
 
     def reads_by_reader(self) -> dict[str, list[tuple[float, str]]]:
         """Every reader's reads (imported history, views, clicks) as (time, article), oldest first."""
         reads: dict[str, list[tuple[float, str]]] = {}
         if not self.exists():
             return reads
-        for user, article, ts in self.conn.execute(
+        for user, article, ts in self._rows(
             "SELECT user_id, article_id, ts FROM history WHERE user_id != '' UNION ALL "
             "SELECT user_id, article_id, ts FROM events WHERE user_id != '' AND type IN ('view', 'click')"
         ):
@@ -538,7 +532,7 @@ class EventStore:
             return []
         reads = self.reads_by_reader()
         found: list[Impression] = []
-        rows = self.conn.execute(
+        rows = self._rows(
             "SELECT user_id, ts, article_id, type FROM events WHERE user_id != '' "
             "AND type IN ('impression', 'click') ORDER BY user_id, ts, seq"
         )
@@ -579,31 +573,29 @@ class EventStore:
         if not self.exists():
             return None
         until = time.time() + self.config.max_future_seconds if until is None else until
-        found = self.conn.execute("SELECT max(ts) FROM events WHERE ts <= ?", (until,)).fetchone()
-        return None if found is None or found[0] is None else float(found[0])
+        found = self._rows("SELECT max(ts) FROM events WHERE ts <= ?", (until,))
+        return None if not found or found[0][0] is None else float(found[0][0])
 
     def max_seq(self) -> int:
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+        if not self.exists():
+            return 0
+        return int(self._rows("SELECT coalesce(max(seq), 0) FROM events")[0][0])
 
-    def close(self) -> None:
-        self._connections.close()
 
+def open_event_store(root: str | Path, config: EventsConfig | None = None) -> EventStore:
+    """The events store ``[events] url`` names: empty for ``events.sqlite`` in the index folder ``root``
+    (the embedded default), or ``postgresql://user@host:port/db`` for one database shared by many hosts."""
+    config = config or EventsConfig()
+    url = config.url.strip()
+    if not url:
+        from recsys.events_sqlite import SQLiteEventStore
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Create the schema, or bring an older events.sqlite up to SCHEMA_VERSION (idempotent)."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version >= SCHEMA_VERSION:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
-        if columns and "source" not in columns:
-            conn.execute("ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT ''")
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        return SQLiteEventStore(root, config)
+    if url.startswith(("postgresql://", "postgres://")):
+        from recsys.events_postgres import PostgresEventStore
+
+        return PostgresEventStore(url, config)
+    raise RecsysError(
+        f"unknown events store {url.split('://')[0]!r} in [events] url; use postgresql://user@host:5432/dbname, "
+        "or leave it empty for events.sqlite in the index folder"
+    )

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
+from recsys.events import EventsUnavailable
 from recsys.service import Recommender
 from recsys.types import Hit, RecsysError, UnknownArticle
 
@@ -224,16 +225,26 @@ def create_app(
     async def unknown(_: Request, exc: UnknownArticle) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "article_id": exc.article_id}, status_code=404)
 
+    @app.exception_handler(EventsUnavailable)
+    async def events_down(_: Request, exc: EventsUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": _printable(str(exc))}, status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(RecsysError)
     async def bad_request(_: Request, exc: RecsysError) -> JSONResponse:
         return JSONResponse({"detail": _printable(str(exc))}, status_code=422)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        """Index version, article count, and the time of the newest stored event."""
-        last = rec._events.last_event_time()
+        """Index version, article count, and the time of the newest stored event ("events": "unavailable"
+        while the events store cannot be reached: lists are still served from the popularity folded so far)."""
+        try:
+            last = rec.last_event_time()
+            events = "ok"
+        except EventsUnavailable:
+            last, events = None, "unavailable"
         return {
             "status": "ok",
+            "events": events,
             "index_version": rec.version,
             "articles": len(rec),
             "last_event_time": None if last is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)),
@@ -340,10 +351,11 @@ def create_app(
         now = time.time()
         records = [{**e.model_dump(), "ts": now if e.ts is None else e.ts} for e in batch.events]
         try:
-            result = rec.record_events(records, source="" if trusted else client_source(request), hold_unindexed=True)
+            result = rec.record_events(
+                records, source="" if trusted else client_source(request), hold_unindexed=True, durable=True
+            )
         except ValueError as exc:
             raise HTTPException(422, _printable(f"bad event: {exc}")) from None
-        rec.flush()
         return {"accepted": result.accepted, "held_unindexed": result.held, "refused_unindexed": result.refused}
 
     @app.post("/related-to-text", response_model=list[Hit])

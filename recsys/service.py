@@ -25,7 +25,7 @@ import numpy as np
 from recsys.activity import EventBuffer, PopularityTracker
 from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, Settings, load_settings
 from recsys.embedder import Embedder, article_text, make_embedder
-from recsys.events import Event, EventStore, event_from_record
+from recsys.events import Event, EventsUnavailable, event_from_record, open_event_store
 from recsys.layout import IndexLayout
 from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
 from recsys.lists.base import TimeLike, check_k, epoch, iso, make_filters, newest_hits, now_seconds
@@ -48,7 +48,7 @@ class Recommender:
         self.settings = settings if settings is not None else load_settings()
         self._embedder = embedder
         self.layout = IndexLayout(root)
-        self._events = EventStore(self.layout.root, self.settings.events)
+        self._events = open_event_store(self.layout.root, self.settings.events)
         self._versions = VersionFollower(self.layout.root, on_switch=self._promote_held_events)
         self._buffer = EventBuffer(self._events, self.settings.popularity)
         self._activity = PopularityTracker(self._events, self.settings.popularity)
@@ -261,9 +261,12 @@ class Recommender:
         if history:
             reads.extend(reversed([h for h in history if h]))
         if user_id:
-            self._buffer.flush()
-            if self._events.exists():
-                reads.extend(a for a, _ in self._events.reads_of(user_id, now_s))
+            try:
+                self._buffer.flush()
+                if self._events.exists():
+                    reads.extend(a for a, _ in self._events.reads_of(user_id, now_s))
+            except EventsUnavailable as exc:  # the list is still served, from the history passed
+                logger.warning("reads of %r not available: %s", user_id, exc)
         return list(dict.fromkeys(reads))
 
     # -- what readers do ---------------------------------------------------------------------------
@@ -288,14 +291,20 @@ class Recommender:
         self._buffer.record(Event(article_id, "reaction", now_seconds(ts), reaction=reaction, user_id=user_id or ""))
 
     def record_events(
-        self, records: Iterable[dict[str, Any]], *, source: str = "", hold_unindexed: bool = False
+        self,
+        records: Iterable[dict[str, Any]],
+        *,
+        source: str = "",
+        hold_unindexed: bool = False,
+        durable: bool = False,
     ) -> EventsAccepted:
         """Validate and record a batch of event records (the events file schema); all or nothing.
 
         ``source`` marks events from an untrusted sender (popularity then counts that sender as one
         reader). With ``hold_unindexed`` (the HTTP service), events for ids that are not indexed are
-        held in a bounded table until the article is indexed, and refused once it is full.
-        Raises ValueError naming the first bad record.
+        held in a bounded table until the article is indexed, and refused once it is full. With
+        ``durable`` the batch is written before this returns (the HTTP service: a 200 means stored), and
+        ``EventsUnavailable`` means none of it was. Raises ValueError naming the first bad record.
         """
         now = time.time()
         events = []
@@ -309,8 +318,13 @@ class Recommender:
             known = self.view.store.rows_of({e.article_id for e in events})
             unknown = [e for e in events if e.article_id not in known]
             events = [e for e in events if e.article_id in known]
-        for event in events:
-            self._buffer.record(event)
+        if durable:
+            self._buffer.flush()  # earlier buffered events first, so the store keeps their order
+            self._events.add([(self._buffer.key_of(e), e) for e in events])
+            self._activity.forget_counts()
+        else:
+            for event in events:
+                self._buffer.record(event)
         held = self._events.add_unindexed([(self._buffer.key_of(e), e) for e in unknown]) if unknown else 0
         return EventsAccepted(len(events), held, len(unknown) - held)
 
@@ -330,9 +344,17 @@ class Recommender:
             self._activity.forget_counts()
         return stored
 
+    def last_event_time(self) -> float | None:
+        """Time of the newest stored event (raises ``EventsUnavailable`` when the store cannot be reached)."""
+        return self._events.last_event_time()
+
     def reaction_counts(self, article_id: str) -> dict[str, int]:
-        """All-time reaction counts of an article, e.g. {"veryGood": 682} (for the reaction bar)."""
-        self.flush()
+        """All-time reaction counts of an article, e.g. {"veryGood": 682} (for the reaction bar); empty while
+        the events store cannot be reached."""
+        try:
+            self.flush()
+        except EventsUnavailable as exc:
+            logger.warning("%s", exc)
         if not self._events.exists():
             return {}
         counts = self._activity.window_counts([article_id], -1e18, 1e18)[article_id]

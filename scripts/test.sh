@@ -10,4 +10,16 @@ fi
 # torch pinned so pip takes the CPU build (see README); the rest comes from pyproject.toml.
 pip install -q torch==2.13.0 -e ".[test]"
 ruff check .
+# The events suite runs on PostgreSQL too: a throwaway cluster (Debian's postgresql, installed when missing)
+# on a local port, stopped on exit. Where it cannot run, the PostgreSQL half of the suite skips saying why.
+if [ -z "${RECSYS_TEST_POSTGRES_URL:-}" ]; then
+  pg_dir=$(mktemp -d /tmp/recsys-test-pg.XXXXXX)
+  chmod 755 "$pg_dir"
+  trap 'bash scripts/postgres.sh stop "$pg_dir/data"; rm -rf "$pg_dir"' EXIT
+  if url=$(bash scripts/postgres.sh start "$pg_dir/data" "${RECSYS_TEST_POSTGRES_PORT:-55433}"); then
+    export RECSYS_TEST_POSTGRES_URL="$url"
+  else
+    echo "note: no PostgreSQL server for the tests; its half of the events suite will be skipped" >&2
+  fi
+fi
 python -m pytest "$@"

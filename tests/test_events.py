@@ -2,7 +2,7 @@
 
 import pytest
 
-from recsys.events import EventStore, read_events, read_impressions
+from recsys.events import open_event_store, read_events, read_impressions
 from recsys.types import InputError
 
 ROWS = [
@@ -40,7 +40,7 @@ def test_bad_records_are_located_and_skipped(events_file):
 
 
 def test_ingesting_twice_counts_once_but_identical_lines_count_twice(tmp_path, events_file):
-    store = EventStore(tmp_path)
+    store = open_event_store(tmp_path)
     first = store.ingest([events_file])
     assert (first.stored, first.duplicates) == (4, 0)
     again = store.ingest([events_file])
@@ -52,7 +52,7 @@ def test_ingesting_twice_counts_once_but_identical_lines_count_twice(tmp_path, e
 
 
 def test_fail_mode_stores_nothing(tmp_path, events_file):
-    store = EventStore(tmp_path)
+    store = open_event_store(tmp_path)
     with pytest.raises(InputError, match=r"events\.jsonl:5"):
         store.ingest([events_file], on_error="fail")
     assert store.max_seq() == 0
@@ -80,7 +80,7 @@ def test_mind_behaviors(tmp_path):
         ("2", ("N3", "N4"), (False, True)),
     ]
     assert impressions[0].ts == 1573568086.0  # 2019-11-12 14:14:46 UTC
-    store = EventStore(tmp_path)
+    store = open_event_store(tmp_path)
     report = store.ingest([path])
     assert (report.read, report.history, len(report.problems)) == (7, 2, 2)
     assert store.ingest([path]).stored == 0

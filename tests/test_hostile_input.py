@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from recsys.cli import app
 from recsys.config import Settings
-from recsys.events import Event, EventStore, read_events, read_impressions
+from recsys.events import Event, open_event_store, read_events, read_impressions
 from recsys.http import BodyLimit, RateLimiter, create_app
 from recsys.indexer import Indexer
 from recsys.io import format_timestamp, parse_timestamp, read_articles
@@ -49,7 +49,7 @@ def test_fuzz_corpus_no_crash_no_good_record_lost(tmp_path, seed):
     root = tmp_path / "index"
     report = Indexer(root, Settings(), KeywordEmbedder()).add(expected.article_files)
     assert report.articles == len(expected.good_articles) and len(report.problems) == len(read.problems)
-    store = EventStore(root)
+    store = open_event_store(root)
     ingested = store.ingest(expected.event_files)
     # every good event is read; the same event in two files is one event (stored once, by design)
     assert ingested.read == expected.good_events and ingested.stored + ingested.duplicates == ingested.read
@@ -93,7 +93,9 @@ def test_a_future_event_is_refused_everywhere(client, tmp_path, index):
 
 def test_a_future_event_already_stored_cannot_poison_the_lists(index):
     # An events.sqlite written before times were checked: the event is there, and survives restarts.
-    EventStore(index).add([("x", Event("fb1", "view", 4_102_444_800.0)), ("y", Event("fb2", "view", time.time()))])
+    open_event_store(index).add(
+        [("x", Event("fb1", "view", 4_102_444_800.0)), ("y", Event("fb2", "view", time.time()))]
+    )
     for _ in range(2):  # and again after a "restart"
         rec = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0))
         page = rec.page("fb0", ["fb3"])
@@ -116,7 +118,7 @@ def test_popularity_is_finite_whatever_the_times():
 def test_one_readers_thousand_views_count_as_one(index, tmp_path):
     rows = [{"article_id": "fb1", "type": "view", "user_id": "bot", "ts": "2026-11-25T09:00:00Z"}] * 1000
     rows += [{"article_id": "fb2", "type": "view", "user_id": f"u{i}", "ts": "2026-11-25T09:00:00Z"} for i in range(3)]
-    EventStore(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
+    open_event_store(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
     hits = Recommender.open(index).ranking(2, now=NOW)
     assert [h.id for h in hits] == ["fb2", "fb1"]
     assert hits[1].reason == "1 view in the last 24 h" and hits[0].reason == "3 views in the last 24 h"
@@ -143,7 +145,7 @@ def test_events_for_unindexed_ids_are_held_to_a_bound_and_join_when_indexed(make
         more = [{"article_id": f"new{i % 2}", "type": "view"} for i in range(30)]
         answer = client.post("/events", json={"events": more}).json()
         assert answer == {"accepted": 0, "held_unindexed": 10, "refused_unindexed": 20}
-        held = EventStore(index).conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0]
+        held = open_event_store(index).conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0]
         assert held == 50  # the table never grows past the bound
         make_indexer().add_articles([art("new0", "football derby new", "football goal derby new")])
         assert client.get("/health").json()["articles"] == 9  # the service switched versions
@@ -218,7 +220,7 @@ def test_behaviors_row_with_a_bad_byte_and_surrogate_ids(tmp_path):
     problems = []
     assert [i.impression_id for i in read_impressions(path, problems)] == ["1", "3"]
     assert [p.line for p in problems] == [2]
-    stored = EventStore(tmp_path).ingest([path])
+    stored = open_event_store(tmp_path).ingest([path])
     assert stored.stored == 6 and len(stored.problems) == 1
     events = tmp_path / "e.jsonl"
     events.write_bytes(b'{"article_id": "a\\ud83d", "type": "view", "ts": 1790000000, "user_id": "u"}\n')
@@ -354,7 +356,7 @@ def test_first_visit_ranking_keeps_the_popular_and_recommendation_differs(index,
         for a, n in (("nd0", 5), ("nd1", 4), ("fb4", 3))
         for i in range(n)
     ]
-    EventStore(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
+    open_event_store(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
     page = Recommender.open(index).page("fb0", k_related=1, k_ranking=3, k_recommend=3, now=NOW)
     assert [h.id for h in page.ranking] == ["nd0", "nd1", "fb4"]
     assert page.recommendation and not {h.id for h in page.recommendation} & {"nd0", "nd1", "fb4"}
@@ -370,7 +372,7 @@ def test_ranking_order_follows_engagement_not_just_ctr(index, tmp_path):
     ]
     rows += [{"article_id": "fb2", "type": "click", "user_id": f"v{i}", "ts": at} for i in range(2)]
     rows += [{"article_id": "fb2", "type": "impression", "user_id": f"s{i}", "ts": at} for i in range(200)]
-    EventStore(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
+    open_event_store(index).ingest([write_jsonl(tmp_path / "e.jsonl", rows)])
     hits = Recommender.open(index).ranking(2, now=NOW)
     assert [h.id for h in hits] == ["fb2", "fb1"]
     assert hits[0].reason == "15 views and 3 reactions and 2 clicks from 200 impressions in the last 24 h"
@@ -456,7 +458,7 @@ def test_an_events_database_from_before_sources_is_migrated_in_place(tmp_path):
     )
     old.commit()
     old.close()
-    store = EventStore(tmp_path)
+    store = open_event_store(tmp_path)
     assert next(row[1] for row in store.since(0)) == [("a", "view", "", 1790000000.0, 1, "u1")]
     assert store.add([("k2", Event("a", "view", 1790000001.0, source="ip:x"))]) == 1
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.config import Settings
 from recsys.coreads import CoReadConfig, CoReads, CoReadTable
-from recsys.events import EventStore, Impression
+from recsys.events import Impression, open_event_store
 from recsys.features import FEATURES
 from recsys.ranker import RANKER_FILE, LearnedRanker
 from recsys.service import Recommender
@@ -148,7 +148,7 @@ def test_train_from_ingested_events_then_serve_learned_lists(index, tmp_path):
             for i in log
         )
     )
-    EventStore(index).ingest([path])
+    open_event_store(index).ingest([path])
     env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
     result = CliRunner().invoke(
         app, ["train", "--index", str(index), "--test-days", "1", "--out", str(tmp_path / "r")], env=env
@@ -196,7 +196,7 @@ def test_a_site_that_logs_only_views_still_gets_readers_also_read(index, tmp_pat
     ]
     path = tmp_path / "views.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    EventStore(index).ingest([path])
+    open_event_store(index).ingest([path])
     env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
     result = CliRunner().invoke(app, ["train", "--index", str(index), "--out", str(tmp_path / "r")], env=env)
     assert result.exit_code == 0, result.output

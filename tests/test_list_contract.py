@@ -15,7 +15,7 @@ import pytest
 
 from recsys.activity import PopularityTracker
 from recsys.config import Settings
-from recsys.events import EventStore
+from recsys.events import open_event_store
 from recsys.indexer import Indexer
 from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
 from recsys.ranker import LearnedRanker
@@ -42,7 +42,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, a in enumerate(articles())
     ]
     (root.parent / "events.jsonl").write_text("\n".join(lines) + "\n")
-    EventStore(root).ingest([root.parent / "events.jsonl"])
+    open_event_store(root).ingest([root.parent / "events.jsonl"])
     with Recommender.open(root) as rec:
         settings = Settings()
         dataset, _ = build_dataset(synthetic_log(900), lookup_of(rec), settings.popularity, settings.recommend)
@@ -56,7 +56,7 @@ def context(root: Path, ranker_dir: Path | None) -> ListContext:
     settings = Settings().replace("popularity", refresh_seconds=0.0)
     return ListContext(
         settings,
-        PopularityTracker(EventStore(root, settings.events), settings.popularity),
+        PopularityTracker(open_event_store(root, settings.events), settings.popularity),
         StoredModels(ranker_dir or root, 0.0),
     )
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from recsys.config import Settings
-from recsys.events import EventStore
+from recsys.events import open_event_store
 from recsys.service import Recommender
 from tests.conftest import art, write_jsonl
 
@@ -66,7 +66,7 @@ def ids(hits):
 
 
 def test_ranking_orders_by_popularity_and_quotes_figures(index, tmp_path):
-    EventStore(index).ingest([views(tmp_path, {"fb1": 1204, "el2": 300, "ck0": 5}, reaction="veryGood")])
+    open_event_store(index).ingest([views(tmp_path, {"fb1": 1204, "el2": 300, "ck0": 5}, reaction="veryGood")])
     rec = Recommender.open(index)
     hits = rec.ranking(3, now=NOW)
     assert ids(hits) == ["fb1", "el2", "ck0"]
@@ -76,7 +76,7 @@ def test_ranking_orders_by_popularity_and_quotes_figures(index, tmp_path):
 
 
 def test_ranking_window_and_cold_start_fall_back_to_newest(index, tmp_path):
-    EventStore(index).ingest([views(tmp_path, {"fb1": 50}, ts="2026-11-20T09:00:00Z")])
+    open_event_store(index).ingest([views(tmp_path, {"fb1": 50}, ts="2026-11-20T09:00:00Z")])
     rec = Recommender.open(index)
     hits = rec.ranking(2, now=NOW)  # fb1's views are five days old: outside the 24 h window
     assert ids(hits) == ["fb5", "el5"] or ids(hits) == ["el5", "fb5"]
@@ -98,8 +98,8 @@ def test_record_view_and_reaction_reach_the_lists(index):
 
 
 def test_popularity_as_of_a_past_time_ignores_later_events(index, tmp_path):
-    EventStore(index).ingest([views(tmp_path, {"fb1": 10}, ts="2026-11-20T00:00:00Z")])
-    EventStore(index).ingest([views(tmp_path, {"fb1": 1000}, ts="2026-11-24T00:00:00Z")])
+    open_event_store(index).ingest([views(tmp_path, {"fb1": 10}, ts="2026-11-20T00:00:00Z")])
+    open_event_store(index).ingest([views(tmp_path, {"fb1": 1000}, ts="2026-11-24T00:00:00Z")])
     rec = Recommender.open(index)
     before = rec.popularity("fb1", at="2026-11-21T00:00:00Z")
     assert before.reads == pytest.approx(5.0)  # 10 views, one half-life earlier
@@ -119,14 +119,14 @@ def test_multi_interest_history_gets_both_interests(index):
 
 
 def test_unknown_or_empty_history_gives_ranking(index, tmp_path):
-    EventStore(index).ingest([views(tmp_path, {"el3": 99})])
+    open_event_store(index).ingest([views(tmp_path, {"el3": 99})])
     rec = Recommender.open(index)
     assert ids(rec.recommend(["not-indexed"], k=1, now=NOW)) == ["el3"]
     assert ids(rec.recommend(None, user_id="nobody", k=1, now=NOW)) == ["el3"]
 
 
 def test_page_lists_are_disjoint_and_skip_the_current_article(index, tmp_path):
-    EventStore(index).ingest([views(tmp_path, {"fb0": 500, "fb1": 400, "el0": 300, "ck1": 10})])
+    open_event_store(index).ingest([views(tmp_path, {"fb0": 500, "fb1": 400, "el0": 300, "ck1": 10})])
     rec = Recommender.open(index)
     page = rec.page("fb0", ["el1", "fb2"], k_related=4, k_ranking=4, k_recommend=4, now=NOW)
     lists = [ids(page.related), ids(page.ranking), ids(page.recommendation)]
@@ -137,7 +137,7 @@ def test_page_lists_are_disjoint_and_skip_the_current_article(index, tmp_path):
 
 
 def test_takedown_removes_an_article_from_every_list(make_indexer, index, tmp_path):
-    EventStore(index).ingest([views(tmp_path, {"fb1": 5000})])
+    open_event_store(index).ingest([views(tmp_path, {"fb1": 5000})])
     rec = Recommender.open(index)
     assert "fb1" in ids(rec.ranking(3, now=NOW))
     make_indexer().remove(["fb1"])
@@ -199,7 +199,7 @@ def test_live_popularity_skips_events_too_old_to_matter(tmp_path):
     from recsys.config import PopularityConfig
     from recsys.events import Event
 
-    store = EventStore(tmp_path)
+    store = open_event_store(tmp_path)
     day = 86_400.0
     newest = float(int(time.time()) - 3600)
     store.add([("old", Event("a", "view", newest - 60 * day)), ("new", Event("b", "view", newest))])
@@ -216,7 +216,7 @@ def test_impressions_alone_do_not_make_an_article_popular(index, tmp_path):
         {"article_id": "el1", "type": "impression", "ts": "2026-11-25T09:00:00Z", "count": 50},
         {"article_id": "el1", "type": "click", "ts": "2026-11-25T09:00:00Z", "count": 5},
     ]
-    EventStore(index).ingest([write_jsonl(tmp_path / "imp.jsonl", shown + clicked)])
+    open_event_store(index).ingest([write_jsonl(tmp_path / "imp.jsonl", shown + clicked)])
     hits = Recommender.open(index).ranking(2, now=NOW)
     assert hits[0].id == "el1" and hits[0].reason == "5 clicks from 50 impressions in the last 24 h"
     assert "ck1" not in [h.id for h in hits]  # shown 50 times, never chosen: not "popular"

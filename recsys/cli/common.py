@@ -27,6 +27,12 @@ EXIT_SKIPPED = 3  # done, but some input records were bad: each is reported as f
 err = Console(stderr=True)
 IndexOption = typer.Option(DEFAULT_INDEX_DIR, "--index", "-i", help="Index directory.")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+EventsOption = typer.Option(
+    None,
+    "--events",
+    help="Events store: postgresql://user@host:5432/db shared by many hosts "
+    "(default: [events] url, else events.sqlite in the index folder).",
+)
 
 
 class OnError(StrEnum):
@@ -39,12 +45,15 @@ class OnError(StrEnum):
 @dataclass
 class State:
     config_path: str | None = None
+    events_url: str | None = None  # --events, over the config file and the environment
     _settings: Settings | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config_path)
+            if self.events_url is not None:
+                self._settings = self._settings.replace("events", url=self.events_url)
         return self._settings
 
 
@@ -53,6 +62,15 @@ def app_state(ctx: typer.Context) -> State:
     if not isinstance(root.obj, State):
         root.obj = State()
     return root.obj
+
+
+def settings_of(ctx: typer.Context, events: str | None = None) -> Settings:
+    """The command's settings, with ``--events URL`` applied when given."""
+    state = app_state(ctx)
+    if events is not None and events != state.events_url:
+        state.events_url = events
+        state._settings = None
+    return state.settings
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

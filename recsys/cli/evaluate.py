@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from recsys.cli.common import app_state
+from recsys.cli.common import EventsOption, settings_of
 from recsys.cli.train import article_lookup
 from recsys.config import Settings
 from recsys.evaluation.impressions import (
@@ -101,12 +101,13 @@ def eval_related(
     seed: int = SeedOption,
     fmt: str = typer.Option(None, "--format", "-f", help="Input format (default: from the extension)."),
     index: str = EvalIndexOption,
+    events: str = EventsOption,
     sweep: list[str] = SweepOption,
     out: str = OutOption,
 ) -> None:
     """Related vs random, lexical (TF-IDF), plain dense kNN: precision, nDCG, duplicates, diversity, coverage."""
     run = Run("eval-related", Path(out) if out else None)  # started now: its timer covers the whole run
-    settings = app_state(ctx).settings
+    settings = settings_of(ctx, events)
     sweeps = _sweeps(sweep, settings)
     read = read_articles(articles, fmt)
     labels = label_map(read.articles, label)
@@ -170,6 +171,7 @@ def _impressions(behaviors: str, limit: int | None, seed: int) -> tuple[list[Imp
 
 def _mind_run(
     ctx: typer.Context,
+    events: str | None,
     sweep: list[str] | None,
     behaviors: str,
     limit: int | None,
@@ -178,7 +180,7 @@ def _mind_run(
     index: str | None,
 ) -> tuple[Settings, list[Sweep], list[Impression], list[InputProblem], Recommender]:
     """What both MIND evaluations start from: settings, checked sweeps, impressions, the news index."""
-    settings = app_state(ctx).settings
+    settings = settings_of(ctx, events)
     sweeps = _sweeps(sweep, settings)
     impressions, problems = _impressions(behaviors, limit, seed)
     rec = Recommender.open(_index_for([news], index, settings, "mind"), settings)
@@ -193,12 +195,13 @@ def eval_impressions(
     limit: int = typer.Option(None, "--limit", min=1, help="A seeded sample of this many impressions."),
     seed: int = SeedOption,
     index: str = EvalIndexOption,
+    events: str = EventsOption,
     sweep: list[str] = SweepOption,
     out: str = OutOption,
 ) -> None:
     """Replay impressions in time order: baselines, each signal, and `recsys` (what Recommendation serves)."""
     run = Run("eval-impressions", Path(out) if out else None)
-    settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, limit, seed, news, index)
+    settings, sweeps, impressions, problems, rec = _mind_run(ctx, events, sweep, behaviors, limit, seed, news, index)
     timed = [i for i in impressions if math.isfinite(i.ts)]
     untimed = [i for i in impressions if not math.isfinite(i.ts)]
     if timed:
@@ -310,12 +313,13 @@ def eval_recommend(
     limit: int = typer.Option(None, "--limit", min=1, help="A seeded sample of this many readers."),
     seed: int = SeedOption,
     index: str = EvalIndexOption,
+    events: str = EventsOption,
     sweep: list[str] = SweepOption,
     out: str = OutOption,
 ) -> None:
     """Hold out each reader's last read(s); recall@k and nDCG@k of Recommendation vs baselines."""
     run = Run("eval-recommend", Path(out) if out else None)
-    settings, sweeps, impressions, problems, rec = _mind_run(ctx, sweep, behaviors, None, seed, news, index)
+    settings, sweeps, impressions, problems, rec = _mind_run(ctx, events, sweep, behaviors, None, seed, news, index)
     indexed = rec.view.store.rows_of({a for i in impressions for a in (*i.history, *i.candidates)})
     sequences = reading_sequences(impressions)
     readers = make_readers(sequences, indexed, holdout, min_history, limit, seed)

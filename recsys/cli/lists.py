@@ -6,8 +6,17 @@ from enum import StrEnum
 
 import typer
 
-from recsys.cli.common import EXIT_SKIPPED, IndexOption, JsonOption, OnError, app_state, print_hits, print_json
-from recsys.events import EVENT_FORMATS, EventStore
+from recsys.cli.common import (
+    EXIT_SKIPPED,
+    EventsOption,
+    IndexOption,
+    JsonOption,
+    OnError,
+    print_hits,
+    print_json,
+    settings_of,
+)
+from recsys.events import EVENT_FORMATS, open_event_store
 from recsys.layout import IndexLayout
 from recsys.service import Recommender
 
@@ -30,6 +39,7 @@ def ingest(
     ctx: typer.Context,
     files: list[str] = typer.Argument(..., help="JSONL/CSV event files or MIND behaviors.tsv."),
     index: str = IndexOption,
+    events: str = EventsOption,
     fmt: EventFormat = typer.Option(None, "--format", "-f", help="Event format (default: from the extension)."),
     on_error: OnError = typer.Option(
         OnError.skip, "--on-error", help="skip: report bad records, store the rest, exit 3. fail: store nothing."
@@ -38,7 +48,7 @@ def ingest(
 ) -> None:
     """Store events; the same file twice counts nothing twice."""
     IndexLayout(index).current()  # events belong to an index: fail early if there is none
-    store = EventStore(index, app_state(ctx).settings.events)
+    store = open_event_store(index, settings_of(ctx, events).events)
     report = store.ingest(files, None if fmt is None else str(fmt.value), on_error.value)
     for problem in report.problems:
         typer.echo(str(problem), err=True)
@@ -58,13 +68,14 @@ def ranking(
     ctx: typer.Context,
     k: int = KOption,
     index: str = IndexOption,
+    events: str = EventsOption,
     category: list[str] = typer.Option(None, "--category", help="Only these categories (repeatable)."),
     window_hours: float = typer.Option(None, "--window-hours", help="Activity window (default from config)."),
     now: str = NowOption,
     as_json: bool = JsonOption,
 ) -> None:
     """What is popular now, from views, clicks and reactions."""
-    with Recommender.open(index, app_state(ctx).settings) as rec:
+    with Recommender.open(index, settings_of(ctx, events)) as rec:
         hits = rec.ranking(k, category=category or None, window_hours=window_hours, now=now)
     print_hits(hits, as_json, "" if as_json else "Popular now")
 
@@ -75,11 +86,12 @@ def recommend(
     user: str = UserOption,
     k: int = KOption,
     index: str = IndexOption,
+    events: str = EventsOption,
     now: str = NowOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Articles for a reader, from what they read (no history: what is popular)."""
-    with Recommender.open(index, app_state(ctx).settings) as rec:
+    with Recommender.open(index, settings_of(ctx, events)) as rec:
         hits = rec.recommend(_history(history), user_id=user, k=k, now=now)
     print_hits(hits, as_json, "" if as_json else "Recommended for you")
 
@@ -90,6 +102,7 @@ def page(
     history: list[str] = HistoryOption,
     user: str = UserOption,
     index: str = IndexOption,
+    events: str = EventsOption,
     k_related: int = typer.Option(None, "--k-related", min=0, max=100, help="Related list length (default 10)."),
     k_ranking: int = typer.Option(None, "--k-ranking", min=0, max=100, help="Ranking list length (default 8)."),
     k_recommend: int = typer.Option(
@@ -99,7 +112,7 @@ def page(
     as_json: bool = JsonOption,
 ) -> None:
     """The three lists of one page view: Related, Ranking, Recommendation."""
-    with Recommender.open(index, app_state(ctx).settings) as rec:
+    with Recommender.open(index, settings_of(ctx, events)) as rec:
         result = rec.page(
             article_id,
             _history(history),

@@ -9,7 +9,7 @@ import typer
 
 from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, print_hits, print_json
 from recsys.config import to_toml
-from recsys.events import EventStore
+from recsys.events import open_event_store
 from recsys.indexer import Indexer
 from recsys.io import read_articles
 from recsys.service import Recommender
@@ -72,7 +72,7 @@ def demo(
     sample = sample_path()
     with docs_progress(not as_json) as bar:
         report = Indexer(index, settings).build([sample], progress=bar)
-    events = EventStore(index).ingest([sample_path("sample_events.jsonl")])
+    events = open_event_store(index).ingest([sample_path("sample_events.jsonl")])
     newest = max(a.published_at for a in read_articles([sample]).articles if a.published_at)
     output: dict[str, object] = {}
     with Recommender.open(index, settings) as rec:

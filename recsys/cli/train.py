@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from recsys.cli.common import EXIT_SKIPPED, IndexOption, JsonOption, app_state, print_json
+from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, print_json, settings_of
 from recsys.coreads import COREADS_FILE
 from recsys.evaluation.report import Run, markdown_table, text_table
-from recsys.events import EventStore, Impression, read_impressions
+from recsys.events import Impression, open_event_store, read_impressions
 from recsys.ranker import RANKER_FILE, write_json_atomic
 from recsys.service import Recommender
 from recsys.store import NO_TIME
@@ -37,6 +37,7 @@ def article_lookup(rec: Recommender, impressions: list[Impression]) -> ArticleLo
 def train_command(
     ctx: typer.Context,
     index: str = IndexOption,
+    events: str = EventsOption,
     behaviors: list[str] = typer.Option(
         None, "--behaviors", help="MIND behaviors.tsv file(s); default: the impressions ingested into the index."
     ),
@@ -46,14 +47,14 @@ def train_command(
 ) -> None:
     """Fit how Recommendation mixes its signals from logged impressions; store it in the index."""
     run = Run("train", Path(out) if out else None)
-    settings = app_state(ctx).settings
+    settings = settings_of(ctx, events)
     problems: list[InputProblem] = []
     with Recommender.open(index, settings) as rec:
         if behaviors:
             impressions = [i for path in behaviors for i in read_impressions(Path(path), problems)]
             source = ", ".join(behaviors)
         else:
-            store = EventStore(index, settings.events)
+            store = open_event_store(index, settings.events)
             impressions = store.logged_impressions()
             source = f"the events ingested into {index}"
         lookup = article_lookup(rec, impressions)

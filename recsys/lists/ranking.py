@@ -61,6 +61,8 @@ class RankingList:
 def ranking_reason(counts: WindowCounts, hours: float) -> str:
     """E.g. "1,204 views and 96 reactions in the last 24 h", or clicks out of impressions."""
     span = f"{hours:g} h" if hours < 48 else f"{hours / 24:g} days"
+    if not counts.known:
+        return f"popular in the last {span}"
 
     def n(value: int, noun: str) -> str:
         return f"{value:,} {noun}{'s' if value != 1 else ''}"
@@ -76,6 +78,8 @@ def ranking_reason(counts: WindowCounts, hours: float) -> str:
 
 
 def counts_metadata(counts: WindowCounts) -> dict[str, Any]:
+    if not counts.known:
+        return {}
     return {
         "views": counts.views,
         "reactions": counts.reactions,

@@ -1,0 +1,120 @@
+"""The embedded events store: ``events.sqlite`` in the index folder (WAL; one writer at a time, many readers).
+
+Events live beside the versions: they accumulate continuously and are not rebuilt with the articles.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys.config import EventsConfig
+from recsys.events import EventStore
+from recsys.sqlite import PerThreadConnection
+
+EVENTS_FILE = "events.sqlite"
+SCHEMA_VERSION = 2  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table
+# Counted events, and events posted for ids that are not indexed yet (held, bounded): the same columns.
+EVENT_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_key TEXT NOT NULL UNIQUE,
+    article_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reaction TEXT NOT NULL DEFAULT '',
+    user_id TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    source TEXT NOT NULL DEFAULT ''
+);"""
+SCHEMA = (
+    EVENT_TABLE.format(name="events")
+    + EVENT_TABLE.format(name="unindexed_events")
+    + """
+CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
+CREATE TABLE IF NOT EXISTS history (
+    user_id TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    PRIMARY KEY (user_id, article_id)
+) WITHOUT ROWID;
+"""
+)
+
+
+class SQLiteEventStore(EventStore):
+    """The events database of one index directory. Writers and readers may run at once (WAL)."""
+
+    def __init__(self, root: str | Path, config: EventsConfig | None = None) -> None:
+        super().__init__(config)
+        self.path = Path(root) / EVENTS_FILE
+        self.description = str(self.path)
+        self._connections = PerThreadConnection(self._open)
+        self._write_lock = threading.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        for attempt in range(100):  # switching a new file to WAL needs a moment alone, with no busy handler
+            try:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 99:
+                    raise
+                time.sleep(0.05)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        _migrate(conn)
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._connections.get()
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def _transaction(self, work: Callable[[Any], int]) -> int:
+        with self._write_lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn.cursor())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return result
+
+    def close(self) -> None:
+        self._connections.close()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema, or bring an older events.sqlite up to SCHEMA_VERSION (idempotent)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        if columns and "source" not in columns:
+            conn.execute("ALTER TABLE events ADD COLUMN source TEXT NOT NULL DEFAULT ''")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
