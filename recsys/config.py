@@ -170,6 +170,10 @@ class HttpConfig:
     events_per_minute: float = 600.0
     events_burst: int = 1000
     max_event_count: int = 100  # largest `count` of one event in a request
+    # Threads one request's numpy/FAISS work may use (0: the libraries' default, every core). Requests already
+    # run in parallel, and several serving processes on one host oversubscribe the cores otherwise: two
+    # processes on 2 cores served 0.59x the requests of one with the default (benchmarks/multi_host.py).
+    compute_threads: int = 1
 
 
 @dataclass(frozen=True)

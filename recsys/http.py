@@ -194,6 +194,17 @@ def static_dir() -> Path:
     return Path(str(resources.files("recsys").joinpath("web")))
 
 
+def limit_compute_threads(threads: int) -> None:
+    """Cap the threads of FAISS (OpenMP) and numpy's BLAS for this process (``[http] compute_threads``)."""
+    if threads <= 0:
+        return
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    faiss.omp_set_num_threads(threads)
+    threadpool_limits(threads)
+
+
 def create_app(
     index: str | Path = DEFAULT_INDEX_DIR, settings: Settings | None = None, embedder: Embedder | None = None
 ) -> FastAPI:
@@ -202,6 +213,7 @@ def create_app(
     ``embedder`` serves /related-to-text; by default the index's own model is loaded on first use.
     """
     settings = settings if settings is not None else load_settings()
+    limit_compute_threads(settings.http.compute_threads)
     rec = Recommender.open(index, settings, embedder)
     app = FastAPI(
         title="recsys",

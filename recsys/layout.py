@@ -61,7 +61,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -73,8 +73,8 @@ def fsync_tree(root: Path) -> None:
     """Flush every file and folder under root, so a rename after this publishes complete data."""
     for folder, _, files in os.walk(root):
         for name in files:
-            _fsync_path(Path(folder) / name)
-        _fsync_path(Path(folder))
+            fsync_path(Path(folder) / name)
+        fsync_path(Path(folder))
 
 
 def file_sizes(root: Path) -> dict[str, int]:
@@ -167,18 +167,27 @@ class IndexLayout:
         """Seal a staged version and make it the live one atomically."""
         manifest = {**manifest, "files": file_sizes(staging)}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        return self.swap_in(staging, staging.name[len(STAGING_PREFIX) :], keep)
+
+    def swap_in(self, staging: Path, name: str, keep: int) -> Path:
+        """Make a complete staged version (manifest included) the live one, as ``versions/<name>``.
+
+        ``publish`` uses it for a version this job built; ``recsys index pull`` for one copied from
+        another index, keeping the source's name so every replica reports the same version."""
         fsync_tree(staging)
         crash_point("before-rename")
-        final = self.versions / staging.name[len(STAGING_PREFIX) :]
+        final = self.versions / name
+        if final.exists():
+            shutil.rmtree(final)  # never the live one: callers swap in only versions they do not serve
         os.rename(staging, final)
-        _fsync_path(self.versions)
+        fsync_path(self.versions)
         crash_point("before-pointer")
         tmp = self.root / f".{POINTER}.{os.getpid()}.tmp"
         tmp.write_text(final.name + "\n")
-        _fsync_path(tmp)
+        fsync_path(tmp)
         crash_point("before-swap")
         os.replace(tmp, self.pointer)
-        _fsync_path(self.root)
+        fsync_path(self.root)
         crash_point("after-pointer")
         self._collect(keep)
         return final

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from enum import Enum, StrEnum
 
 import typer
 
+from recsys import replica
 from recsys.cli.common import (
     EXIT_FAILED,
     EXIT_SKIPPED,
@@ -141,6 +143,36 @@ def restore(
 ) -> None:
     """Lift takedowns; the articles return with the next `index add` or `build` that carries them."""
     _finish(Indexer(index, app_state(ctx).settings).restore(ids), as_json)
+
+
+@index_app.command()
+def pull(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="The index folder to follow (a shared mount, or a synced path)."),
+    index: str = IndexOption,
+    every: float = typer.Option(
+        0.0, "--every", min=0.0, help="Keep following: pull again every this many seconds (0: pull once)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Make this index a replica: copy what it lacks of SOURCE's live version, then swap CURRENT atomically."""
+    keep = app_state(ctx).settings.index.keep_versions
+    while True:
+        report = replica.pull(source, index, keep)
+        if as_json:
+            print_json(report.to_dict())
+        elif report.changed:
+            typer.echo(
+                f"version {report.version}: copied {report.files_copied} files ({report.bytes_copied:,} bytes), "
+                f"linked {report.files_linked} unchanged, in {report.seconds:.2f}s"
+            )
+        else:
+            typer.echo(f"already at version {report.version}")
+        if report.models_updated:
+            typer.echo(f"updated {', '.join(report.models_updated)}")
+        if not every:
+            return
+        time.sleep(every)
 
 
 @index_app.command()
