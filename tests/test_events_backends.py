@@ -252,3 +252,30 @@ def test_a_postgresql_outage_refuses_writes_loudly_keeps_lists_and_recovers(make
     finally:
         _cluster("stop", folder, 55499)
         shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+def test_every_command_takes_the_store_from_events_option(events_config, make_indexer, tmp_path):
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    make_indexer().add_articles([art(f"a{i}", f"story {i}", f"words {i}") for i in range(6)])
+    index = str(tmp_path / "index")
+    path = tmp_path / "views.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"article_id": "a5", "type": "view", "ts": NOW - 60, "user_id": f"u{i}"}) + "\n"
+            for i in range(3)
+        )
+    )
+    runner = CliRunner()
+    events = ["--events", events_config.url]
+    ingested = runner.invoke(app, ["events", "ingest", str(path), "--index", index, *events])
+    assert ingested.exit_code == 0, ingested.output
+    ranked = runner.invoke(app, ["ranking", "--index", index, "-k", "1", "--json", *events])
+    assert ranked.exit_code == 0, ranked.output
+    assert json.loads(ranked.output)[0]["id"] == "a5"
+    if events_config.url:  # the index folder's own events.sqlite was never written
+        assert not (tmp_path / "index" / "events.sqlite").exists()
+        elsewhere = runner.invoke(app, ["ranking", "--index", index, "-k", "1", "--json"])
+        assert json.loads(elsewhere.output)[0]["id"] != "a5" or "view" not in json.loads(elsewhere.output)[0]["reason"]
