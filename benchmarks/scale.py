@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from _common import save, table
 
+from recsys.ann import exact_search
 from recsys.config import Settings
 from recsys.indexer import Indexer
 from recsys.service import Recommender
@@ -70,6 +75,29 @@ def articles(n: int, start: int = 0, seed: int = 0) -> list[Article]:
     ]
 
 
+def current_files(root: Path) -> dict[tuple[int, int], int]:
+    """The live version's files by (device, inode) -> size: a file shared with another version counts once."""
+    version = root / "versions" / (root / "CURRENT").read_text().strip()
+    return {(p.stat().st_dev, p.stat().st_ino): p.stat().st_size for p in version.rglob("*") if p.is_file()}
+
+
+PROBE = """
+import resource, sys
+from recsys.service import Recommender
+rec = Recommender.open(sys.argv[1])
+for article_id in sys.argv[2:]:
+    rec.related(article_id, 10)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def serving_rss_bytes(root: Path, ids: list[str]) -> int:
+    """Peak RSS of a fresh process that opens the index and answers Related for ``ids`` (a serving process)."""
+    env = {**os.environ, "RECSYS_INDEX__EXACT_MAX": "50000"}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(root), *ids], capture_output=True, text=True, env=env)
+    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
+
+
 def timed(call: Callable[[], object]) -> tuple[float, object]:
     started = time.perf_counter()
     result = call()
@@ -88,25 +116,33 @@ def main() -> None:
         indexer = Indexer(root, settings, HashEmbedder())
         seconds, _ = timed(lambda: indexer.add_articles(articles(n)))
         rows.append({"step": f"first build, {n:,} articles (IVF trained and tuned)", "seconds": seconds})
-        seconds, _ = timed(lambda: indexer.add_articles(articles(100, start=n, seed=1)))
-        rows.append({"step": "index add of 100 new articles", "seconds": seconds})
-        seconds, _ = timed(lambda: indexer.remove([f"a{i}" for i in range(10)]))
-        rows.append({"step": "index remove of 10 articles", "seconds": seconds})
-        seconds, rec = timed(lambda: Recommender.open(root, settings))
-        rows.append({"step": "Recommender.open", "seconds": seconds})
-        size = sum(p.stat().st_size for p in rec.view.path.rglob("*") if p.is_file())
+        archive = current_files(root)
+        add_seconds, _ = timed(lambda: indexer.add_articles(articles(100, start=n, seed=1)))
+        rows.append({"step": "index add of 100 new articles", "seconds": add_seconds})
+        add_bytes = sum(size for key, size in current_files(root).items() if key not in archive)
+        remove_seconds, _ = timed(lambda: indexer.remove([f"a{i}" for i in range(10)]))
+        rows.append({"step": "index remove of 10 articles", "seconds": remove_seconds})
+        open_seconds, rec = timed(lambda: Recommender.open(root, settings))
+        rows.append({"step": "Recommender.open", "seconds": open_seconds})
+        size = sum(current_files(root).values())
+        disk = sum(
+            {(p.stat().st_dev, p.stat().st_ino): p.stat().st_size for p in root.rglob("*") if p.is_file()}.values()
+        )
         ids = [f"a{i}" for i in np.random.default_rng(2).integers(10, n, 300)]
         view = rec.view
-        bare, related = [], []
+        bare, related, recalls = [], [], []
         for article_id in ids:
             row = view.store.row_of(article_id)
             started = time.perf_counter()
-            view.ann.search(view.vectors[row], 100)
+            _, found = view.ann.search(view.vectors[row], 100)
             bare.append(time.perf_counter() - started)
+            _, exact = exact_search(view.vectors, np.asarray(view.vectors[row]), 10)
+            recalls.append(len(set(found[0][:10].tolist()) & set(exact[0].tolist())) / 10)
             started = time.perf_counter()
             rec.related(article_id, 10)
             related.append(time.perf_counter() - started)
         ann = rec.info()["ann"]
+        rss = serving_rss_bytes(root, ids)
     latency = [
         {
             "call": "IVF search top-100 (baseline)",
@@ -125,7 +161,24 @@ def main() -> None:
     print(table(rows, ["step", "seconds"]))
     print()
     print(table(latency, ["call", "p50_ms", "p99_ms", "ratio_p50"]))
-    path = save("scale", {"articles": n, "version_bytes": size, "ann": ann, "jobs": rows, "latency": latency})
+    summary = {
+        "add_seconds": add_seconds,
+        "add_bytes_written": add_bytes,
+        "add_share_of_archive": add_bytes / size,
+        "remove_seconds": remove_seconds,
+        "related_p50_ms": latency[1]["p50_ms"],
+        "related_p99_ms": latency[1]["p99_ms"],
+        "recall_at_10": float(np.mean(recalls)),
+        "open_seconds": open_seconds,
+        "disk_bytes": disk,
+        "disk_over_one_copy": disk / size,
+        "keep_versions": settings.index.keep_versions,
+        "serving_rss_bytes": rss,
+    }
+    print(json.dumps(summary, indent=2))
+    path = save(
+        "scale", {"articles": n, "version_bytes": size, "ann": ann, "jobs": rows, "latency": latency, **summary}
+    )
     print(f"\nwrote {path}")
 
 
