@@ -302,6 +302,42 @@ class IngestReport:
 
 
 EVENT_COLUMNS = "event_key, article_id, type, reaction, user_id, ts, count, source"
+# Counted events, and events posted for ids that are not indexed yet (held, bounded): the same columns.
+EVENT_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    seq {serial},
+    event_key TEXT NOT NULL UNIQUE,
+    article_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reaction TEXT NOT NULL DEFAULT '',
+    user_id TEXT NOT NULL DEFAULT '',
+    ts {real} NOT NULL,
+    count {integer} NOT NULL DEFAULT 1,
+    source TEXT NOT NULL DEFAULT ''
+);"""
+SCHEMA_REST = """
+CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
+CREATE TABLE IF NOT EXISTS history (
+    user_id TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    ts {real} NOT NULL,
+    PRIMARY KEY (user_id, article_id)
+){history_options};
+"""
+
+
+def schema_sql(serial: str, real: str, integer: str, history_options: str = "") -> str:
+    """The events tables in one SQL dialect (each backend names its types); every backend has the same ones."""
+    types = {"serial": serial, "real": real, "integer": integer}
+    return (
+        EVENT_TABLE.format(name="events", **types)
+        + EVENT_TABLE.format(name="unindexed_events", **types)
+        + SCHEMA_REST.format(real=real, history_options=history_options)
+    )
+
+
 ADVISORY_LOCK = 7_265_637_379  # PostgreSQL: the one lock every events write takes (see PostgresEventStore)
 
 

@@ -27,49 +27,14 @@ from typing import Any, TypeVar
 import psycopg
 
 from recsys.config import EventsConfig
-from recsys.events import ADVISORY_LOCK, EventStore, EventsUnavailable
+from recsys.events import ADVISORY_LOCK, EventStore, EventsUnavailable, schema_sql
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Versioned migrations: each runs once, in order, under an advisory lock (several processes may start at once).
 MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-CREATE TABLE IF NOT EXISTS events (
-    seq BIGSERIAL PRIMARY KEY,
-    event_key TEXT NOT NULL UNIQUE,
-    article_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    reaction TEXT NOT NULL DEFAULT '',
-    user_id TEXT NOT NULL DEFAULT '',
-    ts DOUBLE PRECISION NOT NULL,
-    count BIGINT NOT NULL DEFAULT 1,
-    source TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS unindexed_events (
-    seq BIGSERIAL PRIMARY KEY,
-    event_key TEXT NOT NULL UNIQUE,
-    article_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    reaction TEXT NOT NULL DEFAULT '',
-    user_id TEXT NOT NULL DEFAULT '',
-    ts DOUBLE PRECISION NOT NULL,
-    count BIGINT NOT NULL DEFAULT 1,
-    source TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
-CREATE TABLE IF NOT EXISTS history (
-    user_id TEXT NOT NULL,
-    article_id TEXT NOT NULL,
-    ts DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (user_id, article_id)
-);
-""",
-    ),
+    (1, schema_sql("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", "BIGINT")),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 DOWN_SECONDS = 2.0  # after the retries failed, calls fail at once for this long (then the next one tries again)

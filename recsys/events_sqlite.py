@@ -13,39 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import EventsConfig
-from recsys.events import EventStore
+from recsys.events import EventStore, schema_sql
 from recsys.sqlite import PerThreadConnection
 
 EVENTS_FILE = "events.sqlite"
 SCHEMA_VERSION = 2  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table
-# Counted events, and events posted for ids that are not indexed yet (held, bounded): the same columns.
-EVENT_TABLE = """
-CREATE TABLE IF NOT EXISTS {name} (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_key TEXT NOT NULL UNIQUE,
-    article_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    reaction TEXT NOT NULL DEFAULT '',
-    user_id TEXT NOT NULL DEFAULT '',
-    ts REAL NOT NULL,
-    count INTEGER NOT NULL DEFAULT 1,
-    source TEXT NOT NULL DEFAULT ''
-);"""
-SCHEMA = (
-    EVENT_TABLE.format(name="events")
-    + EVENT_TABLE.format(name="unindexed_events")
-    + """
-CREATE INDEX IF NOT EXISTS events_article_ts ON events (article_id, ts);
-CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user_id, ts);
-CREATE TABLE IF NOT EXISTS history (
-    user_id TEXT NOT NULL,
-    article_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    PRIMARY KEY (user_id, article_id)
-) WITHOUT ROWID;
-"""
-)
+SCHEMA = schema_sql("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL", "INTEGER", " WITHOUT ROWID")
 
 
 class SQLiteEventStore(EventStore):

@@ -149,17 +149,11 @@ class Recommender:
         draft = StoredArticle(-1, "", title, body, abstract, "", "", published, "", "", "", [], {}, "")
         now_s = now_seconds(filters.pop("now", None))
         max_age = filters.pop("max_age_days", None)
-        conditions = make_filters(
-            filters.pop("category", None),
-            filters.pop("language", None),
-            filters.pop("published_after", None),
-            filters.pop("published_before", None),
-            filters.pop("exclude", ()),
-            self.settings.related.max_age_days if max_age is None else max_age,
-            now_s,
-        )
-        if filters:
-            raise TypeError(f"unknown filter(s): {', '.join(filters)}")
+        unknown = set(filters) - {"category", "language", "published_after", "published_before", "exclude"}
+        if unknown:
+            raise TypeError(f"unknown filter(s): {', '.join(sorted(unknown))}")
+        max_age = self.settings.related.max_age_days if max_age is None else max_age
+        conditions = make_filters(**filters, max_age_days=max_age, now_s=now_s)
         lexical = view.lexical_of_text(text)
         return self._related.for_vector(view, query, draft, k, conditions, now_s, (), lexical)
 
