@@ -88,19 +88,26 @@ def dedupe_stories(order: np.ndarray, vectors: np.ndarray, stories: np.ndarray, 
     """Positions (taken in ``order``) that lead their story; later members of a story are dropped.
 
     Two candidates are one story when their cosine is >= threshold or they share a nonzero story key.
+    Greedy in order, as one pass over a precomputed "same story" matrix: a candidate is kept unless an
+    already kept one covers it (one matrix product for all pairs instead of one per candidate).
     """
-    kept: list[int] = []
+    order = np.asarray(order, dtype=np.int64)
+    if order.size == 0:
+        return order
+    ordered = vectors[order]
+    same = (ordered @ ordered.T) >= threshold
+    keys = np.asarray(stories)[order].tolist()
+    covered = np.zeros(order.size, dtype=bool)
     seen_keys: set[int] = set()
-    for pos in order:
-        key = int(stories[pos])
-        if key and key in seen_keys:
+    kept: list[int] = []
+    for i, key in enumerate(keys):
+        if covered[i] or (key and key in seen_keys):
             continue
-        if kept and float(np.max(vectors[kept] @ vectors[pos])) >= threshold:
-            continue
-        kept.append(int(pos))
+        kept.append(i)
+        covered |= same[i]
         if key:
             seen_keys.add(key)
-    return np.asarray(kept, dtype=np.int64)
+    return order[kept]
 
 
 def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarray:

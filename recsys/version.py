@@ -39,8 +39,8 @@ class VersionReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.manifest = read_manifest(path)
-        self.vectors = np.load(path / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-        self.rows = np.load(path / ROWS_FILE, mmap_mode="r", allow_pickle=False)
+        self.vectors = _mapped(path / VECTORS_FILE)
+        self.rows = _mapped(path / ROWS_FILE)
         self.vocab: dict[str, list[str]] = json.loads((path / VOCAB_FILE).read_text())
         self.store = ArticleStore(path / DB_FILE)
         self.ann = ANNIndex.load(path / ANN_DIR)
@@ -60,13 +60,13 @@ class VersionReader:
         self.lexical: tuple[np.ndarray, np.ndarray] | None = None
         if (path / lexical.TERMS_FILE).is_file():
             self.lexical = (
-                np.load(path / lexical.TERMS_FILE, mmap_mode="r", allow_pickle=False),
-                np.load(path / lexical.WEIGHTS_FILE, mmap_mode="r", allow_pickle=False),
+                _mapped(path / lexical.TERMS_FILE),
+                _mapped(path / lexical.WEIGHTS_FILE),
             )
 
     def _frequencies(self) -> np.ndarray:
         if self._df is None:
-            self._df = np.load(self.path / lexical.DF_FILE, mmap_mode="r", allow_pickle=False)
+            self._df = _mapped(self.path / lexical.DF_FILE)
         return self._df
 
     def lexical_of_text(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -131,6 +131,12 @@ class VersionReader:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _mapped(path: Path) -> np.ndarray:
+    """A .npy file memory-mapped read-only, as a plain ndarray view: indexing an ``np.memmap`` costs a few
+    microseconds of subclass bookkeeping per call, and a Related list makes dozens of such calls."""
+    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
 
 
 class VersionFollower:

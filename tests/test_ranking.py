@@ -96,3 +96,29 @@ def test_shared_terms_skip_generic_and_archive_common_words():
     found = shared_terms("Trump visits Ciarán storm site", [], "Trump on storm Ciarán", [], common)
     assert found == ["storm", "Ciarán"]
     assert keywords("Vejret: storm over København") == ["Vejret", "storm", "København"]
+
+
+def test_story_dedupe_matches_the_greedy_definition_on_random_clusters():
+    """The one-matrix version keeps exactly what the pairwise greedy definition keeps."""
+
+    def greedy(order, vectors, stories, threshold):
+        kept, keys = [], set()
+        for pos in order:
+            key = int(stories[pos])
+            if (key and key in keys) or (kept and float(np.max(vectors[kept] @ vectors[pos])) >= threshold):
+                continue
+            kept.append(int(pos))
+            if key:
+                keys.add(key)
+        return kept
+
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        centres = rng.standard_normal((6, 16))
+        vectors = centres[rng.integers(0, 6, 80)] + 0.15 * rng.standard_normal((80, 16))
+        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+        stories = rng.integers(0, 12, 80) * (rng.random(80) < 0.3)
+        order = rng.permutation(80)
+        expected = greedy(order, vectors, stories, 0.9)
+        assert dedupe_stories(order, vectors, stories, 0.9).tolist() == expected
+        assert 6 <= len(expected) < 80  # the case is not trivial: stories were actually merged
