@@ -113,6 +113,9 @@ def article_row(row: int, article: Article, content_hash: str) -> tuple[Any, ...
     )
 
 
+TEXT_COLUMNS = ("body", "abstract")
+
+
 @dataclass(frozen=True)
 class StoredArticle:
     """An article as stored, with its vector row."""
@@ -186,10 +189,12 @@ class ArticleStore:
                 found[int(row)] = article_id
         return found
 
-    def get_rows(self, rows: Sequence[int]) -> dict[int, StoredArticle]:
+    def get_rows(self, rows: Sequence[int], with_text: bool = True) -> dict[int, StoredArticle]:
+        """Articles by row. ``with_text=False`` leaves body and abstract empty: lists show neither, and a long
+        body is the costliest part of a row to read."""
         result: dict[int, StoredArticle] = {}
         rows = [int(r) for r in rows]
-        cols = ",".join(COLUMNS)
+        cols = ",".join(COLUMNS if with_text else [c if c not in TEXT_COLUMNS else "''" for c in COLUMNS])
         for start in range(0, len(rows), 500):
             chunk = rows[start : start + 500]
             marks = ",".join("?" * len(chunk))

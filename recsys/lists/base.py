@@ -169,7 +169,7 @@ def newest_hits(view: VersionReader, k: int, filters: Filters, banned: set[int],
     """The k newest allowed articles as hits (reason: how new)."""
     rows = newest_rows(view, k, filters, banned, now_s)
     published = np.asarray(view.rows["published"])
-    articles = view.store.get_rows(rows)
+    articles = view.store.get_rows(rows, with_text=False)
     return [to_hit(articles[int(r)], 0.0, newness_reason(int(published[r]), now_s), None) for r in rows.tolist()]
 
 

@@ -47,7 +47,7 @@ class RankingList:
                 for pos in np.argsort(-scores, kind="stable")[:k]:
                     picked.append((int(rows[pos]), ids[pos], float(scores[pos])))
         counts = activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)
-        articles = view.store.get_rows([r for r, _, _ in picked])
+        articles = view.store.get_rows([r for r, _, _ in picked], with_text=False)
         hours = window / 3600.0
         hits = [
             to_hit(articles[row], score, ranking_reason(counts[a], hours), None, counts_metadata(counts[a]))

@@ -99,8 +99,8 @@ class RecommendationList:
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         picked = spread_interests(scores, vectors, owner, reader.interests, k, config)
 
-        articles = view.store.get_rows(rows[picked])
-        read_titles = view.store.get_rows([reader.read_rows[a] for a in reader.known])
+        articles = view.store.get_rows(rows[picked], with_text=False)
+        read_titles = view.store.get_rows([reader.read_rows[a] for a in reader.known], with_text=False)
         hits = []
         for pos in picked:
             members = reader.interests[owner[pos]].members
@@ -168,7 +168,7 @@ class RecommendationList:
         # Reasons: the read each pick is closest to, the read whose co-readers chose it, or why it is there.
         picked_rows = [int(rows[p]) for p in picked.tolist()]
         sources = {read_rows[a] for a in known} | {read_rows[r] for r in coread_from.values() if r in read_rows}
-        articles = view.store.get_rows([*picked_rows, *sources])
+        articles = view.store.get_rows([*picked_rows, *sources], with_text=False)
         popular_set = set(popular[: max(20, 2 * k)])
         fresh_set = set(fresh.tolist())
         hits = []

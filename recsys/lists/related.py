@@ -43,7 +43,7 @@ class RelatedList:
         row = view.store.row_of(article_id)
         if row is None:
             raise UnknownArticle(article_id)
-        source = view.store.get_rows([row])[row]
+        source = view.store.get_rows([row], with_text=False)[row]
         query = np.asarray(view.vectors[row], dtype=np.float32)
         source_lexical = None
         if view.lexical is not None:
@@ -96,7 +96,7 @@ class RelatedList:
         leaders = dedupe_stories(order, vectors, stories, config.duplicate_similarity)
         picked = leaders[mmr(scores[leaders], vectors[leaders], k, config.mmr_lambda)]
 
-        articles = view.store.get_rows(rows[picked])
+        articles = view.store.get_rows(rows[picked], with_text=False)
         source_time = epoch(source.published_at) if source.published_at else None
         hits = []
         for pos in picked:
