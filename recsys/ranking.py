@@ -150,14 +150,26 @@ def shared_terms(
 ) -> list[str]:
     """What two articles visibly share, for a reason: their common tags/entities, else headline words
     that are neither generic (a stop list) nor ``common`` in the archive (see VersionReader.is_common)."""
-    tag_overlap = [t for t in tags if t.lower() in {s.lower() for s in source_tags}]
-    if tag_overlap:
-        return tag_overlap[:3]
+    return terms_shared_with(source_title, source_tags, common)(title, tags)
+
+
+def terms_shared_with(
+    source_title: str, source_tags: Sequence[str], common: Callable[[str], bool] | None = None
+) -> Callable[[str, Sequence[str]], list[str]]:
+    """``shared_terms`` with the source's side worked out once, for the k hits of one list."""
+    source_tag_set = {s.lower() for s in source_tags}
     source_words = {w.lower() for w in keywords(source_title)}
-    shared = [w for w in keywords(title) if w.lower() in source_words]
-    if common is not None:
-        shared = [w for w in shared if not common(w.lower())]
-    return shared[:3]
+
+    def shared(title: str, tags: Sequence[str]) -> list[str]:
+        tag_overlap = [t for t in tags if t.lower() in source_tag_set]
+        if tag_overlap:
+            return tag_overlap[:3]
+        found = [w for w in keywords(title) if w.lower() in source_words]
+        if common is not None:
+            found = [w for w in found if not common(w.lower())]
+        return found[:3]
+
+    return shared
 
 
 def days_phrase(days: float) -> str:

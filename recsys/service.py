@@ -155,7 +155,7 @@ class Recommender:
         max_age = self.settings.related.max_age_days if max_age is None else max_age
         conditions = make_filters(**filters, max_age_days=max_age, now_s=now_s)
         lexical = view.lexical_of_text(text)
-        return self._related.for_vector(view, query, draft, k, conditions, now_s, (), lexical)
+        return self._related.for_vector(view, query, draft, k, conditions, now_s, lexical)
 
     def _embed_text(self, view: VersionReader, text: str) -> np.ndarray:
         model = view.manifest["model"]

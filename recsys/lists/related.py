@@ -8,8 +8,6 @@ one article per story, then MMR for variety, each with a reason a reader can che
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from recsys.lists.base import ListContext, candidates, check_k, epoch, popularity_of_rows, to_hit
@@ -21,7 +19,7 @@ from recsys.ranking import (
     mmr,
     related_reason,
     related_scores,
-    shared_terms,
+    terms_shared_with,
 )
 from recsys.store import NO_TIME, StoredArticle, story_key
 from recsys.types import Filters, Hit, UnknownArticle
@@ -43,36 +41,45 @@ class RelatedList:
         row = view.store.row_of(article_id)
         if row is None:
             raise UnknownArticle(article_id)
-        source = view.store.get_rows([row], with_text=False)[row]
         query = np.asarray(view.vectors[row], dtype=np.float32)
         source_lexical = None
         if view.lexical is not None:
             source_lexical = (np.asarray(view.lexical[0][row]), np.asarray(view.lexical[1][row]))
-        return self.for_vector(view, query, source, k, filters, now_s, (row,), source_lexical)
+        return self.for_vector(view, query, row, k, filters, now_s, source_lexical, article_id)
 
     def for_vector(
         self,
         view: VersionReader,
         query: np.ndarray,
-        source: StoredArticle,
+        source: StoredArticle | int,
         k: int | None,
         filters: Filters,
         now_s: float,
-        self_rows: Sequence[int] = (),
         source_lexical: Lexical | None = None,
+        source_id: str = "",
     ) -> list[Hit]:
-        """Related to a source given by its vector (an indexed article, or a draft embedded by the caller)."""
+        """Related to a source given by its vector: an indexed article (``source`` is its row, and its id is
+        ``source_id``; its stored fields are read with the hits, in one query) or a draft embedded by the caller
+        (``source`` is the article itself)."""
         config = self.context.settings.related
         k = check_k(config.k if k is None else k)
-        banned = set(self_rows) | set(view.store.rows_of(filters.exclude_ids).values())
+        source_row = source if isinstance(source, int) else None
+        if isinstance(source, StoredArticle):
+            source_id = source.id
+        banned = set(view.store.rows_of(filters.exclude_ids).values())
+        if source_row is not None:
+            banned.add(source_row)
         want = max(config.candidates, k * config.overfetch)
         rows, sims = candidates(view, query, filters, banned, want)
         keep = sims >= config.min_similarity
         rows, sims = rows[keep], sims[keep]
-        rows, sims, coread = self._with_coreads(view, source.id, query, rows, sims, filters, banned)
+        rows, sims, coread = self._with_coreads(view, source_id, query, rows, sims, filters, banned)
 
         # Copies of the story being read: near-identical vectors or the same canonical URL.
-        source_story = story_key(source.canonical_url)
+        if source_row is not None:
+            source_story = int(view.rows["story"][source_row])
+        else:
+            source_story = story_key(source.canonical_url)
         stories = np.asarray(view.rows["story"][rows]) if rows.size else np.empty(0, dtype=np.int64)
         copy = sims >= config.duplicate_similarity
         if source_story:
@@ -96,15 +103,19 @@ class RelatedList:
         leaders = dedupe_stories(order, vectors, stories, config.duplicate_similarity)
         picked = leaders[mmr(scores[leaders], vectors[leaders], k, config.mmr_lambda)]
 
-        articles = view.store.get_rows(rows[picked], with_text=False)
+        wanted = [int(r) for r in rows[picked]]
+        articles = view.store.get_rows(wanted if source_row is None else [*wanted, source_row], with_text=False)
+        if source_row is not None:
+            source = articles[source_row]
         source_time = epoch(source.published_at) if source.published_at else None
+        shared_terms = terms_shared_with(source.title, source.tags, view.is_common)
         hits = []
         for pos in picked:
             article = articles[int(rows[pos])]
             gap = None
             if source_time is not None and published[pos] != NO_TIME:
                 gap = (float(published[pos]) - source_time) / DAY
-            terms = shared_terms(source.title, source.tags, article.title, article.tags, view.is_common)
+            terms = shared_terms(article.title, article.tags)
             same_category = article.category if article.category == source.category else ""
             reason = related_reason(float(sims[pos]), gap, terms, same_category, config, bool(coread[pos] > 0))
             hits.append(to_hit(article, float(scores[pos]), reason, float(sims[pos])))
