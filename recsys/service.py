@@ -328,7 +328,7 @@ class Recommender:
             waiting = self._events.unindexed_ids()
             if waiting:
                 self._events.promote(list(view.store.rows_of(waiting)))
-        except sqlite3.Error as exc:  # never let bookkeeping stop a version switch
+        except (sqlite3.Error, EventsUnavailable) as exc:  # never let bookkeeping stop a version switch or an open
             logger.warning("could not promote held events: %s", exc)
 
     def flush(self) -> int:

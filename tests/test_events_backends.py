@@ -235,6 +235,8 @@ def test_a_postgresql_outage_refuses_writes_loudly_keeps_lists_and_recovers(make
             buffer.flush()
         assert len(buffer) == 1  # kept, to be retried
         assert rec.ranking(1, now=NOW)[0].id == "a2"  # answered from the popularity already folded
+        with Recommender.open(tmp_path / "index", settings) as cold:  # a process starting while it is down
+            assert len(cold.ranking(3, now=NOW)) == 3 and cold.related("a1", 2)
         uncached = rec.ranking(1, window_hours=30, now=NOW)[0]  # figures not cached for this window: none shown
         assert (
             uncached.id == "a2" and uncached.reason == "popular in the last 30 h" and "views" not in uncached.metadata
