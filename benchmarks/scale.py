@@ -82,20 +82,22 @@ def current_files(root: Path) -> dict[tuple[int, int], int]:
 
 
 PROBE = """
-import resource, sys
+import json, sys
 from recsys.service import Recommender
 rec = Recommender.open(sys.argv[1])
 for article_id in sys.argv[2:]:
     rec.related(article_id, 10)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmHWM", "RssAnon")))
+print(json.dumps({k: int(v.split()[0]) * 1024 for k, v in status.items()}))
 """
 
 
-def serving_rss_bytes(root: Path, ids: list[str]) -> int:
-    """Peak RSS of a fresh process that opens the index and answers Related for ``ids`` (a serving process)."""
+def serving_memory(root: Path, ids: list[str]) -> dict[str, int]:
+    """A fresh process that opens the index and answers Related for ``ids`` (a serving process): its peak RSS
+    (``VmHWM``, which counts the mapped pages of the arrays it read) and its private memory (``RssAnon``)."""
     env = {**os.environ, "RECSYS_INDEX__EXACT_MAX": "50000"}
     out = subprocess.run([sys.executable, "-c", PROBE, str(root), *ids], capture_output=True, text=True, env=env)
-    return int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else -1
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
 
 
 def timed(call: Callable[[], object]) -> tuple[float, object]:
@@ -147,7 +149,7 @@ def main() -> None:
             rec.related(article_id, 10)
             related.append(time.perf_counter() - started)
         ann = rec.info()["ann"]
-        rss = serving_rss_bytes(root, ids)
+        memory = serving_memory(root, ids)
     latency = [
         {
             "call": "IVF search top-100 (baseline)",
@@ -178,7 +180,8 @@ def main() -> None:
         "disk_bytes": disk,
         "disk_over_one_copy": disk / size,
         "keep_versions": settings.index.keep_versions,
-        "serving_rss_bytes": rss,
+        "serving_rss_bytes": memory.get("VmHWM", -1),
+        "serving_private_bytes": memory.get("RssAnon", -1),
     }
     print(json.dumps(summary, indent=2))
     path = save(
