@@ -61,23 +61,29 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
         known = _known_files(dst)
         copied = linked = size = 0
         origins: dict[str, list[int]] = {}
-        for path in sorted(version.rglob("*")):
-            if not path.is_file():
-                continue
-            relative = str(path.relative_to(version))
-            stat = path.stat()
-            origins[relative] = [stat.st_size, stat.st_mtime_ns]
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            local = known.get((relative, stat.st_size, stat.st_mtime_ns))
-            if local is not None and relative != MANIFEST:
-                os.link(local, target)
-                linked += 1
-            else:
-                shutil.copyfile(path, target)
-                copied += 1
-                size += stat.st_size
-                crash_point("pull-copying")
+        try:
+            for path in sorted(version.rglob("*")):
+                if not path.is_file():
+                    continue
+                relative = str(path.relative_to(version))
+                stat = path.stat()
+                origins[relative] = [stat.st_size, stat.st_mtime_ns]
+                target = staging / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                local = known.get((relative, stat.st_size, stat.st_mtime_ns))
+                if local is not None and relative != MANIFEST:
+                    os.link(local, target)
+                    linked += 1
+                else:
+                    shutil.copyfile(path, target)
+                    copied += 1
+                    size += stat.st_size
+                    crash_point("pull-copying")
+        except FileNotFoundError as exc:
+            raise IndexStateError(
+                f"{version.name} was removed from {src.root} while it was being copied ({exc.filename}): the source "
+                "published newer versions meanwhile; pull again"
+            ) from None
         (staging / ORIGINS).write_text(json.dumps(origins))
         try:
             read_manifest(staging)  # every file the source's manifest lists, at its size

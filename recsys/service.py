@@ -355,8 +355,12 @@ class Recommender:
         return counts.reactions
 
     def close(self) -> None:
-        """Write buffered events and release files."""
-        self._buffer.flush()
+        """Write buffered events and release files (events the store cannot take now are reported, not lost
+        silently: the log says how many)."""
+        try:
+            self._buffer.flush()
+        except EventsUnavailable as exc:
+            logger.error("closing with %d events not stored: %s", len(self._buffer), exc)
         self._versions.close()
         self._events.close()
 
