@@ -21,6 +21,7 @@ from recsys.cli.common import (
 from recsys.indexer import BuildReport, Indexer
 from recsys.io import FORMATS
 from recsys.service import Recommender
+from recsys.types import RecsysError
 
 index_app = typer.Typer(rich_markup_mode=None, help="Build and update an index.", no_args_is_help=True)
 
@@ -158,7 +159,14 @@ def pull(
     """Make this index a replica: copy what it lacks of SOURCE's live version, then swap CURRENT atomically."""
     keep = app_state(ctx).settings.index.keep_versions
     while True:
-        report = replica.pull(source, index, keep)
+        try:
+            report = replica.pull(source, index, keep)
+        except RecsysError as exc:
+            if not every:
+                raise
+            typer.echo(f"error: {exc} (retrying in {every:g} s)", err=True)  # a follower keeps following
+            time.sleep(every)
+            continue
         if as_json:
             print_json(report.to_dict())
         elif report.changed:
