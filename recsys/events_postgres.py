@@ -98,7 +98,7 @@ class PostgresEventStore(EventStore):
         def run(conn: psycopg.Connection) -> int:
             with conn.transaction(), conn.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK,))  # commit order = seq order
-                return work(_Cursor(cursor))
+                return work(cursor)
 
         return self._run(run)
 
@@ -169,23 +169,3 @@ class _Pool:
                 self._idle.get_nowait().close()
             except queue.Empty:
                 return
-
-
-class _Cursor:
-    """A psycopg cursor that takes the shared ``?`` markers of recsys/events.py."""
-
-    def __init__(self, cursor: psycopg.Cursor) -> None:
-        self._cursor = cursor
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._cursor.execute(sql.replace("?", "%s"), params)
-
-    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._cursor.executemany(sql.replace("?", "%s"), rows)
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount

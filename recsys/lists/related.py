@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.lists.base import ListContext, candidates, check_k, epoch, popularity_of_rows, to_hit
+from recsys.lists.base import ListContext, banned_rows, candidates, check_k, epoch, popularity_of_rows, to_hit
 from recsys.ranking import (
     DAY,
     dedupe_stories,
@@ -66,9 +66,7 @@ class RelatedList:
         source_row = source if isinstance(source, int) else None
         if isinstance(source, StoredArticle):
             source_id = source.id
-        banned = set(view.store.rows_of(filters.exclude_ids).values())
-        if source_row is not None:
-            banned.add(source_row)
+        banned = banned_rows(view, filters, () if source_row is None else (source_row,))
         want = max(config.candidates, k * config.overfetch)
         rows, sims = candidates(view, query, filters, banned, want)
         keep = sims >= config.min_similarity
