@@ -137,6 +137,15 @@ class ExactIndex(ANNIndex):
         self._ids = np.empty(0, dtype=np.int64)
         self._live = np.empty(0, dtype=bool)
 
+    @classmethod
+    def over(cls, vectors: np.ndarray) -> ExactIndex:
+        """A read-only exact index over row-aligned vectors (ids = row numbers), without a copy."""
+        index = cls(int(vectors.shape[1]))
+        index._vectors = vectors
+        index._ids = np.arange(vectors.shape[0], dtype=np.int64)
+        index._live = np.ones(vectors.shape[0], dtype=bool)
+        return index
+
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         vectors, ids = self._check(vectors, ids)
         self._vectors = np.concatenate([self._vectors, vectors])
@@ -176,6 +185,7 @@ class _FaissIndex(ANNIndex):
     """Shared save/load/remove for FAISS backends, whose native index keeps ids."""
 
     FILE = "ann.faiss"
+    MMAP = False  # read with IO_FLAG_MMAP_IFC (read-only afterwards; a published index never changes)
 
     def __init__(self, dimension: int) -> None:
         super().__init__(dimension)
@@ -206,7 +216,11 @@ class _FaissIndex(ANNIndex):
     def _load(cls, directory: Path, settings: dict[str, Any]) -> _FaissIndex:
         index = cls(int(settings["dimension"]))
         index._restore(settings)
-        index._index = _faiss().read_index(str(directory / cls.FILE))
+        faiss = _faiss()
+        # Memory-mapped where FAISS can (an IVF's inverted lists): opening costs milliseconds instead of
+        # reading the whole file, and the pages are the page cache's, shared by every serving process.
+        flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if cls.MMAP else 0
+        index._index = faiss.read_index(str(directory / cls.FILE), flags)
         return index
 
     def _restore(self, settings: dict[str, Any]) -> None:
@@ -238,6 +252,7 @@ class FaissIVFIndex(_FaissIndex):
     """
 
     kind = "faiss-ivf"
+    MMAP = True
     TRAIN_POINTS_PER_LIST = 100  # FAISS warns below 39; k-means gains little past a few hundred
 
     def __init__(self, dimension: int, lists_per_sqrt_n: float = 4.0, nprobe: int = 16) -> None:

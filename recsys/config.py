@@ -61,8 +61,13 @@ class IndexConfig:
     ivf_target_recall: float = 0.95
     ivf_nprobe: int | None = None
     ivf_tune_queries: int = 500
-    # Compact (drop dead rows, rebuild the ANN) when more than this share of rows is dead.
+    # A segment with more than this share of its rows deleted is rewritten without them (recsys/segments.py).
     compact_dead_fraction: float = 0.2
+    # Merge policy: merge_factor adjacent segments of one size level are folded into one; segments up to
+    # merge_floor live rows all count as the smallest level (so an add of a few articles stays cheap and
+    # there are at most merge_factor - 1 segments per level).
+    merge_factor: int = 8
+    merge_floor: int = 1_000
     # Old versions kept on disk after a swap, so readers that still hold them keep working.
     keep_versions: int = 3
 

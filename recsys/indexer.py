@@ -1,14 +1,18 @@
-"""Index jobs: build, add (upsert), remove. Each writes a new version and swaps it in atomically.
+"""Index jobs: build, add (upsert), remove, restore, optimize. Each publishes a new version atomically.
 
-Embeddings are keyed by a hash of the embedded text and the model, so an article whose text
-did not change is never embedded again, whether it comes through ``add`` or a full ``build``.
+A job costs what it changes (recsys/segments.py): ``add`` writes one segment with the new and changed
+articles and marks their old rows deleted; ``remove`` writes only deletions; the merge policy then folds
+small segments together, and ``build`` / ``optimize`` leave one compact segment. Embeddings are keyed by a
+hash of the embedded text and the model, so an article whose text did not change is never embedded
+again, whether it comes through ``add`` or a full ``build``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,26 +22,17 @@ from typing import Any
 import numpy as np
 
 from recsys import lexical
-from recsys.ann import ANNIndex, FaissIVFIndex, exact_search, make_index
+from recsys.ann import FaissIVFIndex
 from recsys.config import Settings
 from recsys.embedder import Embedder, article_text, content_hash, make_embedder, text_of
 from recsys.io import read_articles
-from recsys.layout import FORMAT_VERSION, IndexLayout, crash_point, library_versions, read_manifest
-from recsys.store import (
-    COLUMNS,
-    DB_FILE,
-    ROWS_FILE,
-    VOCAB_FILE,
-    ArticleStore,
-    article_row,
-    build_row_columns,
-    connect_writable,
-)
+from recsys.layout import FORMAT_VERSION, MANIFEST, IndexLayout, library_versions
+from recsys.segments import MergePolicy, Segment, SegmentWriter, plan_merge
+from recsys.store import VOCAB_FILE, article_row, row_columns
 from recsys.types import Article, IndexStateError, InputError, InputProblem, RecsysError
-from recsys.version import ANN_DIR, VECTORS_FILE
+from recsys.version import DELETES_DIR, STATE_FILE, VersionReader
 
-COPY_CHUNK = 65_536  # rows copied at a time between vector files
-
+logger = logging.getLogger(__name__)
 ProgressStart = Callable[[int], Callable[[int], None]]  # total -> advance(n)
 
 
@@ -57,7 +52,9 @@ class BuildReport:
     embed_seconds: float = 0.0
     seconds: float = 0.0
     rows: int = 0
-    compacted: bool = False
+    compacted: bool = False  # a merge rewrote segments (dropping deleted rows)
+    segments: int = 0  # segments in the published version
+    merged: int = 0  # segments folded together by the merge policy
     problems: list[InputProblem] = field(default_factory=list)
     not_indexed: list[str] = field(default_factory=list)  # ids a remove named that no version holds
 
@@ -73,14 +70,20 @@ class BuildReport:
 
 
 @dataclass
-class _Previous:
-    path: Path
-    manifest: dict[str, Any]
-    conn: sqlite3.Connection
-    vectors: np.ndarray
-    hashes: dict[str, tuple[int, str]]  # id -> (row, content hash)
-    takedowns: set[str]
-    parked: dict[str, tuple[str, bytes]]  # taken-down id -> (content hash, float32 vector bytes)
+class _Part:
+    """A segment of the version being written, with its deleted local rows (sorted)."""
+
+    segment: Segment
+    deleted: np.ndarray
+
+    @property
+    def live(self) -> int:
+        return self.segment.rows - int(self.deleted.size)
+
+    def live_rows(self) -> np.ndarray:
+        keep = np.ones(self.segment.rows, dtype=bool)
+        keep[self.deleted.astype(np.int64)] = False
+        return np.flatnonzero(keep)
 
 
 class Indexer:
@@ -92,7 +95,11 @@ class Indexer:
         self._embedder = embedder
         # The name recorded in the manifest and mixed into content hashes.
         self.model_name = embedder.name if embedder is not None else settings.embedder.model
-        self._lexical_documents = 0
+        self.merge_policy = MergePolicy(
+            factor=settings.index.merge_factor,
+            floor=settings.index.merge_floor,
+            dead_fraction=settings.index.compact_dead_fraction,
+        )
 
     @property
     def embedder(self) -> Embedder:
@@ -138,9 +145,9 @@ class Indexer:
         ids = set(article_ids)
         with self.layout.writer_lock():
             prev = self._open_previous()
-            known = set() if prev is None else set(prev.hashes) | prev.takedowns
+            known = set() if prev is None else set(prev.store.rows_of(ids)) | set(prev.state["takedowns"])
             if prev is not None:
-                prev.conn.close()
+                prev.close()
             unknown = sorted(ids - known)
             report = self._write([], ids if block_unindexed else ids & known, replace_all=False, progress=None)
         report.not_indexed = unknown
@@ -150,6 +157,13 @@ class Indexer:
         """Lift takedowns; the articles come back with the next add or build that carries them."""
         with self.layout.writer_lock():
             return self._write([], set(), replace_all=False, progress=None, restores=set(article_ids))
+
+    def optimize(self) -> BuildReport:
+        """Merge every segment into one and re-weigh the lexical arrays with frequencies counted afresh over
+        the live articles (Lucene's force merge): afterwards the index equals a fresh build of its articles.
+        Costs a rewrite of the archive; the merge policy keeps the segment count bounded without it."""
+        with self.layout.writer_lock():
+            return self._write([], set(), replace_all=False, progress=None, optimize=True)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -176,20 +190,21 @@ class Indexer:
         report.problems = result.problems
         return report
 
-    def _open_previous(self) -> _Previous | None:
+    def _open_previous(self, replace_all: bool = False) -> VersionReader | None:
+        """The live version, or None. A full build over an index written in another format starts afresh
+        (logged) rather than failing: that build is what the format error tells the user to run."""
         if not self.layout.exists():
             return None
         path = self.layout.current()
-        manifest = read_manifest(path)
-        conn = sqlite3.connect(f"file:{path / DB_FILE}?mode=ro&immutable=1", uri=True)
-        hashes = {i: (int(r), h) for i, r, h in conn.execute("SELECT id, row, content_hash FROM articles")}
-        vectors = np.load(path / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-        takedowns = {i for (i,) in conn.execute("SELECT id FROM takedowns")}
-        try:
-            parked = {i: (h, v) for i, h, v in conn.execute("SELECT id, content_hash, vector FROM parked")}
-        except sqlite3.OperationalError:  # a version written before vectors were parked
-            parked = {}
-        return _Previous(path, manifest, conn, vectors, hashes, takedowns, parked)
+        if replace_all:
+            try:
+                found = json.loads((path / MANIFEST).read_text()).get("format_version")
+            except (OSError, json.JSONDecodeError):
+                found = None
+            if found != FORMAT_VERSION:
+                logger.warning("%s is in index format %s; building format %s afresh", path, found, FORMAT_VERSION)
+                return None
+        return VersionReader(path)
 
     def _write(
         self,
@@ -198,67 +213,75 @@ class Indexer:
         replace_all: bool,
         progress: ProgressStart | None,
         restores: set[str] | None = None,
+        optimize: bool = False,
     ) -> BuildReport:
         started = time.perf_counter()
         report = BuildReport()
         settings = self.settings
         model = self.model_name
-        prev = self._open_previous()
+        self.layout.collect_segments()  # a segment a killed job wrote but never published
+        prev = self._open_previous(replace_all)
         if prev is not None and prev.manifest["model"]["name"] != model and not replace_all:
             raise IndexStateError(
                 f"the index was built with model {prev.manifest['model']['name']!r} but the configured model is "
                 f"{model!r}; set [embedder] model back, or re-embed everything with `recsys index build`"
             )
         try:
-            prev_hashes = prev.hashes if prev is not None else {}
             same_model = prev is not None and prev.manifest["model"]["name"] == model
-            old_takedowns = prev.takedowns if prev is not None else set()
-            takedowns = (old_takedowns - (restores or set())) | removals
+            state = prev.state if prev is not None else {"takedowns": {}, "parked": {}}
+            old_takedowns: dict[str, str] = dict(state["takedowns"])
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            takedowns = {i: at for i, at in old_takedowns.items() if i not in (restores or set())}
+            takedowns |= {i: old_takedowns.get(i, stamp) for i in removals}
             allowed = [a for a in articles if a.id not in takedowns]
             report.blocked = len(articles) - len(allowed)
             articles = allowed
 
+            # What the previous version holds of these ids: id -> (global row, content hash).
+            hashes = {a.id: content_hash(text_of(a, settings.embedder.max_chars), model) for a in articles}
+            if prev is None:
+                known: dict[str, tuple[int, str]] = {}
+            elif replace_all:
+                known = prev.store.live_ids()
+            else:
+                known = prev.store.hashes_of([*hashes, *removals])
             # Decide, per input article: unchanged (keep row), metadata-only, or needs a vector.
-            keep_rows: dict[str, int] = {}  # id -> previous row whose vector is still right
+            keep_rows: dict[str, int] = {}
             to_embed: list[Article] = []
-            hashes: dict[str, str] = {}
             for article in articles:
-                digest = content_hash(text_of(article, settings.embedder.max_chars), model)
-                hashes[article.id] = digest
-                old = prev_hashes.get(article.id)
-                if old is not None and same_model and old[1] == digest:
+                old = known.get(article.id)
+                if old is not None and same_model and old[1] == hashes[article.id]:
                     keep_rows[article.id] = old[0]
                 else:
                     to_embed.append(article)
-            if replace_all:
-                gone = [i for i in prev_hashes if i not in hashes]
-            else:
-                gone = [i for i in removals if i in prev_hashes]
+            gone = [i for i in known if i not in hashes] if replace_all else [i for i in removals if i in known]
             # Taken-down articles keep their vector aside; one that comes back unchanged is not re-embedded.
-            parked = dict(prev.parked) if prev is not None else {}
-            for article_id in removals & set(prev_hashes):
-                row, digest = prev_hashes[article_id]
-                parked[article_id] = (digest, np.asarray(prev.vectors[row], dtype=np.float32).tobytes())
+            parked: dict[str, list[str]] = dict(state["parked"])
+            for article_id in removals & set(known):
+                row, digest = known[article_id]
+                vector = np.asarray(prev.vectors[row], dtype=np.float32)  # type: ignore[union-attr]
+                parked[article_id] = [digest, base64.b64encode(vector.tobytes()).decode()]
             reuse = {a.id: parked[a.id][1] for a in to_embed if a.id in parked and parked[a.id][0] == hashes[a.id]}
             for article in to_embed:
                 parked.pop(article.id, None)
             report.removed = len(gone)
-            report.updated = sum(1 for a in to_embed if a.id in prev_hashes)
+            report.updated = sum(1 for a in to_embed if a.id in known)
             report.added = len(to_embed) - report.updated
             report.unchanged = len(keep_rows)
+            changed_meta = self._metadata_changes(prev, articles, keep_rows, hashes) if prev is not None else []
 
-            changed_meta = self._metadata_changes(prev, articles, keep_rows) if prev is not None else []
             unchanged = (
                 prev is not None
                 and not to_embed
                 and not gone
                 and not changed_meta
-                and takedowns == old_takedowns
-                and parked.keys() == prev.parked.keys()
+                and takedowns.keys() == old_takedowns.keys()
+                and parked.keys() == state["parked"].keys()
             )
-            if unchanged and (not replace_all or self._is_compact_and_current(prev)):
-                report.articles = len(prev_hashes)
-                report.version = prev.path.name
+            if unchanged and not optimize and (not replace_all or self._is_compact_and_current(prev)):
+                report.articles = prev.n_live  # type: ignore[union-attr]
+                report.version = prev.path.name  # type: ignore[union-attr]
+                report.segments = len(prev.segments)  # type: ignore[union-attr]
                 report.seconds = round(time.perf_counter() - started, 3)
                 return report  # nothing to do: no new version
 
@@ -268,80 +291,83 @@ class Indexer:
             report.embedded = len(fresh)
             report.embed_seconds = time.perf_counter() - embed_started
             dimension = embedded.shape[1] if fresh else self._dimension(prev)
-            new_vectors = np.empty((len(to_embed), dimension), dtype=np.float32)
-            by_id = {a.id: i for i, a in enumerate(fresh)}
-            for i, article in enumerate(to_embed):
-                if article.id in reuse:
-                    new_vectors[i] = np.frombuffer(reuse[article.id], dtype=np.float32)
-                else:
-                    new_vectors[i] = embedded[by_id[article.id]]
+            vectors_by_id = {a.id: embedded[i] for i, a in enumerate(fresh)}
+            for article_id, encoded in reuse.items():
+                vectors_by_id[article_id] = np.frombuffer(base64.b64decode(encoded), dtype=np.float32)
 
-            staging = self.layout.stage()
+            staging = self.layout.stage()  # also clears what a killed job left half-written
+            written: list[Segment] = []
             try:
-                version = self._stage_version(
-                    staging,
+                parts = self._carried_parts(
+                    prev, replace_all, same_model, keep_rows, known, to_embed, changed_meta, gone
+                )
+                vocab = json.loads(json.dumps(prev.vocab)) if prev is not None else {"category": [], "language": []}
+                df, documents = self._frequencies(prev if parts else None)
+                new_part = self._new_segment(
                     prev,
+                    articles,
+                    to_embed,
                     changed_meta,
                     keep_rows,
-                    to_embed,
-                    new_vectors,
                     hashes,
-                    gone,
-                    replace_all,
+                    vectors_by_id,
                     dimension,
-                    report,
-                    takedowns,
-                    parked,
+                    vocab,
+                    df,
+                    documents,
                 )
-                manifest = self._manifest(prev, dimension, version, report, started)
+                if new_part is not None:
+                    written.append(new_part.segment)
+                    documents += len(to_embed)
+                    parts.append(new_part)
+                if optimize:
+                    merged, parts, df, documents = self._optimize(parts, dimension, written)
+                else:
+                    merged, parts = self._merge(parts, dimension, everything=replace_all, written=written)
+                report.merged = merged
+                report.compacted = merged > 0
+                report.segments = len(parts)
+                report.rows = sum(p.segment.rows for p in parts)
+                report.articles = sum(p.live for p in parts)
+                self._stage_files(staging, parts, vocab, df, {"takedowns": takedowns, "parked": parked})
+                manifest = self._manifest(prev, dimension, parts, documents, report, started)
                 final = self.layout.publish(staging, manifest, settings.index.keep_versions)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
+                for segment in written:
+                    segment.close()
+                self.layout.collect_segments()
                 raise
             report.version = final.name
             report.seconds = round(time.perf_counter() - started, 3)
             return report
         finally:
             if prev is not None:
-                prev.conn.close()
+                prev.close()
 
-    def _is_compact_and_current(self, prev: _Previous) -> bool:
-        """A build of unchanged content would rewrite the same version: no dead rows, same ANN choice."""
-        wanted = self._backend_for(len(prev.hashes))
-        return (
-            prev.manifest["counts"]["dead_rows"] == 0
-            and prev.manifest["ann"]["kind"] == wanted
-            and (prev.path / lexical.TERMS_FILE).is_file()  # versions from before the lexical arrays get them
-        )
+    def _is_compact_and_current(self, prev: VersionReader) -> bool:
+        """A build of unchanged content would rewrite the same version: one segment, nothing deleted, and
+        the ANN the settings ask for."""
+        if len(prev.segments) > 1 or not prev.live.all():
+            return False
+        return not prev.segments or prev.segments[0].ann_kind == self._backend_for(prev.n_live)
 
-    def _backend_for(self, live: int) -> str:
-        """The configured ANN backend, or for "auto": exact up to exact_max articles, IVF above."""
+    def _backend_for(self, rows: int) -> str:
+        """The configured ANN backend, or for "auto": exact up to exact_max rows, IVF above."""
         settings = self.settings.index
         if settings.backend != "auto":
             return settings.backend
-        return "exact" if live <= settings.exact_max else "faiss-ivf"
+        return "exact" if rows <= settings.exact_max else "faiss-ivf"
 
-    def _metadata_changes(self, prev: _Previous, articles: list[Article], keep_rows: dict[str, int]) -> list[Article]:
+    def _metadata_changes(
+        self, prev: VersionReader, articles: list[Article], keep_rows: dict[str, int], hashes: dict[str, str]
+    ) -> list[Article]:
         """Kept articles whose non-embedded fields (url, date, category, ...) changed."""
         kept = [a for a in articles if a.id in keep_rows]
-        changed = []
-        cols = ",".join(COLUMNS)
-        for start in range(0, len(kept), 500):
-            chunk = kept[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            stored = {
-                values[1]: values
-                for values in prev.conn.execute(
-                    f"SELECT {cols} FROM articles WHERE id IN ({marks})", [a.id for a in chunk]
-                )
-            }
-            for article in chunk:
-                values = stored[article.id]
-                if article_row(values[0], article, values[-1]) != tuple(values):
-                    changed.append(article)
-        return changed
+        stored = prev.store.records([keep_rows[a.id] for a in kept])
+        return [a for a in kept if article_row(keep_rows[a.id], a, hashes[a.id]) != tuple(stored[keep_rows[a.id]])]
 
-    def _dimension(self, prev: _Previous | None) -> int:
+    def _dimension(self, prev: VersionReader | None) -> int:
         if prev is not None:
             return int(prev.manifest["model"]["dimension"])
         return self.embedder.dimension
@@ -356,205 +382,185 @@ class Indexer:
             raise RecsysError(f"embedder returned {vectors.shape} {vectors.dtype} for {len(texts)} texts")
         return vectors
 
-    def _stage_version(
+    @staticmethod
+    def _carried_parts(
+        prev: VersionReader | None,
+        replace_all: bool,
+        same_model: bool,
+        keep_rows: dict[str, int],
+        known: dict[str, tuple[int, str]],
+        to_embed: list[Article],
+        changed_meta: list[Article],
+        gone: list[str],
+    ) -> list[_Part]:
+        """The previous version's segments with this job's deletions added: rows of removed articles, and
+        the old rows of articles this job writes again (new text, or new metadata)."""
+        if prev is None or (replace_all and not same_model):
+            return []
+        dead = [known[i][0] for i in gone]
+        dead += [known[a.id][0] for a in to_embed if a.id in known]
+        dead += [keep_rows[a.id] for a in changed_meta]
+        live = prev.live.copy()
+        live[np.asarray(dead, dtype=np.int64)] = False
+        parts = []
+        for i, segment in enumerate(prev.segments):
+            start, stop = int(prev.offsets[i]), int(prev.offsets[i + 1])
+            parts.append(_Part(segment, np.flatnonzero(~live[start:stop]).astype(np.int32)))
+        return parts
+
+    def _frequencies(self, prev: VersionReader | None) -> tuple[np.ndarray, int]:
+        if prev is None:
+            return np.zeros(lexical.BUCKETS, dtype=np.int32), 0
+        return np.array(prev._frequencies()), int(prev.manifest["lexical"]["documents"])
+
+    def _new_segment(
         self,
-        staging: Path,
-        prev: _Previous | None,
+        prev: VersionReader | None,
+        articles: list[Article],
+        to_embed: list[Article],
         changed_meta: list[Article],
         keep_rows: dict[str, int],
-        to_embed: list[Article],
-        new_vectors: np.ndarray,
         hashes: dict[str, str],
-        gone: list[str],
-        replace_all: bool,
+        vectors_by_id: dict[str, np.ndarray],
         dimension: int,
-        report: BuildReport,
-        takedowns: set[str],
-        parked: dict[str, tuple[str, bytes]],
-    ) -> ANNIndex:
+        vocab: dict[str, list[str]],
+        df: np.ndarray,
+        documents: int,
+    ) -> _Part | None:
+        """One segment with this job's new and changed articles, in input order (``df`` counts the new texts)."""
+        writing = {a.id for a in to_embed} | {a.id for a in changed_meta}
+        ordered = [a for a in articles if a.id in writing]
+        if not ordered:
+            return None
+        embedded = {a.id for a in to_embed}
+        records = [article_row(i, a, hashes[a.id]) for i, a in enumerate(ordered)]
+        vectors = np.empty((len(ordered), dimension), dtype=np.float32)
+        lex_ids = np.full((len(ordered), lexical.TERMS), -1, dtype=np.int32)
+        lex_weights = np.zeros((len(ordered), lexical.TERMS), dtype=lexical.WEIGHT_DTYPE)
+        fresh = [i for i, a in enumerate(ordered) if a.id in embedded]
+        moved = [i for i, a in enumerate(ordered) if a.id not in embedded]
+        for i in fresh:
+            vectors[i] = vectors_by_id[ordered[i].id]
+        if moved and prev is not None:  # metadata-only: vector and lexical terms carried from the old row
+            old = np.asarray([keep_rows[ordered[i].id] for i in moved], dtype=np.int64)
+            vectors[moved] = prev.vectors[old]
+            lex_ids[moved] = prev.lexical[0][old]
+            lex_weights[moved] = prev.lexical[1][old]
+        if fresh:
+            counts = lexical.term_counts([text_of(ordered[i], self.settings.embedder.max_chars) for i in fresh])
+            lexical.add_frequencies(df, counts)
+            lex_ids[fresh], lex_weights[fresh] = lexical.weigh(counts, df, documents + len(fresh))
+        writer = SegmentWriter(self.layout.segments, dimension, len(ordered))
+        try:
+            writer.append(records, vectors, (lex_ids, lex_weights), row_columns(records, vocab))
+            return _Part(self._finish(writer), np.empty(0, dtype=np.int32))
+        except BaseException:
+            writer.abandon()
+            raise
+
+    def _finish(self, writer: SegmentWriter) -> Segment:
         settings = self.settings.index
-        prev_rows = 0 if prev is None else int(prev.vectors.shape[0])
-        prev_live = 0 if prev is None else len(prev.hashes)
-        replaced = sum(1 for a in to_embed if prev is not None and a.id in prev.hashes)
-        dead_after = (0 if prev is None else prev_rows - prev_live) + replaced + len(gone)
-        rows_after = prev_rows + len(to_embed)
-        compact = (
-            replace_all or prev is None or rows_after == 0 or dead_after / rows_after > settings.compact_dead_fraction
-        )
-        report.compacted = compact and prev is not None
-        drop_ids = set(gone) | {a.id for a in to_embed}  # rows that stop being live
+        kind = self._backend_for(writer.rows)
+        tuning = {"lists_per_sqrt_n": settings.ivf_lists_per_sqrt_n, "nprobe": settings.ivf_nprobe or 16}
+        tune = (settings.ivf_tune_queries, settings.ivf_target_recall) if settings.ivf_nprobe is None else None
+        return writer.finish(kind, tuning if kind == FaissIVFIndex.kind else {}, tune)
 
-        db_path = staging / DB_FILE
-        if compact:
-            # Fresh row numbering: survivors in their old order, then the new vectors.
-            if replace_all:
-                survivors = sorted(keep_rows.values())
+    def _merge(
+        self, parts: list[_Part], dimension: int, everything: bool, written: list[Segment]
+    ) -> tuple[int, list[_Part]]:
+        """Apply the merge policy until it has nothing to do (``everything``: fold all into one segment).
+        Returns how many segments were folded and the parts after merging."""
+        merged = 0
+        while True:
+            parts = [p for p in parts if p.live > 0]  # a segment with every row deleted is simply dropped
+            if everything:
+                compact = len(parts) == 1 and not parts[0].deleted.size
+                compact = compact and parts[0].segment.ann_kind == self._backend_for(parts[0].live)
+                run = None if not parts or compact else (0, len(parts))
             else:
-                survivors = sorted(r for i, (r, _) in (prev.hashes.items() if prev else []) if i not in drop_ids)
-            row_map = {old: new for new, old in enumerate(survivors)}
-            base = len(survivors)
-            conn = connect_writable(db_path)
-            conn.execute("BEGIN")
-            if prev is not None and survivors:
-                conn.execute("ATTACH DATABASE ? AS old", (f"file:{prev.path / DB_FILE}?mode=ro",))
-                conn.execute("CREATE TEMP TABLE row_map (old_row INTEGER PRIMARY KEY, new_row INTEGER)")
-                conn.executemany("INSERT INTO row_map VALUES (?, ?)", row_map.items())
-                cols = ",".join(f"a.{c}" for c in COLUMNS[1:])
-                conn.execute(
-                    f"INSERT INTO articles ({','.join(COLUMNS)}) SELECT m.new_row, {cols} "
-                    "FROM old.articles a JOIN row_map m ON a.row = m.old_row"
-                )
-        else:
-            shutil.copyfile(prev.path / DB_FILE, db_path)
-            row_map = None
-            base = prev_rows
-            conn = connect_writable(db_path)
-            conn.execute("BEGIN")
-            for start in range(0, len(drop_ids), 500):
-                chunk = list(drop_ids)[start : start + 500]
-                conn.execute(f"DELETE FROM articles WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-        # Metadata-only updates of kept articles, then the newly embedded ones.
-        conn.executemany(
-            f"INSERT OR REPLACE INTO articles ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
-            [
-                article_row(row_map[keep_rows[a.id]] if row_map is not None else keep_rows[a.id], a, hashes[a.id])
-                for a in changed_meta
-            ],
-        )
-        conn.executemany(
-            f"INSERT INTO articles ({','.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
-            [article_row(base + i, a, hashes[a.id]) for i, a in enumerate(to_embed)],
-        )
-        conn.execute("DELETE FROM takedowns")
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        previous_at = dict(prev.conn.execute("SELECT id, at FROM takedowns")) if prev is not None else {}
-        conn.executemany(
-            "INSERT INTO takedowns (id, at) VALUES (?, ?)", [(i, previous_at.get(i, stamp)) for i in sorted(takedowns)]
-        )
-        conn.execute("DELETE FROM parked")
-        conn.executemany(
-            "INSERT INTO parked (id, content_hash, vector) VALUES (?, ?, ?)",
-            [(i, digest, vector) for i, (digest, vector) in sorted(parked.items())],
-        )
-        conn.execute("COMMIT")
-        n_rows = base + len(to_embed)
-        report.rows = n_rows
-        rows, vocab = build_row_columns(conn, n_rows)
-        report.articles = int(rows["live"].sum())
-        conn.close()
-        crash_point("after-sqlite")
+                run = plan_merge([(p.segment.rows, int(p.deleted.size)) for p in parts], self.merge_policy)
+            if run is None:
+                return merged, parts
+            start, stop = run
+            writer = SegmentWriter(self.layout.segments, dimension, sum(p.live for p in parts[start:stop]))
+            try:
+                for part in parts[start:stop]:
+                    writer.copy_from(part.segment, part.live_rows())
+                segment = self._finish(writer)
+            except BaseException:
+                writer.abandon()
+                raise
+            written.append(segment)
+            merged += stop - start
+            parts = [*parts[:start], _Part(segment, np.empty(0, dtype=np.int32)), *parts[stop:]]
+            if everything:
+                return merged, parts
 
-        vectors = np.lib.format.open_memmap(
-            staging / VECTORS_FILE, mode="w+", dtype=np.float32, shape=(n_rows, dimension)
+    def _optimize(
+        self, parts: list[_Part], dimension: int, written: list[Segment]
+    ) -> tuple[int, list[_Part], np.ndarray, int]:
+        """Fold every live row into one new segment and weigh its lexical terms with document frequencies
+        counted afresh over exactly those texts (what a fresh build computes)."""
+        parts = [p for p in parts if p.live > 0]
+        df = np.zeros(lexical.BUCKETS, dtype=np.int32)
+        if not parts:
+            return 0, parts, df, 0
+        rows = sum(p.live for p in parts)
+        writer = SegmentWriter(self.layout.segments, dimension, rows)
+        try:
+            for part in parts:
+                writer.copy_from(part.segment, part.live_rows())
+            chunk = 20_000
+            for start in range(0, rows, chunk):
+                lexical.add_frequencies(df, lexical.term_counts(self._texts(writer, start, chunk)))
+            for start in range(0, rows, chunk):
+                counts = lexical.term_counts(self._texts(writer, start, chunk))
+                stop = start + len(counts)
+                writer.lex_ids[start:stop], writer.lex_weights[start:stop] = lexical.weigh(counts, df, rows)
+            segment = self._finish(writer)
+        except BaseException:
+            writer.abandon()
+            raise
+        written.append(segment)
+        return len(parts), [_Part(segment, np.empty(0, dtype=np.int32))], df, rows
+
+    def _texts(self, writer: SegmentWriter, start: int, count: int) -> list[str]:
+        """The embedded texts of rows [start, start + count) of a segment being written."""
+        found = writer.conn.execute(
+            "SELECT title, abstract, body FROM articles WHERE row >= ? AND row < ? ORDER BY row",
+            (start, start + count),
         )
-        old_order = np.fromiter(row_map.keys(), dtype=np.int64, count=len(row_map)) if row_map else None
-        _copy_rows(prev.vectors if prev is not None else None, vectors, compact, old_order, prev_rows)
-        if len(to_embed):
-            vectors[base:] = new_vectors
-        vectors.flush()
-        del vectors
-        self._stage_lexical(staging, prev, compact, old_order, prev_rows, base, n_rows, to_embed, rows)
-        np.save(staging / ROWS_FILE, rows)
-        (staging / VOCAB_FILE).write_text(_json(vocab))
-        crash_point("after-vectors")
+        return [article_text(t, a, b, self.settings.embedder.max_chars) for t, a, b in found]
 
-        vectors = np.load(staging / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
-        ann = self._stage_ann(prev, rows, vectors, base, compact, dimension)
-        ann.save(staging / ANN_DIR)
-        crash_point("after-ann")
-        return ann
-
-    def _stage_lexical(
+    def _stage_files(
         self,
         staging: Path,
-        prev: _Previous | None,
-        compact: bool,
-        old_order: np.ndarray | None,
-        prev_rows: int,
-        base: int,
-        n_rows: int,
-        to_embed: list[Article],
-        rows: np.ndarray,
+        parts: list[_Part],
+        vocab: dict[str, list[str]],
+        df: np.ndarray,
+        state: dict[str, Any],
     ) -> None:
-        """The lexical arrays (recsys/lexical.py): old rows copied like the vectors, new rows weighed now."""
-        max_chars = self.settings.embedder.max_chars
-        ids = np.lib.format.open_memmap(staging / lexical.TERMS_FILE, "w+", np.int32, (n_rows, lexical.TERMS))
-        weights = np.lib.format.open_memmap(
-            staging / lexical.WEIGHTS_FILE, "w+", lexical.WEIGHT_DTYPE, (n_rows, lexical.TERMS)
-        )
-        ids[:] = -1
-        df = np.zeros(lexical.BUCKETS, dtype=np.int32)
-        documents = 0
-        have_previous = prev is not None and (prev.path / lexical.TERMS_FILE).is_file()
-        if have_previous:
-            df[:] = np.load(prev.path / lexical.DF_FILE, allow_pickle=False)
-            documents = int(prev.manifest.get("lexical", {}).get("documents", 0))
-            for name, target in ((lexical.TERMS_FILE, ids), (lexical.WEIGHTS_FILE, weights)):
-                _copy_rows(
-                    np.load(prev.path / name, mmap_mode="r", allow_pickle=False), target, compact, old_order, prev_rows
-                )
-            redo = np.arange(0)
-        else:  # a version written before lexical arrays: weigh every kept row from its stored text
-            redo = np.flatnonzero(rows["live"][:base])
-        texts = [text_of(a, max_chars) for a in to_embed]
-        if redo.size:
-            stored = ArticleStore(staging / DB_FILE)
-            found = stored.get_rows(redo)
-            stored.close()
-            texts = [
-                article_text(a.title, a.abstract, a.body, max_chars) for a in (found[int(r)] for r in redo)
-            ] + texts
-        counts = lexical.term_counts(texts)
-        lexical.add_frequencies(df, counts)
-        documents += len(counts)
-        new_ids, new_weights = lexical.weigh(counts, df, documents)
-        targets = np.concatenate([redo, np.arange(base, n_rows)]).astype(np.int64)
-        if targets.size:
-            ids[targets] = new_ids
-            weights[targets] = new_weights
-        ids.flush()
-        weights.flush()
-        del ids, weights
+        deletes = staging / DELETES_DIR
+        deletes.mkdir()
+        for part in parts:
+            if part.deleted.size:
+                np.save(deletes / f"{part.segment.name}.npy", part.deleted.astype(np.int32))
+        (staging / VOCAB_FILE).write_text(_json(vocab))
         np.save(staging / lexical.DF_FILE, df)
-        self._lexical_documents = documents
-
-    def _stage_ann(
-        self, prev: _Previous | None, rows: np.ndarray, vectors: np.ndarray, base: int, compact: bool, dimension: int
-    ) -> ANNIndex:
-        settings = self.settings.index
-        live_rows = np.flatnonzero(rows["live"])
-        kind = self._backend_for(len(live_rows))
-        tuning = {"lists_per_sqrt_n": settings.ivf_lists_per_sqrt_n, "nprobe": settings.ivf_nprobe or 16}
-        if not compact and prev is not None:
-            previous = ANNIndex.load(prev.path / ANN_DIR)
-            if previous.kind == kind:
-                dead = np.flatnonzero(~rows["live"][: prev.vectors.shape[0]])
-                previous.remove(dead)
-                fresh = np.arange(base, rows.shape[0])
-                if fresh.size:
-                    previous.add(vectors[fresh], fresh)
-                return previous
-        ann = make_index(kind, dimension, **(tuning if kind == "faiss-ivf" else {}))
-        if isinstance(ann, FaissIVFIndex) and len(live_rows):
-            # Centroids from a seeded sample of everything, sized for the whole collection.
-            size = min(len(live_rows), ann.lists_for(len(live_rows)) * ann.TRAIN_POINTS_PER_LIST)
-            sample = np.sort(np.random.default_rng(0).choice(live_rows, size, replace=False))
-            ann.train(vectors[sample], len(live_rows))
-        for start in range(0, len(live_rows), COPY_CHUNK * 4):
-            part = live_rows[start : start + COPY_CHUNK * 4]
-            ann.add(vectors[part], part)
-        if isinstance(ann, FaissIVFIndex) and settings.ivf_nprobe is None and len(live_rows):
-            size = min(settings.ivf_tune_queries, len(live_rows))
-            sample = np.sort(np.random.default_rng(0).choice(live_rows, size, replace=False))
-            queries = np.asarray(vectors[sample], dtype=np.float32)
-            _, truth = exact_search(vectors, queries, 11, None if len(live_rows) == rows.shape[0] else live_rows)
-            ann.tune(queries, sample, truth, settings.ivf_target_recall)
-        return ann
+        (staging / STATE_FILE).write_text(json.dumps(state, sort_keys=True))
 
     def _manifest(
-        self, prev: _Previous | None, dimension: int, ann: ANNIndex, report: BuildReport, started: float
+        self,
+        prev: VersionReader | None,
+        dimension: int,
+        parts: list[_Part],
+        documents: int,
+        report: BuildReport,
+        started: float,
     ) -> dict[str, Any]:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        largest = max(parts, key=lambda p: p.segment.rows, default=None)
+        ann = dict(largest.segment.info["ann"]) if largest is not None else {"kind": self._backend_for(0)}
         return {
             "format_version": FORMAT_VERSION,
             "created_at": created,
@@ -562,28 +568,15 @@ class Indexer:
             "model": {"name": self.model_name, "dimension": dimension},
             "text": {"fields": ["title", "abstract", "body"], "max_chars": self.settings.embedder.max_chars},
             "counts": {"articles": report.articles, "rows": report.rows, "dead_rows": report.rows - report.articles},
-            "ann": ann.settings() | {"size": len(ann)},
-            "lexical": {"terms": lexical.TERMS, "buckets": lexical.BUCKETS, "documents": self._lexical_documents},
+            "segments": [
+                {"name": p.segment.name, "rows": p.segment.rows, "deleted": int(p.deleted.size)} for p in parts
+            ],
+            "ann": ann | {"size": report.articles, "segments": len(parts)},
+            "lexical": {"terms": lexical.TERMS, "buckets": lexical.BUCKETS, "documents": documents},
             "library_versions": library_versions(),
             "previous_version": None if prev is None else prev.path.name,
             "job": {k: v for k, v in report.to_dict().items() if k not in ("problems", "version")},
         }
-
-
-def _copy_rows(
-    source: np.ndarray | None, target: np.ndarray, compact: bool, old_order: np.ndarray | None, prev_rows: int
-) -> None:
-    """Carry a previous version's row-aligned array into the new one: renumbered on compaction, else as is."""
-    if source is None:
-        return
-    if compact and old_order is not None:
-        for start in range(0, len(old_order), COPY_CHUNK):
-            part = old_order[start : start + COPY_CHUNK]
-            target[start : start + len(part)] = source[part]
-    elif not compact:
-        for start in range(0, prev_rows, COPY_CHUNK):
-            stop = min(prev_rows, start + COPY_CHUNK)
-            target[start:stop] = source[start:stop]
 
 
 def _json(data: Any) -> str:

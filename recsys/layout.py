@@ -1,22 +1,25 @@
-"""The on-disk shape of an index: immutable versions, a pointer to the live one, a manifest each.
+"""The on-disk shape of an index: immutable segments, versions listing them, a pointer to the live one.
 
 ::
 
     index/
       CURRENT                  name of the live version (replaced atomically)
       .lock                    held by the one writer at a time
-      versions/<name>/         one complete, immutable build
-        manifest.json          format, model, dimension, counts, library versions, file sizes
-        articles.sqlite        article metadata and text, keyed by vector row
-        vectors.npy            float32 [rows, dim], row-aligned with articles.row
-        rows.npy               per-row filter columns (live, published, category, language, story)
-        vocab.json             category / language names behind the codes in rows.npy
-        ann/                   the ANN backend's own files
-      versions/.staging-*      a build in progress (deleted if a crash left it behind)
+      segments/<name>/         immutable pieces of the archive (recsys/segments.py): articles.sqlite,
+                               vectors.npy, rows.npy, lexical arrays, the segment's ANN
+      segments/.staging-*      a segment being written (deleted if a crash left it behind)
+      versions/<name>/         one published version (recsys/version.py)
+        manifest.json          format, model, counts, the segments in order, file sizes
+        deletes/<segment>.npy  rows of a segment deleted since it was written
+        vocab.json             category / language names behind the codes in the segments' rows.npy
+        lex_df.npy             lexical document frequencies
+        state.json             takedowns, and the vectors parked with them
+      versions/.staging-*      a version being staged
 
-A writer stages a whole version, fsyncs it, renames it into ``versions/`` and only then
-replaces ``CURRENT``. A reader follows ``CURRENT`` once per open, so a crash at any point leaves the
-previous version serving, and no version is ever modified after it is published.
+A job writes its new segments (each renamed into ``segments/`` only when complete), stages a version
+that lists them, fsyncs it, renames it into ``versions/`` and only then replaces ``CURRENT``. A reader
+follows ``CURRENT`` once per open, so a crash at any point leaves the previous version serving; no
+segment or version is modified after it is written, and segments no kept version lists are deleted.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ from typing import Any
 
 from recsys.types import IndexStateError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: segments
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
 VERSIONS = "versions"
+SEGMENTS = "segments"
 STAGING_PREFIX = ".staging-"
 CRASH_ENV = "RECSYS_CRASH_AT"  # test hook: SIGKILL ourselves at a named build stage
 
@@ -91,6 +95,7 @@ class IndexLayout:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.versions = self.root / VERSIONS
+        self.segments = self.root / SEGMENTS
         self.pointer = self.root / POINTER
 
     def exists(self) -> bool:
@@ -153,6 +158,8 @@ class IndexLayout:
         self.versions.mkdir(parents=True, exist_ok=True)
         for leftover in self.versions.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(leftover, ignore_errors=True)  # a crashed build's; never served
+        for leftover in self.segments.glob(f"{STAGING_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # a segment a crashed job did not finish
         for leftover in self.root.glob(f".{POINTER}.*.tmp"):
             leftover.unlink(missing_ok=True)  # a pointer a crashed job wrote but never swapped in
         # v<sequence>-<UTC time>: names sort in publish order, and say when they were made.
@@ -202,6 +209,30 @@ class IndexLayout:
         for old in done[: max(0, len(done) - max(1, keep))]:
             if old.name != live:
                 shutil.rmtree(old, ignore_errors=True)
+        self.collect_segments()
+
+    def listed_segments(self) -> set[str]:
+        """Segments some kept version lists (a version whose manifest cannot be read protects nothing)."""
+        listed: set[str] = set()
+        for version in self.versions.iterdir() if self.versions.is_dir() else ():
+            if version.name.startswith("."):
+                continue
+            try:
+                manifest = json.loads((version / MANIFEST).read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            listed |= {str(entry["name"]) for entry in manifest.get("segments", [])}
+        return listed
+
+    def collect_segments(self) -> None:
+        """Delete segments no kept version lists: the merged-away inputs of old versions, and a segment
+        written by a job killed before it published (call under writer_lock)."""
+        if not self.segments.is_dir():
+            return
+        listed = self.listed_segments()
+        for segment in self.segments.iterdir():
+            if not segment.name.startswith(".") and segment.name not in listed:
+                shutil.rmtree(segment, ignore_errors=True)
 
 
 def read_manifest(version: Path) -> dict[str, Any]:

@@ -1,14 +1,14 @@
 """Replicas: ``recsys index pull SOURCE --index DIR`` makes DIR serve the version SOURCE serves.
 
 SOURCE is another index folder (a shared mount, or a path synced by any means); DIR is this host's own
-copy, which its serving processes follow as they follow any new version. A pull copies what the replica
-lacks into a staging folder, checks it against the source's manifest (every file, every size), and swaps
-``CURRENT`` atomically under the replica's writer lock: a pull killed at any point leaves the previous
-version serving, and the next pull starts clean. Files that a version the replica already has holds with
-the same name, size and modification time (rsync's quick check) are hard-linked instead of copied, so an
-unchanged file crosses the network once. What ``recsys train`` stored at the source's root (ranker.json,
-coreads.json) comes along, each replaced atomically. Events are not copied: replicas share one events
-store (``[events] url``), or keep their own.
+copy, which its serving processes follow as they follow any new version. Segments are immutable and
+named uniquely, so a pull copies only the segments the replica does not hold yet (after an ``index add``
+at the source: one small segment) plus the version's own small files, checks everything against the
+source's manifests (every file, every size), and swaps ``CURRENT`` atomically under the replica's writer
+lock: a pull killed at any point leaves the previous version serving, and the next pull starts clean
+(a segment is renamed into place only once complete). What ``recsys train`` stored at the source's root
+(ranker.json, coreads.json) comes along, each replaced atomically. Events are not copied: replicas share
+one events store (``[events] url``), or keep their own.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.coreads import COREADS_FILE
-from recsys.layout import MANIFEST, IndexLayout, crash_point, fsync_path, read_manifest
+from recsys.layout import MANIFEST, STAGING_PREFIX, IndexLayout, crash_point, fsync_path, fsync_tree, read_manifest
 from recsys.ranker import RANKER_FILE
+from recsys.segments import Segment
 from recsys.types import IndexStateError
 
-ORIGINS = ".pulled.json"  # per pulled version: relative path -> [size, mtime_ns] of the source file
 ROOT_FILES = (RANKER_FILE, COREADS_FILE)
 
 
@@ -37,7 +37,8 @@ class PullReport:
     changed: bool  # False when the replica already served the source's version
     files_copied: int
     bytes_copied: int
-    files_linked: int
+    segments_copied: int
+    segments_reused: int  # segments the replica already held
     models_updated: list[str]
     seconds: float
 
@@ -56,35 +57,29 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
     with dst.writer_lock():
         models = _pull_models(src.root, dst.root)
         if dst.current_name() == version.name:
-            return PullReport(version.name, False, 0, 0, 0, models, time.perf_counter() - started)
+            return PullReport(version.name, False, 0, 0, 0, 0, models, time.perf_counter() - started)
         staging = dst.stage()  # removes what a killed pull left behind
-        known = _known_files(dst)
-        copied = linked = size = 0
-        origins: dict[str, list[int]] = {}
         try:
-            for path in sorted(version.rglob("*")):
-                if not path.is_file():
+            manifest = json.loads((version / MANIFEST).read_text())
+            files, size = _copy_tree(version, staging)
+            copied = reused = 0
+            dst.segments.mkdir(parents=True, exist_ok=True)
+            for entry in manifest.get("segments", []):
+                name = str(entry["name"])
+                if (dst.segments / name).is_dir():
+                    reused += 1
                     continue
-                relative = str(path.relative_to(version))
-                stat = path.stat()
-                origins[relative] = [stat.st_size, stat.st_mtime_ns]
-                target = staging / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                local = known.get((relative, stat.st_size, stat.st_mtime_ns))
-                if local is not None and relative != MANIFEST:
-                    os.link(local, target)
-                    linked += 1
-                else:
-                    shutil.copyfile(path, target)
-                    copied += 1
-                    size += stat.st_size
-                    crash_point("pull-copying")
-        except FileNotFoundError as exc:
+                partial = dst.segments / f"{STAGING_PREFIX}{name}"
+                more, more_size = _copy_tree(src.segments / name, partial)
+                Segment(partial).close()  # every file at the size the segment lists
+                fsync_tree(partial)
+                os.rename(partial, dst.segments / name)
+                files, size, copied = files + more, size + more_size, copied + 1
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise IndexStateError(
-                f"{version.name} was removed from {src.root} while it was being copied ({exc.filename}): the source "
+                f"{version.name} was removed from {src.root} while it was being copied ({exc}): the source "
                 "published newer versions meanwhile; pull again"
             ) from None
-        (staging / ORIGINS).write_text(json.dumps(origins))
         try:
             read_manifest(staging)  # every file the source's manifest lists, at its size
         except IndexStateError as exc:
@@ -93,26 +88,22 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
                 "collected mid-copy: pull again"
             ) from None
         dst.swap_in(staging, version.name, keep_versions)
-    return PullReport(version.name, True, copied, size, linked, models, time.perf_counter() - started)
+    return PullReport(version.name, True, files, size, copied, reused, models, time.perf_counter() - started)
 
 
-def _known_files(layout: IndexLayout) -> dict[tuple[str, int, int], Path]:
-    """Files of the replica's pulled versions, by (relative path, source size, source mtime)."""
-    known: dict[tuple[str, int, int], Path] = {}
-    if not layout.versions.is_dir():
-        return known
-    for version in layout.versions.iterdir():
-        if version.name.startswith("."):
-            continue  # a staging folder
-        try:
-            origins = json.loads((version / ORIGINS).read_text())
-        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+def _copy_tree(source: Path, target: Path) -> tuple[int, int]:
+    """Copy a folder's files; returns (files, bytes)."""
+    files = size = 0
+    for path in sorted(source.rglob("*")):
+        if not path.is_file():
             continue
-        for relative, (size, mtime) in origins.items():
-            local = version / relative
-            if local.is_file() and local.stat().st_size == size:
-                known[(relative, int(size), int(mtime))] = local
-    return known
+        destination = target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+        files += 1
+        size += destination.stat().st_size
+        crash_point("pull-copying")
+    return files, size
 
 
 def _pull_models(source: Path, replica: Path) -> list[str]:

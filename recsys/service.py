@@ -85,13 +85,15 @@ class Recommender:
 
     def info(self) -> dict[str, Any]:
         view = self.view
-        size = sum(p.stat().st_size for p in view.path.rglob("*") if p.is_file())
+        folders = [view.path, *(segment.path for segment in view.segments)]
+        size = sum(p.stat().st_size for folder in folders for p in folder.rglob("*") if p.is_file())
         return {
             "index": str(self.layout.root),
             "version": view.version,
             "model": view.manifest["model"],
             "articles": view.n_live,
             "rows": view.manifest["counts"]["rows"],
+            "segments": len(view.segments),
             "takedowns": view.store.takedowns(),
             "ann": view.manifest["ann"],
             "created_at": view.manifest["created_at"],

@@ -8,6 +8,7 @@ vectorised numpy expression and opening an index reads no article into Python.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -55,16 +56,6 @@ CREATE TABLE IF NOT EXISTS articles (
     extra TEXT NOT NULL DEFAULT '{}',
     content_hash TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS takedowns (
-    id TEXT PRIMARY KEY,
-    at TEXT NOT NULL
-) WITHOUT ROWID;
--- Vectors of taken-down articles, so that a restored article whose text is unchanged is not embedded again.
-CREATE TABLE IF NOT EXISTS parked (
-    id TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    vector BLOB NOT NULL
-) WITHOUT ROWID;
 """
 COLUMNS = (
     "row",
@@ -135,6 +126,10 @@ class StoredArticle:
     extra: dict[str, Any]
     content_hash: str
 
+    def moved(self, row: int) -> StoredArticle:
+        """The same article under another row number (a segment's local row made global)."""
+        return self if row == self.row else dataclasses.replace(self, row=row)
+
     @classmethod
     def from_row(cls, values: Sequence[Any]) -> StoredArticle:
         data = dict(zip(COLUMNS, values, strict=True))
@@ -179,6 +174,32 @@ class ArticleStore:
                 found[article_id] = int(row)
         return found
 
+    def hashes_of(self, article_ids: Iterable[str]) -> dict[str, tuple[int, str]]:
+        """``id -> (row, content hash)`` for the ids stored here."""
+        ids = list(dict.fromkeys(article_ids))
+        found: dict[str, tuple[int, str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT id, row, content_hash FROM articles WHERE id IN ({marks})"
+            for article_id, row, digest in self._conn.execute(query, chunk):
+                found[article_id] = (int(row), digest)
+        return found
+
+    def all_hashes(self) -> list[tuple[str, int, str]]:
+        """``(id, row, content hash)`` of every stored article."""
+        return [(i, int(r), h) for i, r, h in self._conn.execute("SELECT id, row, content_hash FROM articles")]
+
+    def records(self, rows: Sequence[int]) -> list[tuple[Any, ...]]:
+        """Stored column values (``COLUMNS`` order) of these rows."""
+        rows = [int(r) for r in rows]
+        out: list[tuple[Any, ...]] = []
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out += self._conn.execute(f"SELECT {','.join(COLUMNS)} FROM articles WHERE row IN ({marks})", chunk)
+        return out
+
     def ids_of(self, rows: Iterable[int]) -> dict[int, str]:
         rows = [int(r) for r in rows]
         found: dict[int, str] = {}
@@ -212,24 +233,11 @@ class ArticleStore:
             raise ValueError(f"not a label column: {column}")
         return self._conn.execute(f"SELECT row, id, {column} FROM articles ORDER BY row").fetchall()
 
-    def takedowns(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM takedowns").fetchone()[0])
-
     def count(self) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
 
     def close(self) -> None:
         self._connections.close()
-
-
-def _codes(values: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Integer codes for strings (-1 for empty) and the sorted vocabulary they index."""
-    names, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
-    codes = inverse.astype(np.int32)
-    if names.size and names[0] == "":
-        codes -= 1  # "" sorts first: it becomes -1 and everything else shifts down
-        names = names[1:]
-    return codes, [str(n) for n in names]
 
 
 def _epochs(values: list[str | None]) -> np.ndarray:
@@ -241,20 +249,33 @@ def _epochs(values: list[str | None]) -> np.ndarray:
         return np.array([int(parse_timestamp(v).timestamp()) if v else NO_TIME for v in values], dtype=np.int64)
 
 
-def build_row_columns(conn: sqlite3.Connection, n_rows: int) -> tuple[np.ndarray, dict[str, list[str]]]:
-    """Derive rows.npy and its vocabulary from the articles table (dead rows stay ``live=False``)."""
-    rows = np.zeros(n_rows, dtype=ROW_DTYPE)
-    rows["published"] = NO_TIME
-    rows["category"] = -1
-    rows["language"] = -1
-    fetched = conn.execute("SELECT row, published_at, category, language, canonical_url FROM articles").fetchall()
-    if not fetched:
-        return rows, {"category": [], "language": []}
-    row_ids, published, categories, languages, canonical = zip(*fetched, strict=True)
-    at = np.fromiter(row_ids, dtype=np.int64, count=len(row_ids))
-    rows["live"][at] = True
-    rows["published"][at] = _epochs(list(published))
-    rows["category"][at], category_names = _codes(list(categories))
-    rows["language"][at], language_names = _codes([language.lower() for language in languages])
-    rows["story"][at] = [story_key(url) if url else 0 for url in canonical]
-    return rows, {"category": category_names, "language": language_names}
+def _codes(values: Sequence[str], names: list[str]) -> np.ndarray:
+    """Integer codes of strings into ``names`` (-1 for empty); names not seen yet are appended, so the
+    codes already written in older segments keep their meaning."""
+    index = {name: code for code, name in enumerate(names)}
+    out = np.empty(len(values), dtype=np.int32)
+    for i, value in enumerate(values):
+        if not value:
+            out[i] = -1
+            continue
+        code = index.get(value)
+        if code is None:
+            code = index[value] = len(names)
+            names.append(value)
+        out[i] = code
+    return out
+
+
+def row_columns(records: Sequence[Sequence[Any]], vocab: dict[str, list[str]]) -> np.ndarray:
+    """The filter columns (``ROW_DTYPE``) of ``article_row`` records; ``vocab`` grows by new names."""
+    rows = np.zeros(len(records), dtype=ROW_DTYPE)
+    if not records:
+        return rows
+    at = {name: i for i, name in enumerate(COLUMNS)}
+    rows["live"] = True
+    rows["published"] = _epochs([r[at["published_at"]] for r in records])
+    rows["category"] = _codes([str(r[at["category"]]) for r in records], vocab.setdefault("category", []))
+    languages = [str(r[at["language"]]).lower() for r in records]
+    rows["language"] = _codes(languages, vocab.setdefault("language", []))
+    rows["story"] = [story_key(r[at["canonical_url"]]) if r[at["canonical_url"]] else 0 for r in records]
+    return rows

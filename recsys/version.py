@@ -14,82 +14,106 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from recsys import lexical
-from recsys.ann import ANNIndex
-from recsys.layout import IndexLayout, read_manifest
-from recsys.store import DB_FILE, NO_TIME, ROWS_FILE, VOCAB_FILE, ArticleStore
+from recsys.layout import SEGMENTS, IndexLayout, read_manifest
+from recsys.segments import Segment, SegmentedANN, SegmentedStore, concat, mapped
+from recsys.store import NO_TIME, ROW_DTYPE, VOCAB_FILE
 from recsys.types import Filters, IndexStateError, RecsysError
 
 logger = logging.getLogger(__name__)
-VECTORS_FILE = "vectors.npy"
-ANN_DIR = "ann"
+STATE_FILE = "state.json"  # takedowns and the vectors parked with them
+DELETES_DIR = "deletes"  # deletes/<segment>.npy: the segment's deleted local rows (sorted int32)
 COMMON_DOC_SHARE = 0.1  # a word in more than 10% of the articles' texts is generic (people, back, work, came)
 
 
 class VersionReader:
-    """One published version, opened read-only: manifest, arrays, SQLite, ANN, lexical arrays.
+    """One published version, opened read-only: its segments presented as one row space.
 
-    Rows are positions in ``vectors.npy``/``rows.npy``; ``live`` marks the ones still served (a removed
-    article keeps its row until the next full build). Everything is memory-mapped, so opening costs the
-    manifest, the vocabulary and the ANN file, not the archive."""
+    Rows are global positions: the segments' rows one after the other, in the order the manifest lists
+    them. ``live`` marks the rows still served (an updated or removed article keeps its row, deleted,
+    until a merge rewrites its segment). Arrays are memory-mapped and the IVF lists too, so opening
+    costs the manifest, the filter columns and the vocabulary, not the archive."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.manifest = read_manifest(path)
-        self.vectors = _mapped(path / VECTORS_FILE)
-        self.rows = _mapped(path / ROWS_FILE)
         self.vocab: dict[str, list[str]] = json.loads((path / VOCAB_FILE).read_text())
-        self.store = ArticleStore(path / DB_FILE)
-        self.ann = ANNIndex.load(path / ANN_DIR)
+        segments_dir = path.parent.parent / SEGMENTS
+        listed = self.manifest["segments"]
+        self.segments = [Segment(segments_dir / entry["name"]) for entry in listed]
         dimension = int(self.manifest["model"]["dimension"])
-        counts = self.manifest["counts"]
-        if self.vectors.ndim != 2 or self.vectors.shape[1] != dimension or self.vectors.shape[0] != counts["rows"]:
-            raise IndexStateError(
-                f"{path}: vectors.npy is {self.vectors.shape} but the manifest says {counts['rows']} x {dimension}; "
-                "rebuild with `recsys index build`"
-            )
-        if self.rows.shape[0] != counts["rows"] or int(self.rows["live"].sum()) != counts["articles"]:
-            raise IndexStateError(f"{path}: rows.npy does not match the manifest; rebuild with `recsys index build`")
+        for segment, entry in zip(self.segments, listed, strict=True):
+            if segment.rows != int(entry["rows"]) or segment.vectors.shape[1] != dimension:
+                raise IndexStateError(
+                    f"{path}: segment {segment.name} holds {segment.vectors.shape} but the manifest says "
+                    f"{entry['rows']} x {dimension}; rebuild with `recsys index build`"
+                )
+        self.offsets = np.cumsum([0, *(s.rows for s in self.segments)]).astype(np.int64)
+        self.deleted = {s.name: self._deleted(s) for s in self.segments}
+        self.rows = self._columns()
         self.live = np.asarray(self.rows["live"])
+        counts = self.manifest["counts"]
+        if self.rows.shape[0] != counts["rows"] or int(self.live.sum()) != counts["articles"]:
+            raise IndexStateError(f"{path}: segments do not match the manifest; rebuild with `recsys index build`")
         self.n_live = int(counts["articles"])
+        self.state: dict[str, Any] = json.loads((path / STATE_FILE).read_text())
+        self.vectors = concat([s.vectors for s in self.segments], self.offsets, np.zeros((0, dimension), np.float32))
+        self.lexical = (
+            concat([s.lex_ids for s in self.segments], self.offsets, np.zeros((0, lexical.TERMS), np.int32)),
+            concat(
+                [s.lex_weights for s in self.segments], self.offsets, np.zeros((0, lexical.TERMS), lexical.WEIGHT_DTYPE)
+            ),
+        )
+        self.store = SegmentedStore(self.segments, self.offsets, self.live, len(self.state.get("takedowns", {})))
+        self.ann = SegmentedANN(self.segments, self.offsets, self.live, self.manifest["ann"])
         self._df: np.ndarray | None = None
-        # The lexical arrays (recsys/lexical.py); absent in versions written before them.
-        self.lexical: tuple[np.ndarray, np.ndarray] | None = None
-        if (path / lexical.TERMS_FILE).is_file():
-            self.lexical = (
-                _mapped(path / lexical.TERMS_FILE),
-                _mapped(path / lexical.WEIGHTS_FILE),
-            )
+
+    def _deleted(self, segment: Segment) -> np.ndarray:
+        file = self.path / DELETES_DIR / f"{segment.name}.npy"
+        if not file.is_file():
+            return np.empty(0, dtype=np.int32)
+        rows = np.load(file, allow_pickle=False)
+        if rows.size and (rows.min() < 0 or rows.max() >= segment.rows):
+            raise IndexStateError(f"{file}: deleted rows outside the segment; rebuild with `recsys index build`")
+        return rows
+
+    def _columns(self) -> np.ndarray:
+        """The filter columns of all rows, with ``live`` cleared for deleted ones (one segment without
+        deletions is used as mapped; otherwise one copy, about 30 bytes per row)."""
+        if len(self.segments) == 1 and not self.deleted[self.segments[0].name].size:
+            return self.segments[0].columns
+        if not self.segments:
+            return np.zeros(0, dtype=ROW_DTYPE)
+        rows = np.concatenate([s.columns for s in self.segments])
+        for segment, offset in zip(self.segments, self.offsets[:-1].tolist(), strict=True):
+            rows["live"][offset + self.deleted[segment.name].astype(np.int64)] = False
+        return rows
 
     def _frequencies(self) -> np.ndarray:
         if self._df is None:
-            self._df = _mapped(self.path / lexical.DF_FILE)
+            self._df = mapped(self.path / lexical.DF_FILE)
         return self._df
 
     def lexical_of_text(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The lexical terms of a text that is not indexed (a draft), weighed by this version's frequencies."""
-        if self.lexical is None:
-            return None
         documents = int(self.manifest["lexical"]["documents"])
         ids, weights = lexical.weigh(lexical.term_counts([text]), self._frequencies(), documents)
         return ids[0], weights[0]
 
     def lexical_similarity(self, source: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
         """Lexical cosine of the source to each row (zeros when the version has no lexical arrays)."""
-        if self.lexical is None or source is None or rows.size == 0:
+        if source is None or rows.size == 0:
             return np.zeros(rows.shape[0])
         ids, weights = self.lexical
         return lexical.similarity(source[0], source[1], np.asarray(ids[rows]), np.asarray(weights[rows]))
 
     def is_common(self, word: str) -> bool:
         """True for a (lower-case) word in more than COMMON_DOC_SHARE of this archive's articles (the lexical
-        document frequencies): too common to explain why two articles go together. A version written before
-        the lexical arrays judges no word common (the reasons' stop list still applies) until its next job."""
-        if self.lexical is None:
-            return False
+        document frequencies): too common to explain why two articles go together."""
         documents = max(1, int(self.manifest["lexical"]["documents"]))
         return bool(self._frequencies()[lexical.term_id(word)] > max(3.0, COMMON_DOC_SHARE * documents))
 
@@ -131,12 +155,6 @@ class VersionReader:
 
     def close(self) -> None:
         self.store.close()
-
-
-def _mapped(path: Path) -> np.ndarray:
-    """A .npy file memory-mapped read-only, as a plain ndarray view: indexing an ``np.memmap`` costs a few
-    microseconds of subclass bookkeeping per call, and a Related list makes dozens of such calls."""
-    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
 
 
 class VersionFollower:

@@ -75,6 +75,20 @@ def test_bad_records_are_reported_with_file_and_line(runner, index, tmp_path):
     assert info["articles"] == 120
 
 
+def test_optimize_folds_the_segments_of_small_adds_into_one(runner, index, tmp_path):
+    fresh = tmp_path / "fresh.jsonl"
+    fresh.write_text('{"id": "fresh-1", "title": "Harbour reopens after storm repairs", "body": "ferries sail"}\n')
+    assert invoke(runner, "index", "add", fresh, "--index", index, "--no-progress").exit_code == 0
+    info = json.loads(invoke(runner, "index", "info", "--index", index, "--json").stdout)
+    assert (info["segments"], info["articles"]) == (2, 120)  # the add wrote one small segment
+    done = json.loads(invoke(runner, "index", "optimize", "--index", index, "--json").stdout)
+    assert (done["segments"], done["articles"], done["rows"], done["merged"]) == (1, 120, 120, 2)
+    shown = invoke(runner, "index", "info", "--index", index).stdout
+    assert "segments: 1" in shown and "(0 deleted rows awaiting a merge)" in shown
+    hits = json.loads(invoke(runner, "related", "fresh-1", "--index", index, "--json", "-k", "3").stdout)
+    assert len(hits) == 3
+
+
 def test_info_reports_model_and_layout(runner, index):
     result = invoke(runner, "index", "info", "--index", index)
     assert result.exit_code == 0

@@ -54,7 +54,16 @@ def served(make_indexer, tmp_path):
     return root, rec.version, [h.id for h in rec.related("b0", 10)]
 
 
-STAGES = ["after-sqlite", "after-vectors", "after-ann", "before-rename", "before-pointer", "before-swap"]
+# the new segment: written, flushed, renamed into segments/; then the version: renamed, pointer written, swapped
+STAGES = [
+    "after-sqlite",
+    "after-vectors",
+    "after-ann",
+    "after-segment",
+    "before-rename",
+    "before-pointer",
+    "before-swap",
+]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -70,6 +79,8 @@ def test_kill_at_each_stage_keeps_previous_version(served, tmp_path, stage):
     assert done.added == len(NEW)
     assert not list((root / "versions").glob(".staging-*"))
     assert not list(root.glob(".CURRENT.*.tmp"))  # a pointer written but never swapped in is cleaned up too
+    layout = IndexLayout(root)
+    assert {p.name for p in layout.segments.iterdir()} == layout.listed_segments()  # no orphan segment is left
     assert len(Recommender.open(root)) == len(BASE) + len(NEW)
 
 

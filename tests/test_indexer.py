@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.config import Settings
-from recsys.layout import IndexLayout
+from recsys.layout import FORMAT_VERSION, IndexLayout
 from recsys.service import Recommender
 from recsys.types import IndexStateError, InputError
 from tests.conftest import KeywordEmbedder, art, write_jsonl
@@ -130,9 +130,16 @@ def test_open_checks_the_manifest(make_indexer, files, tmp_path):
     (version / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexStateError, match=r"format 99.*rebuild"):
         Recommender.open(tmp_path / "index")
-    manifest["format_version"] = 1
+    with pytest.raises(IndexStateError, match=r"format 99.*recsys index build"):
+        make_indexer().add([files])  # an add cannot extend an index of another format ...
+    assert make_indexer().build([files]).embedded == 5  # ... and the build the message names starts afresh
+    assert len(Recommender.open(tmp_path / "index")) == 5
+    version = layout.current()
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION
     (version / "manifest.json").write_text(json.dumps(manifest))
-    with open(version / "vectors.npy", "ab") as handle:
+    segment = layout.segments / manifest["segments"][0]["name"]
+    with open(segment / "vectors.npy", "ab") as handle:
         handle.write(b"\0" * 8)
     with pytest.raises(IndexStateError, match=r"vectors\.npy is missing or has the wrong size"):
         Recommender.open(tmp_path / "index")
@@ -151,7 +158,12 @@ def test_versions_are_immutable_and_old_ones_collected(make_indexer, files, tmp_
         names.append(indexer.add_articles([art(f"x{i}", f"extra story {i}", "words")]).version)
     kept = sorted(p.name for p in (tmp_path / "index" / "versions").iterdir())
     assert kept == sorted(names[-2:])
-    vectors = np.load(tmp_path / "index" / "versions" / names[-1] / "vectors.npy")
+    layout = IndexLayout(tmp_path / "index")
+    # each add wrote one small segment beside the first; segments no kept version lists were deleted
+    listed = [json.loads((layout.versions / n / "manifest.json").read_text())["segments"] for n in names[-2:]]
+    assert [len(s) for s in listed] == [3, 4]
+    assert sorted(p.name for p in layout.segments.iterdir()) == sorted(s["name"] for s in listed[-1])
+    vectors = np.concatenate([np.load(layout.segments / s["name"] / "vectors.npy") for s in listed[-1]])
     assert vectors.shape == (8, 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
@@ -171,7 +183,7 @@ def test_large_archive_uses_ivf_and_incremental_adds(make_indexer, tmp_path):
 
 
 def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path, monkeypatch):
-    monkeypatch.setattr("recsys.indexer.COPY_CHUNK", 16)  # vectors reach the index in batches of 64
+    monkeypatch.setattr("recsys.segments.COPY_CHUNK", 16)  # vectors reach the index in batches of 64
     settings = Settings().replace("index", exact_max=50, ivf_tune_queries=100)
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(300)]

@@ -2,7 +2,6 @@
 at any point leaves the replica's previous version serving."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,19 +48,21 @@ def test_a_replica_serves_the_sources_version_and_follows_its_next_one(source, m
         assert (replica / RANKER_FILE).read_text() == (source / RANKER_FILE).read_text()
 
 
-def test_files_the_replica_already_has_are_linked_not_copied(source, tmp_path):
+def test_a_pull_copies_only_the_segments_the_replica_lacks(source, make_indexer, tmp_path):
     replica = tmp_path / "replica"
     pull(source, replica)
-    # A source that publishes a version sharing files with the last (hard links, as rsync --link-dest makes).
-    layout = IndexLayout(source)
-    old = layout.current()
-    new = layout.versions / (old.name[:1] + str(int(old.name[1:7]) + 1).zfill(6) + old.name[7:])
-    shutil.copytree(old, new, copy_function=os.link)
-    (source / "CURRENT").write_text(new.name + "\n")
+    held = {p.name: p.stat().st_ino for p in IndexLayout(replica).segments.iterdir()}
+    make_indexer(source).add_articles(stories("b", 5))  # the source writes one small segment
+    new_segment = set(p.name for p in IndexLayout(source).segments.iterdir()) - set(held)
     report = pull(source, replica)
-    assert report.changed and report.files_copied == 1 and report.files_linked > 3  # only the manifest is copied
+    assert report.changed and (report.segments_copied, report.segments_reused) == (1, 1)
+    segment_bytes = sum(p.stat().st_size for p in (IndexLayout(source).segments / new_segment.pop()).rglob("*"))
+    version_bytes = sum(p.stat().st_size for p in IndexLayout(source).current().rglob("*") if p.is_file())
+    assert report.bytes_copied == segment_bytes + version_bytes
+    for name, inode in held.items():  # the segment it had is the same file, untouched
+        assert (IndexLayout(replica).segments / name).stat().st_ino == inode
     with Recommender.open(replica) as rec:
-        assert rec.version == new.name and len(rec) == 30
+        assert rec.version == IndexLayout(source).current_name() and len(rec) == 35
 
 
 PULLER = "import sys; from recsys.replica import pull; pull(sys.argv[1], sys.argv[2])"

@@ -1,4 +1,4 @@
-"""``recsys index build|add|remove|info``."""
+"""``recsys index build|add|remove|restore|optimize|pull|info``."""
 
 from __future__ import annotations
 
@@ -147,6 +147,15 @@ def restore(
 
 
 @index_app.command()
+def optimize(ctx: typer.Context, index: str = IndexOption, as_json: bool = JsonOption) -> None:
+    """Merge every segment into one and recount the lexical statistics (a rewrite of the whole archive).
+
+    Not needed for speed or size: add/remove keep the segment count bounded by merging small segments as
+    they go. Use it after a large clean-up, or to make an index equal a fresh build of its articles."""
+    _finish(Indexer(index, app_state(ctx).settings).optimize(), as_json)
+
+
+@index_app.command()
 def pull(
     ctx: typer.Context,
     source: str = typer.Argument(..., help="The index folder to follow (a shared mount, or a synced path)."),
@@ -172,7 +181,8 @@ def pull(
         elif report.changed:
             typer.echo(
                 f"version {report.version}: copied {report.files_copied} files ({report.bytes_copied:,} bytes), "
-                f"linked {report.files_linked} unchanged, in {report.seconds:.2f}s"
+                f"{report.segments_copied} new segment(s), {report.segments_reused} already here, "
+                f"in {report.seconds:.2f}s"
             )
         else:
             typer.echo(f"already at version {report.version}")
@@ -192,12 +202,13 @@ def info(ctx: typer.Context, index: str = IndexOption, as_json: bool = JsonOptio
         print_json(data)
         return
     ann = data["ann"]
-    tuning = ", ".join(f"{k}={v}" for k, v in ann.items() if k not in ("kind", "dimension", "size"))
+    tuning = ", ".join(f"{k}={v}" for k, v in ann.items() if k not in ("kind", "dimension", "size", "segments"))
     lines = [
         ("index", data["index"]),
         ("version", data["version"]),
         ("model", f"{data['model']['name']} ({data['model']['dimension']}-d)"),
-        ("articles", f"{data['articles']:,} ({data['rows'] - data['articles']:,} dead rows awaiting compaction)"),
+        ("articles", f"{data['articles']:,} ({data['rows'] - data['articles']:,} deleted rows awaiting a merge)"),
+        ("segments", f"{data['segments']}"),
         ("takedowns", f"{data['takedowns']:,}"),
         ("ann", f"{ann['kind']}" + (f" ({tuning})" if tuning else "")),
         ("built", f"{data['created_at']} in {data['build_seconds']:.2f}s"),

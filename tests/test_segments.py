@@ -1,0 +1,172 @@
+"""Segments: the merge policy, gathering rows across segments, jobs that cost what they change, and an index
+grown by many small jobs that equals a fresh build of the same articles."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from recsys.config import Settings
+from recsys.layout import IndexLayout
+from recsys.lists.base import candidates
+from recsys.segments import MergePolicy, RowConcat, plan_merge
+from recsys.service import Recommender
+from recsys.types import Filters
+from tests.conftest import art
+
+NOW = 1_790_000_000.0
+WORDS = "storm flood coast rates bank inflation derby goal striker ferry harbour election ballot budget tax".split()
+
+
+def story(i: int, rng: np.random.Generator, **fields: object):
+    picked = rng.choice(WORDS, 6)
+    return art(
+        f"s{i}",
+        f"{picked[0]} {picked[1]} report {i}",
+        " ".join(rng.choice(WORDS, 12)),
+        category=["news", "sport", "business"][i % 3],
+        published_at=f"2026-11-{1 + i % 20:02d}T08:00:00Z",
+        **fields,
+    )
+
+
+def test_merge_policy_folds_a_full_level_and_rewrites_a_segment_with_many_deletions():
+    policy = MergePolicy(factor=4, floor=100, dead_fraction=0.2)
+    assert [policy.level(n) for n in (1, 100, 101, 400, 401, 1600, 1601)] == [0, 0, 1, 1, 2, 2, 3]
+    assert plan_merge([(5000, 0), (50, 0), (50, 0), (50, 0)], policy) is None  # three small ones: not yet
+    assert plan_merge([(5000, 0), (50, 0), (50, 0), (50, 0), (50, 0)], policy) == (1, 5)
+    # the newest full run goes first; runs are adjacent segments on one level
+    sizes = [(300, 0), (300, 0), (300, 0), (300, 0), (20, 0), (20, 0), (20, 0), (20, 0)]
+    assert plan_merge(sizes, policy) == (4, 8)
+    assert plan_merge(sizes[:4], policy) == (0, 4)
+    assert plan_merge([(5000, 0), (300, 0), (50, 0)], policy) is None
+    assert plan_merge([(5000, 1001), (300, 0)], policy) == (0, 1)  # 20.02% deleted
+    assert plan_merge([(5000, 1000), (300, 0)], policy) is None
+
+
+def test_row_concat_gathers_like_one_array():
+    rng = np.random.default_rng(0)
+    whole = rng.standard_normal((23, 3)).astype(np.float32)
+    cuts = [0, 5, 5, 17, 23]  # an empty part too
+    joined = RowConcat([whole[a:b] for a, b in itertools.pairwise(cuts)], np.asarray(cuts))
+    rows = rng.integers(0, 23, 40)
+    np.testing.assert_array_equal(joined[rows], whole[rows])
+    np.testing.assert_array_equal(joined[rows.tolist()], whole[rows])
+    np.testing.assert_array_equal(joined[7], whole[7])
+    np.testing.assert_array_equal(joined[-1], whole[-1])
+    np.testing.assert_array_equal(joined[3:19:2], whole[3:19:2])
+    np.testing.assert_array_equal(np.asarray(joined), whole)
+    assert joined.shape == whole.shape and len(joined) == 23
+    with pytest.raises(IndexError):
+        joined[23]
+
+
+def test_add_writes_one_segment_and_remove_writes_only_deletions(make_indexer, tmp_path):
+    rng = np.random.default_rng(1)
+    indexer = make_indexer()
+    indexer.add_articles([story(i, rng) for i in range(40)])
+    layout = IndexLayout(tmp_path / "index")
+    first = json.loads((layout.current() / "manifest.json").read_text())["segments"]
+    report = indexer.add_articles([story(i, rng) for i in range(40, 50)])
+    second = json.loads((layout.current() / "manifest.json").read_text())["segments"]
+    assert report.segments == 2 and second[0] == first[0] and second[1]["rows"] == 10
+    before = {p.name for p in layout.segments.iterdir()}
+    removed = indexer.remove(["s3", "s41"])
+    version = layout.current()
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert {p.name for p in layout.segments.iterdir()} == before  # no segment written
+    assert [(s["name"], s["deleted"]) for s in manifest["segments"]] == [(first[0]["name"], 1), (second[1]["name"], 1)]
+    assert sorted(p.name for p in (version / "deletes").iterdir()) == sorted(f"{s['name']}.npy" for s in second)
+    assert removed.removed == 2 and manifest["counts"] == {"articles": 48, "rows": 50, "dead_rows": 2}
+    with Recommender.open(tmp_path / "index") as rec:
+        assert len(rec) == 48 and rec.view.store.get("s3") is None and rec.view.store.get("s41") is None
+        with pytest.raises(KeyError, match="s41"):
+            rec.related("s41")
+        for source in ("s0", "s40", "s42"):
+            shown = [h.id for h in rec.related(source, 40, now=NOW)]
+            assert "s3" not in shown and "s41" not in shown and source not in shown
+
+
+def snapshot(root, with_lexical: bool) -> dict[str, tuple]:
+    """Everything a version holds per live article, by id (row numbers and vocab codes decoded away)."""
+    with Recommender.open(root) as rec:
+        view = rec.view
+        live = np.flatnonzero(view.live)
+        stored = view.store.get_rows(live)
+        out = {}
+        for row in live.tolist():
+            article = stored[row]
+            columns = view.rows[row]
+            category = view.vocab["category"][columns["category"]] if columns["category"] >= 0 else ""
+            entry = (
+                np.asarray(view.vectors[row]).tobytes(),
+                (article.title, article.body, article.url, article.category, article.published_at, article.tags),
+                (category, int(columns["published"]), int(columns["story"])),
+            )
+            if with_lexical:
+                entry += (np.asarray(view.lexical[0][row]).tobytes(), np.asarray(view.lexical[1][row]).tobytes())
+            out[article.id] = entry
+        return out
+
+
+def related_lists(root) -> dict[str, list[tuple[str, float, str]]]:
+    with Recommender.open(root) as rec:
+        ids = [a for _, a, _ in rec.view.store.labels("category")]
+        return {a: [(h.id, h.score, h.reason) for h in rec.related(a, 5, now=NOW)] for a in ids}
+
+
+def test_twenty_small_jobs_merge_and_equal_a_fresh_build(make_indexer, tmp_path):
+    settings = Settings().replace("index", merge_factor=3, merge_floor=4, keep_versions=2)
+    rng = np.random.default_rng(7)
+    indexer = make_indexer(s=settings)
+    final: dict[str, object] = {}
+    counts, merged = [], 0
+    for batch in range(20):
+        fresh = [story(batch * 6 + i, rng) for i in range(6)]
+        if batch % 5 == 4:  # now and then: a rewritten article, a metadata-only change, a takedown
+            fresh.append(story(batch, rng))  # new text for an old id
+            old = final[f"s{batch + 1}"]
+            fresh.append(art(old.id, old.title, old.body, category="culture", published_at=old.published_at))
+        report = indexer.add_articles(fresh)
+        final |= {a.id: a for a in fresh}
+        if batch % 5 == 4:
+            indexer.remove([f"s{batch + 2}"])
+            final.pop(f"s{batch + 2}")
+        merged += report.merged
+        counts.append(IndexLayout(tmp_path / "index").current().joinpath("manifest.json").read_text().count('"name"'))
+    assert merged > 0 and max(counts) <= 8  # segments were folded together; their number stayed bounded
+    layout = IndexLayout(tmp_path / "index")
+    listed = layout.listed_segments()
+    assert {p.name for p in layout.segments.iterdir()} == listed  # merged-away segments were deleted
+
+    fresh_root = tmp_path / "fresh"
+    make_indexer(root=fresh_root, s=settings).add_articles(list(final.values()))
+    grown, built = snapshot(tmp_path / "index", False), snapshot(fresh_root, False)
+    assert grown.keys() == built.keys() == final.keys()
+    assert grown == built  # same vectors, metadata and filter columns for every article
+
+    report = indexer.optimize()  # one segment, lexical weights counted afresh: the same as the fresh build
+    assert report.segments == 1 and report.rows == report.articles == len(final)
+    assert snapshot(tmp_path / "index", True) == snapshot(fresh_root, True)
+    assert related_lists(tmp_path / "index") == related_lists(fresh_root)
+
+
+def test_readers_of_an_old_version_keep_answering_after_its_segments_are_merged_away(make_indexer, tmp_path):
+    settings = Settings().replace("index", merge_factor=2, merge_floor=1, keep_versions=1)
+    rng = np.random.default_rng(3)
+    indexer = make_indexer(s=settings)
+    indexer.add_articles([story(i, rng) for i in range(10)])
+    old = Recommender.open(tmp_path / "index", settings)
+    pinned = old.view  # a request in flight holds this version's reader
+    query = np.asarray(pinned.vectors[pinned.store.row_of("s1")])
+    nearest, _ = candidates(pinned, query, Filters(), set(), 6)
+    nearest_ids = [pinned.store.ids_of(nearest)[r] for r in nearest.tolist()]
+    report = indexer.add_articles([story(i, rng) for i in range(10, 20)])
+    assert report.merged == 2  # both segments folded into one; the old one is no longer listed
+    assert pinned.segments[0].path.name not in IndexLayout(tmp_path / "index").listed_segments()
+    # the pinned reader still searches its mapped files and reads its (unlinked) SQLite files
+    rows, _ = candidates(pinned, query, Filters(), set(), 6)
+    assert [pinned.store.ids_of(rows)[r] for r in rows.tolist()] == nearest_ids
+    assert len(old.related("s1", 5, now=NOW)) == 5 and old.version != pinned.version  # the follower moved on
+    old.close()
