@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -302,7 +303,8 @@ class Indexer:
                     prev, replace_all, same_model, keep_rows, known, to_embed, changed_meta, gone
                 )
                 vocab = json.loads(json.dumps(prev.vocab)) if prev is not None else {"category": [], "language": []}
-                df, documents = self._frequencies(prev if parts else None)
+                carried = prev if parts else None  # frequencies continue from the previous version's
+                df, documents = self._frequencies(carried)
                 new_part = self._new_segment(
                     prev,
                     articles,
@@ -329,7 +331,9 @@ class Indexer:
                 report.segments = len(parts)
                 report.rows = sum(p.segment.rows for p in parts)
                 report.articles = sum(p.live for p in parts)
-                self._stage_files(staging, parts, vocab, df, {"takedowns": takedowns, "parked": parked})
+                # Frequencies no new text changed are linked from the previous version, not written again.
+                same_df = carried.path / lexical.DF_FILE if carried is not None and not (to_embed or optimize) else None
+                self._stage_files(staging, parts, vocab, df, same_df, {"takedowns": takedowns, "parked": parked})
                 manifest = self._manifest(prev, dimension, parts, documents, report, started)
                 final = self.layout.publish(staging, manifest, settings.index.keep_versions)
             except BaseException:
@@ -538,6 +542,7 @@ class Indexer:
         parts: list[_Part],
         vocab: dict[str, list[str]],
         df: np.ndarray,
+        same_df: Path | None,
         state: dict[str, Any],
     ) -> None:
         deletes = staging / DELETES_DIR
@@ -546,7 +551,10 @@ class Indexer:
             if part.deleted.size:
                 np.save(deletes / f"{part.segment.name}.npy", part.deleted.astype(np.int32))
         (staging / VOCAB_FILE).write_text(_json(vocab))
-        np.save(staging / lexical.DF_FILE, df)
+        if same_df is not None:
+            os.link(same_df, staging / lexical.DF_FILE)
+        else:
+            np.save(staging / lexical.DF_FILE, df)
         (staging / STATE_FILE).write_text(json.dumps(state, sort_keys=True))
 
     def _manifest(

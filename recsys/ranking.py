@@ -88,26 +88,27 @@ def dedupe_stories(order: np.ndarray, vectors: np.ndarray, stories: np.ndarray, 
     """Positions (taken in ``order``) that lead their story; later members of a story are dropped.
 
     Two candidates are one story when their cosine is >= threshold or they share a nonzero story key.
-    Greedy in order, as one pass over a precomputed "same story" matrix: a candidate is kept unless an
-    already kept one covers it (one matrix product for all pairs instead of one per candidate).
+    Greedy in order: a candidate is kept unless an earlier kept one covers it. Computed from one "covers"
+    matrix for all pairs; only candidates some earlier one covers are visited (usually a handful), each
+    dropped when one of its coverers was kept.
     """
     order = np.asarray(order, dtype=np.int64)
     if order.size == 0:
         return order
     ordered = vectors[order]
-    same = (ordered @ ordered.T) >= threshold
-    keys = np.asarray(stories)[order].tolist()
-    covered = np.zeros(order.size, dtype=bool)
-    seen_keys: set[int] = set()
-    kept: list[int] = []
-    for i, key in enumerate(keys):
-        if covered[i] or (key and key in seen_keys):
-            continue
-        kept.append(i)
-        covered |= same[i]
-        if key:
-            seen_keys.add(key)
-    return order[kept]
+    covers = (ordered @ ordered.T) >= threshold
+    keys = np.asarray(stories)[order]
+    if keys.any():
+        covers |= (keys[:, None] == keys[None, :]) & (keys[:, None] != 0)
+    covers = np.triu(covers, 1)  # covers[i, j]: i comes before j and is the same story
+    maybe = np.flatnonzero(covers.any(axis=0))
+    if maybe.size == 0:
+        return order
+    dropped = np.zeros(order.size, dtype=bool)
+    for j in maybe.tolist():  # ascending, so every earlier decision is final
+        if (covers[:j, j] & ~dropped[:j]).any():
+            dropped[j] = True
+    return order[~dropped]
 
 
 def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarray:
@@ -118,17 +119,17 @@ def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarr
     if lam >= 1.0:
         return np.argsort(-scores, kind="stable")[:k]
     sims = vectors @ vectors.T
-    picked: list[int] = []
+    relevance = lam * scores
+    gain = relevance.copy()  # nothing picked yet: no redundancy
     redundancy = np.full(n, -np.inf)
-    available = np.ones(n, dtype=bool)
-    for _ in range(min(k, n)):
-        gain = lam * scores - (1.0 - lam) * (redundancy if picked else 0.0)
-        gain[~available] = -np.inf
+    picked = np.empty(min(k, n), dtype=np.int64)
+    for i in range(picked.size):
         best = int(np.argmax(gain))
-        picked.append(best)
-        available[best] = False
-        redundancy = np.maximum(redundancy, sims[best])
-    return np.asarray(picked, dtype=np.int64)
+        picked[i] = best
+        np.maximum(redundancy, sims[best], out=redundancy)
+        gain = relevance - (1.0 - lam) * redundancy
+        gain[picked[: i + 1]] = -np.inf
+    return picked
 
 
 def keywords(text: str) -> list[str]:

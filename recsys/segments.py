@@ -307,8 +307,11 @@ class RowConcat:
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         rows = rows.astype(np.int64, copy=False).reshape(-1)
-        out = np.empty((rows.shape[0], *self.shape[1:]), dtype=self.dtype)
         owner = np.searchsorted(self.offsets, rows, side="right") - 1
+        if rows.size and owner[0] == owner.min() == owner.max():  # all in one segment (the common case)
+            part = int(owner[0])
+            return self.parts[part][rows - int(self.offsets[part])]
+        out = np.empty((rows.shape[0], *self.shape[1:]), dtype=self.dtype)
         for part in np.unique(owner).tolist():
             pick = owner == part
             out[pick] = self.parts[part][rows[pick] - int(self.offsets[part])]
