@@ -38,13 +38,16 @@ class VersionReader:
     until a merge rewrites its segment). Arrays are memory-mapped and the IVF lists too, so opening
     costs the manifest, the filter columns and the vocabulary, not the archive."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, opened: dict[str, Segment] | None = None) -> None:
+        """``opened``: segments already open in this process (a previous version's), used as they are: a
+        segment never changes, and its mapped pages stay warm across versions."""
         self.path = path
         self.manifest = read_manifest(path)
         self.vocab: dict[str, list[str]] = json.loads((path / VOCAB_FILE).read_text())
         segments_dir = path.parent.parent / SEGMENTS
         listed = self.manifest["segments"]
-        self.segments = [Segment(segments_dir / entry["name"]) for entry in listed]
+        opened = opened or {}
+        self.segments = [opened.get(entry["name"]) or Segment(segments_dir / entry["name"]) for entry in listed]
         dimension = int(self.manifest["model"]["dimension"])
         for segment, entry in zip(self.segments, listed, strict=True):
             if segment.rows != int(entry["rows"]) or segment.vectors.shape[1] != dimension:
@@ -183,7 +186,8 @@ class VersionFollower:
             try:
                 fresh = self.layout.current()
                 if fresh.name != self._reader.version:
-                    self._reader = VersionReader(fresh)  # calls already holding the old reader finish with it
+                    # Calls already holding the old reader finish with it; segments both list are shared.
+                    self._reader = VersionReader(fresh, {s.name: s for s in self._reader.segments})
                     if self._on_switch is not None:
                         self._on_switch(self._reader)
                 self._stamp = stamp

@@ -170,3 +170,17 @@ def test_readers_of_an_old_version_keep_answering_after_its_segments_are_merged_
     assert [pinned.store.ids_of(rows)[r] for r in rows.tolist()] == nearest_ids
     assert len(old.related("s1", 5, now=NOW)) == 5 and old.version != pinned.version  # the follower moved on
     old.close()
+
+
+def test_a_serving_process_keeps_the_segments_it_has_open_across_versions(make_indexer, tmp_path):
+    rng = np.random.default_rng(5)
+    indexer = make_indexer()
+    indexer.add_articles([story(i, rng) for i in range(30)])
+    with Recommender.open(tmp_path / "index") as rec:
+        before = rec.view
+        indexer.add_articles([story(i, rng) for i in range(30, 40)])
+        after = rec.view  # the follower moved to the new version
+        assert after.version != before.version and len(after.segments) == 2
+        assert after.segments[0] is before.segments[0]  # opened once, its mapped pages stay warm
+        assert after.segments[1].name not in {s.name for s in before.segments}
+        assert rec.related("s35", 3, now=NOW) and rec.related("s1", 3, now=NOW)
