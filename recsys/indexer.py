@@ -163,6 +163,7 @@ class Indexer:
         """Merge every segment into one and re-weigh the lexical arrays with frequencies counted afresh over
         the live articles (Lucene's force merge): afterwards the index equals a fresh build of its articles.
         Costs a rewrite of the archive; the merge policy keeps the segment count bounded without it."""
+        self.layout.current()  # no index: fails with how to build one
         with self.layout.writer_lock():
             return self._write([], set(), replace_all=False, progress=None, optimize=True)
 
