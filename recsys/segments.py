@@ -41,7 +41,7 @@ from recsys import lexical
 from recsys.ann import ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index
 from recsys.layout import crash_point, fsync_tree
 from recsys.store import COLUMNS, DB_FILE, ROW_DTYPE, ROWS_FILE, ArticleStore, StoredArticle, connect_writable
-from recsys.types import IndexStateError
+from recsys.types import ConfigError, IndexStateError
 
 SEGMENT_FILE = "segment.json"
 VECTORS_FILE = "vectors.npy"
@@ -64,6 +64,17 @@ class MergePolicy:
     factor: int = 8
     floor: int = 1_000
     dead_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.factor < 2:
+            raise ConfigError(f"[index] merge_factor must be at least 2 (segments folded into one), not {self.factor}")
+        if self.floor < 1:
+            raise ConfigError(f"[index] merge_floor must be at least 1 row, not {self.floor}")
+        if not 0.0 <= self.dead_fraction <= 1.0:
+            raise ConfigError(
+                f"[index] compact_dead_fraction must be in [0, 1] (the share of deleted rows that makes a segment "
+                f"be rewritten), not {self.dead_fraction}"
+            )
 
     def level(self, live: int) -> int:
         if live <= self.floor:

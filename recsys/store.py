@@ -133,8 +133,9 @@ class StoredArticle:
     @classmethod
     def from_row(cls, values: Sequence[Any]) -> StoredArticle:
         data = dict(zip(COLUMNS, values, strict=True))
-        data["tags"] = json.loads(data["tags"])
-        data["extra"] = json.loads(data["extra"])
+        # Most articles have neither: skip the JSON parser for the empty forms (a list reads a dozen rows).
+        data["tags"] = [] if data["tags"] == "[]" else json.loads(data["tags"])
+        data["extra"] = {} if data["extra"] == "{}" else json.loads(data["extra"])
         return cls(**data)
 
 

@@ -12,7 +12,7 @@ from recsys.layout import IndexLayout
 from recsys.lists.base import candidates
 from recsys.segments import MergePolicy, RowConcat, plan_merge
 from recsys.service import Recommender
-from recsys.types import Filters
+from recsys.types import ConfigError, Filters
 from tests.conftest import art
 
 NOW = 1_790_000_000.0
@@ -43,6 +43,10 @@ def test_merge_policy_folds_a_full_level_and_rewrites_a_segment_with_many_deleti
     assert plan_merge([(5000, 0), (300, 0), (50, 0)], policy) is None
     assert plan_merge([(5000, 1001), (300, 0)], policy) == (0, 1)  # 20.02% deleted
     assert plan_merge([(5000, 1000), (300, 0)], policy) is None
+    with pytest.raises(ConfigError, match="merge_factor must be at least 2"):
+        MergePolicy(factor=1)  # would fold one segment into itself forever
+    with pytest.raises(ConfigError, match="merge_floor"):
+        MergePolicy(floor=0)
 
 
 def test_row_concat_gathers_like_one_array():
