@@ -74,6 +74,7 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
                 Segment(partial).close()  # every file at the size the segment lists
                 fsync_tree(partial)
                 os.rename(partial, dst.segments / name)
+                fsync_path(dst.segments)
                 files, size, copied = files + more, size + more_size, copied + 1
         except (FileNotFoundError, json.JSONDecodeError) as exc:
             raise IndexStateError(

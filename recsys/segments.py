@@ -39,7 +39,7 @@ import numpy as np
 
 from recsys import lexical
 from recsys.ann import ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index
-from recsys.layout import crash_point, fsync_tree
+from recsys.layout import crash_point, fsync_path, fsync_tree
 from recsys.store import COLUMNS, DB_FILE, ROW_DTYPE, ROWS_FILE, ArticleStore, StoredArticle, connect_writable
 from recsys.types import ConfigError, IndexStateError
 
@@ -258,6 +258,7 @@ class SegmentWriter:
         del self.vectors, self.lex_ids, self.lex_weights, vectors
         fsync_tree(self.path)
         os.rename(self.path, self.final)
+        fsync_path(self.final.parent)  # the rename is durable before any version lists the segment
         crash_point("after-segment")
         return Segment(self.final)
 
@@ -362,6 +363,7 @@ class SegmentedANN:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         found_scores, found_rows = [], []
+        filtered = False  # some result had deleted rows blanked out, so the order must be redone
         for i, segment in enumerate(self.segments):
             if segment.rows == 0:
                 continue
@@ -373,12 +375,13 @@ class SegmentedANN:
                 dead[dead] = ~self.live[rows[dead]]
                 rows = np.where(dead, -1, rows)
                 scores = np.where(dead, -np.inf, scores)
+                filtered = True
             found_scores.append(scores)
             found_rows.append(rows)
         if not found_rows:
             shape = (queries.shape[0], k)
             return np.full(shape, -np.inf, dtype=np.float32), np.full(shape, -1, dtype=np.int64)
-        if len(found_rows) == 1 and not self.deleted[0]:
+        if len(found_rows) == 1 and not filtered:
             scores, rows = found_scores[0], found_rows[0]
         else:
             scores, rows = np.concatenate(found_scores, axis=1), np.concatenate(found_rows, axis=1)
