@@ -246,9 +246,9 @@ class FaissFlatIndex(_FaissIndex):
 class FaissIVFIndex(_FaissIndex):
     """Inverted-file index: vectors bucketed by nearest centroid; a query scans ``nprobe`` buckets.
 
-    ``train`` fits the centroids on a sample of the whole collection (the builder calls it with the
-    final size); an ``add`` to an untrained index trains on that batch. Later adds reuse the centroids
-    (news drifts slowly; a full build or a compaction retrains).
+    ``train`` fits the centroids on a sample of the whole collection (the segment writer calls it with the
+    segment's final size); an ``add`` to an untrained index trains on that batch. Each segment trains its
+    own, so a merge or a build retrains for the rows it holds. A loaded IVF is memory-mapped and read-only.
     """
 
     kind = "faiss-ivf"
