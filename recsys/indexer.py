@@ -27,7 +27,7 @@ from recsys.ann import FaissIVFIndex
 from recsys.config import Settings
 from recsys.embedder import Embedder, article_text, content_hash, make_embedder, text_of
 from recsys.io import read_articles
-from recsys.layout import FORMAT_VERSION, MANIFEST, IndexLayout, library_versions
+from recsys.layout import FORMAT_VERSION, MANIFEST, IndexLayout, crash_point, library_versions
 from recsys.segments import MergePolicy, Segment, SegmentWriter, plan_merge
 from recsys.store import VOCAB_FILE, article_row, row_columns
 from recsys.types import Article, IndexStateError, InputError, InputProblem, RecsysError
@@ -56,6 +56,7 @@ class BuildReport:
     compacted: bool = False  # a merge rewrote segments (dropping deleted rows)
     segments: int = 0  # segments in the published version
     merged: int = 0  # segments folded together by the merge policy
+    visible_seconds: float = 0.0  # when the change was live (an add's merges run after it is published)
     problems: list[InputProblem] = field(default_factory=list)
     not_indexed: list[str] = field(default_factory=list)  # ids a remove named that no version holds
 
@@ -96,6 +97,7 @@ class Indexer:
         self._embedder = embedder
         # The name recorded in the manifest and mixed into content hashes.
         self.model_name = embedder.name if embedder is not None else settings.embedder.model
+        self._started = time.perf_counter()
         self.merge_policy = MergePolicy(
             factor=settings.index.merge_factor,
             floor=settings.index.merge_floor,
@@ -217,7 +219,7 @@ class Indexer:
         restores: set[str] | None = None,
         optimize: bool = False,
     ) -> BuildReport:
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         report = BuildReport()
         settings = self.settings
         model = self.model_name
@@ -323,20 +325,20 @@ class Indexer:
                     written.append(new_part.segment)
                     documents += len(to_embed)
                     parts.append(new_part)
-                if optimize:
-                    merged, parts, df, documents = self._optimize(parts, dimension, written)
-                else:
-                    merged, parts = self._merge(parts, dimension, everything=replace_all, written=written)
-                report.merged = merged
-                report.compacted = merged > 0
-                report.segments = len(parts)
-                report.rows = sum(p.segment.rows for p in parts)
-                report.articles = sum(p.live for p in parts)
+                state = {"takedowns": takedowns, "parked": parked}
                 # Frequencies no new text changed are linked from the previous version, not written again.
                 same_df = carried.path / lexical.DF_FILE if carried is not None and not (to_embed or optimize) else None
-                self._stage_files(staging, parts, vocab, df, same_df, {"takedowns": takedowns, "parked": parked})
-                manifest = self._manifest(prev, dimension, parts, documents, report, started)
-                final = self.layout.publish(staging, manifest, settings.index.keep_versions)
+                if optimize:
+                    report.merged, parts, df, documents = self._optimize(parts, dimension, written)
+                    same_df = None
+                elif replace_all:
+                    report.merged, parts = self._merge(parts, dimension, everything=True, written=written)
+                parts = [p for p in parts if p.live > 0]  # a segment whose every row is deleted is dropped
+                final = self._publish(staging, prev, dimension, parts, vocab, (df, documents, same_df), state, report)
+                report.visible_seconds = round(time.perf_counter() - started, 3)
+                if not (optimize or replace_all):
+                    final = self._merge_after(final, dimension, parts, vocab, (df, documents), state, report, written)
+                report.compacted = report.merged > 0
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 for segment in written:
@@ -349,6 +351,58 @@ class Indexer:
         finally:
             if prev is not None:
                 prev.close()
+
+    def _publish(
+        self,
+        staging: Path,
+        previous: VersionReader | Path | None,
+        dimension: int,
+        parts: list[_Part],
+        vocab: dict[str, list[str]],
+        lexical_state: tuple[np.ndarray, int, Path | None],
+        state: dict[str, Any],
+        report: BuildReport,
+    ) -> Path:
+        """Stage a version listing ``parts`` and make it the live one. ``lexical_state``: frequencies, document
+        count, and a file already holding those frequencies (linked instead of written), or None."""
+        df, documents, same_df = lexical_state
+        report.segments = len(parts)
+        report.rows = sum(p.segment.rows for p in parts)
+        report.articles = sum(p.live for p in parts)
+        self._stage_files(staging, parts, vocab, df, same_df, state)
+        name = None if previous is None else (previous.name if isinstance(previous, Path) else previous.path.name)
+        manifest = self._manifest(name, dimension, parts, documents, report)
+        return self.layout.publish(staging, manifest, self.settings.index.keep_versions)
+
+    def _merge_after(
+        self,
+        live: Path,
+        dimension: int,
+        parts: list[_Part],
+        vocab: dict[str, list[str]],
+        lexical_state: tuple[np.ndarray, int],
+        state: dict[str, Any],
+        report: BuildReport,
+        written: list[Segment],
+    ) -> Path:
+        """After an add/remove/restore is live: apply the merge policy and publish the merged version, if any.
+        A merge that fails is logged and left to the next job (the change itself is already served)."""
+        crash_point("before-merge")
+        staging = self.layout.stage()
+        try:
+            report.merged, merged = self._merge(parts, dimension, everything=False, written=written)
+            if not report.merged:
+                shutil.rmtree(staging, ignore_errors=True)
+                return live
+            df, documents = lexical_state
+            return self._publish(
+                staging, live, dimension, merged, vocab, (df, documents, live / lexical.DF_FILE), state, report
+            )
+        except Exception as exc:
+            logger.warning("merging segments failed (%s); %s keeps serving and the next job merges", exc, live.name)
+            shutil.rmtree(staging, ignore_errors=True)
+            report.merged = 0
+            return live
 
     def _is_compact_and_current(self, prev: VersionReader) -> bool:
         """A build of unchanged content would rewrite the same version: one segment, nothing deleted, and
@@ -559,13 +613,7 @@ class Indexer:
         (staging / STATE_FILE).write_text(json.dumps(state, sort_keys=True))
 
     def _manifest(
-        self,
-        prev: VersionReader | None,
-        dimension: int,
-        parts: list[_Part],
-        documents: int,
-        report: BuildReport,
-        started: float,
+        self, previous: str | None, dimension: int, parts: list[_Part], documents: int, report: BuildReport
     ) -> dict[str, Any]:
         created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         largest = max(parts, key=lambda p: p.segment.rows, default=None)
@@ -573,7 +621,7 @@ class Indexer:
         return {
             "format_version": FORMAT_VERSION,
             "created_at": created,
-            "build_seconds": round(time.perf_counter() - started, 3),
+            "build_seconds": round(time.perf_counter() - self._started, 3),
             "model": {"name": self.model_name, "dimension": dimension},
             "text": {"fields": ["title", "abstract", "body"], "max_chars": self.settings.embedder.max_chars},
             "counts": {"articles": report.articles, "rows": report.rows, "dead_rows": report.rows - report.articles},
@@ -583,7 +631,7 @@ class Indexer:
             "ann": ann | {"size": report.articles, "segments": len(parts)},
             "lexical": {"terms": lexical.TERMS, "buckets": lexical.BUCKETS, "documents": documents},
             "library_versions": library_versions(),
-            "previous_version": None if prev is None else prev.path.name,
+            "previous_version": previous,
             "job": {k: v for k, v in report.to_dict().items() if k not in ("problems", "version")},
         }
 

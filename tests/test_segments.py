@@ -3,17 +3,21 @@ grown by many small jobs that equals a fresh build of the same articles."""
 
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from recsys.config import Settings
-from recsys.layout import IndexLayout
+from recsys.layout import CRASH_ENV, IndexLayout
 from recsys.lists.base import candidates
 from recsys.segments import MergePolicy, RowConcat, plan_merge
 from recsys.service import Recommender
 from recsys.types import ConfigError, Filters
-from tests.conftest import art
+from tests.conftest import REPO, art
 
 NOW = 1_790_000_000.0
 WORDS = "storm flood coast rates bank inflation derby goal striker ferry harbour election ballot budget tax".split()
@@ -188,3 +192,40 @@ def test_a_serving_process_keeps_the_segments_it_has_open_across_versions(make_i
         assert after.segments[0] is before.segments[0]  # opened once, its mapped pages stay warm
         assert after.segments[1].name not in {s.name for s in before.segments}
         assert rec.related("s35", 3, now=NOW) and rec.related("s1", 3, now=NOW)
+
+
+MERGING_WRITER = """
+import sys
+from recsys.config import Settings
+from recsys.indexer import Indexer
+from tests.conftest import KeywordEmbedder, art
+settings = Settings().replace("index", merge_factor=2, merge_floor=1)
+Indexer(sys.argv[1], settings, KeywordEmbedder()).add_articles([art("late", "storm flood coast late", "storm")])
+"""
+
+
+def test_an_add_is_served_before_its_merge_and_a_merge_killed_or_failed_loses_nothing(make_indexer, tmp_path):
+    settings = Settings().replace("index", merge_factor=2, merge_floor=1)
+    rng = np.random.default_rng(11)
+    indexer = make_indexer(s=settings)
+    indexer.add_articles([story(i, rng) for i in range(12)])
+    root = tmp_path / "index"
+    env = {**os.environ, "PYTHONPATH": str(REPO), CRASH_ENV: "before-merge"}
+    killed = subprocess.run([sys.executable, "-c", MERGING_WRITER, str(root)], env=env, cwd=tmp_path, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    with Recommender.open(root, settings) as rec:  # killed before merging: the add is already live
+        assert len(rec) == 13 and rec.info()["segments"] == 2
+        assert rec.related("late", 3, now=NOW)
+    layout = IndexLayout(root)
+    report = indexer.add_articles([story(12, rng)])  # the next job merges (2 + 1 small segments)
+    assert report.merged >= 2 and report.visible_seconds <= report.seconds
+    assert {p.name for p in layout.segments.iterdir()} == layout.listed_segments()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    indexer._merge = broken  # a merge that fails: the add stays served, the job reports no merge
+    report = indexer.add_articles([story(13, rng)])
+    assert report.merged == 0 and report.version == layout.current_name()
+    with Recommender.open(root, settings) as rec:
+        assert len(rec) == 15 and rec.view.store.get("s13") is not None
