@@ -125,6 +125,7 @@ def timed(call: Callable[[], object]) -> tuple[float, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=200_000)
+    parser.add_argument("--publishes", type=int, default=40, help="adds of 100 after the measured one (merges)")
     args = parser.parse_args()
     n = args.articles
     settings = Settings().replace("index", exact_max=50_000)
@@ -140,6 +141,23 @@ def main() -> None:
         add_bytes = sum(size for key, size in current_files(root).items() if key not in archive)
         remove_seconds, _ = timed(lambda: indexer.remove([f"a{i}" for i in range(10)]))
         rows.append({"step": "index remove of 10 articles", "seconds": remove_seconds})
+        # A site publishing every few minutes: many small adds, and the merges they trigger.
+        publishes = []
+        for i in range(args.publishes):
+            report = indexer.add_articles(articles(100, start=n + 100 * (i + 1), seed=10 + i))
+            publishes.append(report)
+        if publishes:
+            seconds = [r.seconds for r in publishes]
+            rows.append({"step": f"{len(publishes)} more adds of 100: median", "seconds": float(np.median(seconds))})
+            rows.append({"step": f"{len(publishes)} more adds of 100: slowest (with merges)", "seconds": max(seconds)})
+            rows.append(
+                {
+                    "step": "  of which until the add was live, slowest",
+                    "seconds": max(r.visible_seconds for r in publishes),
+                }
+            )
+        segments_after = publishes[-1].segments if publishes else None
+        merged_total = sum(r.merged for r in publishes)
         open_seconds, rec = timed(lambda: Recommender.open(root, settings))
         rows.append({"step": "Recommender.open", "seconds": open_seconds})
         size = sum(current_files(root).values())
@@ -197,6 +215,12 @@ def main() -> None:
         "disk_bytes": disk,
         "disk_over_one_copy": disk / size,
         "keep_versions": settings.index.keep_versions,
+        "publishes": args.publishes,
+        "publish_seconds_median": float(np.median([r.seconds for r in publishes])) if publishes else None,
+        "publish_seconds_max": max((r.seconds for r in publishes), default=None),
+        "publish_visible_seconds_max": max((r.visible_seconds for r in publishes), default=None),
+        "segments_merged": merged_total,
+        "segments_after_publishes": segments_after,
         "serving_rss_bytes": memory.get("VmHWM", -1),
         "serving_private_bytes": memory.get("RssAnon", -1),
     }
