@@ -293,7 +293,8 @@ def build_ann(kind: str, vectors: np.ndarray, tuning: dict[str, Any], tune: tupl
 class RowConcat:
     """Row-aligned arrays of several segments read as one array of global rows (``array[rows]``).
 
-    A gather of a few hundred rows costs one ``searchsorted`` plus one fancy index per segment touched."""
+    It stands in for an ndarray where the lists use one: indexing by row, rows or a slice, ``shape``,
+    ``len`` and ``np.asarray`` (which copies everything: evaluation only). A gather of a few hundred rows costs one ``searchsorted`` plus one fancy index per segment touched."""
 
     def __init__(self, parts: Sequence[np.ndarray], offsets: np.ndarray) -> None:
         self.parts = list(parts)

@@ -108,7 +108,7 @@ class VersionReader:
         return ids[0], weights[0]
 
     def lexical_similarity(self, source: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
-        """Lexical cosine of the source to each row (zeros when the version has no lexical arrays)."""
+        """Lexical cosine of the source to each row (zeros without a source's terms)."""
         if source is None or rows.size == 0:
             return np.zeros(rows.shape[0])
         ids, weights = self.lexical
