@@ -54,6 +54,10 @@ class IndexConfig:
     # Exact (brute-force inner product) search up to this many vectors; an IVF index above it.
     # Exact search on 50k x 384 float32 takes a few ms; above that IVF keeps queries flat.
     exact_max: int = 50_000
+    # In an archive above exact_max, a segment is searched exactly only up to this many rows (the small
+    # segments frequent adds write); larger ones get their own IVF. Exact scans cost memory bandwidth:
+    # ~1.5 KB per row per query.
+    segment_exact_max: int = 8_192
     # IVF lists = ivf_lists_per_sqrt_n * sqrt(n). Each IVF build measures recall@10 against exact
     # search on a sample of its own articles and takes the smallest nprobe (a power of two) that
     # reaches ivf_target_recall; set ivf_nprobe to fix it instead (see benchmarks/ann_recall.py).

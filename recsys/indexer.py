@@ -98,6 +98,7 @@ class Indexer:
         # The name recorded in the manifest and mixed into content hashes.
         self.model_name = embedder.name if embedder is not None else settings.embedder.model
         self._started = time.perf_counter()
+        self._archive_rows = 0  # live articles once the running job is done (sets the ANN of its segments)
         self.merge_policy = MergePolicy(
             factor=settings.index.merge_factor,
             floor=settings.index.merge_floor,
@@ -273,6 +274,10 @@ class Indexer:
             report.added = len(to_embed) - report.updated
             report.unchanged = len(keep_rows)
             changed_meta = self._metadata_changes(prev, articles, keep_rows, hashes) if prev is not None else []
+            if replace_all:
+                self._archive_rows = len(articles)
+            else:
+                self._archive_rows = (prev.n_live if prev is not None else 0) + report.added - report.removed
 
             unchanged = (
                 prev is not None
@@ -412,11 +417,16 @@ class Indexer:
         return not prev.segments or prev.segments[0].ann_kind == self._backend_for(prev.n_live)
 
     def _backend_for(self, rows: int) -> str:
-        """The configured ANN backend, or for "auto": exact up to exact_max rows, IVF above."""
+        """The configured ANN backend for a segment of ``rows``, or for "auto": exact while the whole archive
+        has at most exact_max articles; in a larger archive exact only up to segment_exact_max rows (every
+        query scans an exact segment whole, so a 50k-row one would cost more than the IVF of the rest)."""
         settings = self.settings.index
         if settings.backend != "auto":
             return settings.backend
-        return "exact" if rows <= settings.exact_max else "faiss-ivf"
+        small = rows <= settings.exact_max and (
+            self._archive_rows <= settings.exact_max or rows <= settings.segment_exact_max
+        )
+        return "exact" if small else "faiss-ivf"
 
     def _metadata_changes(
         self, prev: VersionReader, articles: list[Article], keep_rows: dict[str, int], hashes: dict[str, str]

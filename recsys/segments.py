@@ -48,6 +48,7 @@ VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
 STAGING_PREFIX = ".staging-"
 COPY_CHUNK = 65_536  # rows copied at a time between array files
+EXACT_COPY_MAX = 20_000  # exact-segment rows searched as one in-memory matrix (30 MB at 384-d)
 
 
 @dataclass(frozen=True)
@@ -294,7 +295,8 @@ class RowConcat:
     """Row-aligned arrays of several segments read as one array of global rows (``array[rows]``).
 
     It stands in for an ndarray where the lists use one: indexing by row, rows or a slice, ``shape``,
-    ``len`` and ``np.asarray`` (which copies everything: evaluation only). A gather of a few hundred rows costs one ``searchsorted`` plus one fancy index per segment touched."""
+    ``len`` and ``np.asarray`` (which copies everything: evaluation only). A gather of a few hundred rows
+    costs one ``searchsorted`` plus one fancy index per segment touched."""
 
     def __init__(self, parts: Sequence[np.ndarray], offsets: np.ndarray) -> None:
         self.parts = list(parts)
@@ -345,17 +347,33 @@ def concat(parts: Sequence[np.ndarray], offsets: np.ndarray, empty: np.ndarray) 
 class SegmentedANN:
     """The ANN of a version: each segment searched, deleted rows dropped, results merged by score.
 
-    Ids are global rows. Each segment is asked for ``k`` plus its deleted rows (at most ``k`` more);
-    the caller asks again with a larger ``k`` when filters leave too few."""
+    Ids are global rows. An indexed segment (IVF, FAISS flat) is asked for ``k`` plus its deleted rows (at
+    most ``k`` more); exact segments (the small ones adds write) are scored together: one product per
+    segment and one top-k over all of them, instead of a search call each. Ties go to the lower row.
+    The caller asks again with a larger ``k`` when filters leave too few."""
 
-    def __init__(self, segments: Sequence[Segment], offsets: np.ndarray, live: np.ndarray, summary: dict) -> None:
+    def __init__(
+        self, segments: Sequence[Segment], offsets: np.ndarray, live: np.ndarray, summary: dict[str, Any]
+    ) -> None:
         self.segments = list(segments)
         self.offsets = offsets
         self.live = live
+        self.summary = summary
         self.deleted = [
             int(self.segments[i].rows - live[offsets[i] : offsets[i + 1]].sum()) for i in range(len(self.segments))
         ]
-        self.summary = summary
+        populated = [i for i, s in enumerate(self.segments) if s.rows]
+        self._indexed = [i for i in populated if self.segments[i].ann_kind != ExactIndex.kind]
+        self._exact = [i for i in populated if self.segments[i].ann_kind == ExactIndex.kind]
+        self._exact_rows = np.concatenate(
+            [np.arange(offsets[i], offsets[i + 1], dtype=np.int64) for i in self._exact] or [np.empty(0, np.int64)]
+        )
+        self._exact_dead = ~live[self._exact_rows]
+        # Up to EXACT_COPY_MAX rows, the exact segments' vectors are copied into one matrix: one product per
+        # query instead of one per segment (small segments are what frequent adds leave behind).
+        self._exact_matrix: np.ndarray | None = None
+        if 1 < len(self._exact) and self._exact_rows.size <= EXACT_COPY_MAX:
+            self._exact_matrix = np.ascontiguousarray(np.concatenate([self.segments[i].vectors for i in self._exact]))
 
     @property
     def kind(self) -> str:
@@ -364,35 +382,49 @@ class SegmentedANN:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         found_scores, found_rows = [], []
-        filtered = False  # some result had deleted rows blanked out, so the order must be redone
-        for i, segment in enumerate(self.segments):
-            if segment.rows == 0:
-                continue
-            want = min(segment.rows, k + min(self.deleted[i], k))
-            scores, rows = segment.ann.search(queries, want)
+        for i in self._indexed:
+            segment = self.segments[i]
+            scores, rows = segment.ann.search(queries, min(segment.rows, k + min(self.deleted[i], k)))
             rows = np.where(rows >= 0, rows + self.offsets[i], -1)
             if self.deleted[i]:
                 dead = rows >= 0
                 dead[dead] = ~self.live[rows[dead]]
                 rows = np.where(dead, -1, rows)
                 scores = np.where(dead, -np.inf, scores)
-                filtered = True
             found_scores.append(scores)
             found_rows.append(rows)
+        if self._exact:
+            scores, rows = self._search_exact(queries, k)
+            found_scores.append(scores)
+            found_rows.append(rows)
+        shape = (queries.shape[0], k)
         if not found_rows:
-            shape = (queries.shape[0], k)
             return np.full(shape, -np.inf, dtype=np.float32), np.full(shape, -1, dtype=np.int64)
-        if len(found_rows) == 1 and not filtered:
-            scores, rows = found_scores[0], found_rows[0]
+        scores, rows = np.concatenate(found_scores, axis=1), np.concatenate(found_rows, axis=1)
+        out_scores, out_rows = np.full(shape, -np.inf, dtype=np.float32), np.full(shape, -1, dtype=np.int64)
+        for q in range(queries.shape[0]):
+            order = np.lexsort((rows[q], -scores[q]))[:k]  # best score first, then the lower row
+            out_scores[q, : order.size], out_rows[q, : order.size] = scores[q, order], rows[q, order]
+        return out_scores, out_rows
+
+    def _search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of all exact segments at once (deleted rows excluded), unsorted: the caller merges."""
+        if self._exact_matrix is not None:
+            sims = (self._exact_matrix @ queries.T).T
         else:
-            scores, rows = np.concatenate(found_scores, axis=1), np.concatenate(found_rows, axis=1)
-            order = np.argsort(-scores, axis=1, kind="stable")
-            scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-        pad = k - rows.shape[1]
-        if pad > 0:
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
-        return scores[:, :k], rows[:, :k]
+            sims = np.concatenate([queries @ self.segments[i].vectors.T for i in self._exact], axis=1)
+        if self._exact_dead.any():
+            sims[:, self._exact_dead] = -np.inf
+        n = sims.shape[1]
+        want = min(k, n)
+        if want < n:  # argpartition on the scores themselves: negating first doubled its cost
+            top = np.stack([np.argpartition(row, n - want)[n - want :] for row in sims])
+            scores = np.take_along_axis(sims, top, 1)
+        else:
+            top = np.broadcast_to(np.arange(n), sims.shape)
+            scores = sims
+        rows = self._exact_rows[top]
+        return scores.astype(np.float32, copy=False), np.where(np.isfinite(scores), rows, -1)
 
     def __len__(self) -> int:
         return int(self.live.sum())

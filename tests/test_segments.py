@@ -229,3 +229,17 @@ def test_an_add_is_served_before_its_merge_and_a_merge_killed_or_failed_loses_no
     assert report.merged == 0 and report.version == layout.current_name()
     with Recommender.open(root, settings) as rec:
         assert len(rec) == 15 and rec.view.store.get("s13") is not None
+
+
+def test_in_a_large_archive_only_small_segments_are_searched_exactly(make_indexer, tmp_path):
+    settings = Settings().replace("index", exact_max=60, segment_exact_max=10, ivf_nprobe=64)
+    rng = np.random.default_rng(9)
+    indexer = make_indexer(s=settings)
+    indexer.add_articles([story(i, rng) for i in range(40)])  # a small archive: exact
+    indexer.add_articles([story(i, rng) for i in range(40, 70)])  # now 70 > exact_max: a 30-row segment gets an IVF
+    indexer.add_articles([story(i, rng) for i in range(70, 75)])  # 5 rows: exact
+    with Recommender.open(tmp_path / "index", settings) as rec:
+        kinds = [(s.rows, s.ann_kind) for s in rec.view.segments]
+        assert kinds == [(40, "exact"), (30, "faiss-ivf"), (5, "exact")]
+        for source in ("s3", "s50", "s72"):  # every segment answers
+            assert len(rec.related(source, 5, now=NOW)) == 5
