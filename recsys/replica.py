@@ -23,7 +23,7 @@ from pathlib import Path
 from recsys.coreads import COREADS_FILE
 from recsys.layout import MANIFEST, STAGING_PREFIX, IndexLayout, crash_point, fsync_path, fsync_tree, read_manifest
 from recsys.ranker import RANKER_FILE
-from recsys.segments import Segment
+from recsys.segments import Segment, checked_name
 from recsys.types import IndexStateError
 
 ROOT_FILES = (RANKER_FILE, COREADS_FILE)
@@ -65,7 +65,7 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
             copied = reused = 0
             dst.segments.mkdir(parents=True, exist_ok=True)
             for entry in manifest.get("segments", []):
-                name = str(entry["name"])
+                name = checked_name(entry.get("name"), version)
                 if (dst.segments / name).is_dir():
                     reused += 1
                     continue

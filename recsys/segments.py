@@ -27,6 +27,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -145,6 +146,17 @@ def mapped(path: Path) -> np.ndarray:
     """A .npy file memory-mapped read-only, as a plain ndarray view: indexing an ``np.memmap`` costs a few
     microseconds of subclass bookkeeping per call, and a Related list makes dozens of such calls."""
     return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+
+
+NAME = re.compile(r"s[0-9]{6}-[0-9a-f]{1,32}")
+
+
+def checked_name(name: object, where: Path) -> str:
+    """A segment name from a manifest, refused unless it has the form this module writes (a manifest from
+    another host must not point a reader or a pull outside ``segments/``)."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise IndexStateError(f"{where}: {name!r} is not a segment name; the manifest is damaged or not from recsys")
+    return name
 
 
 def new_name(segments_dir: Path) -> str:

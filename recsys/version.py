@@ -20,7 +20,7 @@ import numpy as np
 
 from recsys import lexical
 from recsys.layout import SEGMENTS, IndexLayout, read_manifest
-from recsys.segments import Segment, SegmentedANN, SegmentedStore, concat, mapped
+from recsys.segments import Segment, SegmentedANN, SegmentedStore, checked_name, concat, mapped
 from recsys.store import NO_TIME, ROW_DTYPE, VOCAB_FILE
 from recsys.types import Filters, IndexStateError, RecsysError
 
@@ -47,7 +47,8 @@ class VersionReader:
         segments_dir = path.parent.parent / SEGMENTS
         listed = self.manifest["segments"]
         opened = opened or {}
-        self.segments = [opened.get(entry["name"]) or Segment(segments_dir / entry["name"]) for entry in listed]
+        names = [checked_name(entry.get("name"), path) for entry in listed]
+        self.segments = [opened.get(name) or Segment(segments_dir / name) for name in names]
         dimension = int(self.manifest["model"]["dimension"])
         for segment, entry in zip(self.segments, listed, strict=True):
             if segment.rows != int(entry["rows"]) or segment.vectors.shape[1] != dimension:

@@ -1,6 +1,7 @@
 """``recsys index pull``: a replica serves the source's version, copies only what it lacks, and a pull killed
 at any point leaves the replica's previous version serving."""
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from recsys.layout import CRASH_ENV, IndexLayout
 from recsys.ranker import RANKER_FILE
 from recsys.replica import pull
 from recsys.service import Recommender
+from recsys.types import IndexStateError
 from tests.conftest import art
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +95,25 @@ def test_pull_from_the_cli_and_its_refusals(source, tmp_path):
     assert result.exit_code == 1 and "recsys index build" in result.output
     result = runner.invoke(app, ["index", "pull", str(source), "--index", str(source)])
     assert result.exit_code == 1 and "pull from another index folder" in result.output
+
+
+def test_a_source_manifest_naming_a_path_outside_segments_is_refused(source, tmp_path):
+    replica = tmp_path / "replica"
+    pull(source, replica)
+    layout = IndexLayout(source)
+    version = layout.current()
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["segments"][0]["name"] = "../../escaped"
+    forged = layout.versions / (version.name[:1] + str(int(version.name[1:7]) + 1).zfill(6) + version.name[7:])
+    forged.mkdir()
+    for path in version.iterdir():
+        if path.is_file():
+            (forged / path.name).write_bytes(path.read_bytes())
+    (forged / "deletes").mkdir()
+    (forged / "manifest.json").write_text(json.dumps(manifest))
+    (source / "CURRENT").write_text(forged.name + "\n")
+    with pytest.raises(IndexStateError, match="not a segment name"):
+        pull(source, replica)
+    assert not (tmp_path / "escaped").exists()
+    with Recommender.open(replica) as rec:  # the replica still serves what it had
+        assert len(rec) == 30
