@@ -43,7 +43,7 @@ class VersionReader:
         segment never changes, and its mapped pages stay warm across versions."""
         self.path = path
         self.manifest = read_manifest(path)
-        self.vocab: dict[str, list[str]] = json.loads((path / VOCAB_FILE).read_text())
+        self.vocab: dict[str, list[str]] = _json_file(path / VOCAB_FILE)
         segments_dir = path.parent.parent / SEGMENTS
         listed = self.manifest["segments"]
         opened = opened or {}
@@ -64,7 +64,7 @@ class VersionReader:
         if self.rows.shape[0] != counts["rows"] or int(self.live.sum()) != counts["articles"]:
             raise IndexStateError(f"{path}: segments do not match the manifest; rebuild with `recsys index build`")
         self.n_live = int(counts["articles"])
-        self.state: dict[str, Any] = json.loads((path / STATE_FILE).read_text())
+        self.state: dict[str, Any] = _json_file(path / STATE_FILE)
         self.vectors = concat([s.vectors for s in self.segments], self.offsets, np.zeros((0, dimension), np.float32))
         self.lexical = (
             concat([s.lex_ids for s in self.segments], self.offsets, np.zeros((0, lexical.TERMS), np.int32)),
@@ -159,6 +159,13 @@ class VersionReader:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexStateError(f"{path}: unreadable ({exc}); rebuild with `recsys index build ARTICLES`") from None
 
 
 class VersionFollower:
