@@ -248,11 +248,16 @@ def read_manifest(version: Path) -> dict[str, Any]:
             "rebuild it with `recsys index build ARTICLES` (embeddings are re-used where the text is unchanged "
             "only within one format)"
         )
-    for name, size in manifest.get("files", {}).items():
-        path = version / name
+    check_sizes(version, manifest.get("files", {}))
+    return manifest
+
+
+def check_sizes(folder: Path, files: dict[str, int]) -> None:
+    """Every file a version or segment lists is there at its recorded size (what ``file_sizes`` wrote)."""
+    for name, size in files.items():
+        path = folder / name
         if not path.is_file() or path.stat().st_size != size:
             raise IndexStateError(
-                f"{version}: {name} is missing or has the wrong size (the index was modified after it was "
-                "built); rebuild with `recsys index build ARTICLES`"
+                f"{folder}: {name} is missing or has the wrong size (the index was modified after it was "
+                "written); rebuild with `recsys index build ARTICLES`"
             )
-    return manifest

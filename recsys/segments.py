@@ -40,7 +40,7 @@ import numpy as np
 
 from recsys import lexical
 from recsys.ann import ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index
-from recsys.layout import crash_point, fsync_path, fsync_tree
+from recsys.layout import check_sizes, crash_point, file_sizes, fsync_path, fsync_tree
 from recsys.store import COLUMNS, DB_FILE, ROW_DTYPE, ROWS_FILE, ArticleStore, StoredArticle, connect_writable
 from recsys.types import ConfigError, IndexStateError
 
@@ -117,13 +117,7 @@ class Segment:
                 f"{path}: unreadable {SEGMENT_FILE} ({exc}); the index is damaged - rebuild it with "
                 "`recsys index build ARTICLES`"
             ) from None
-        for name, size in self.info.get("files", {}).items():
-            file = path / name
-            if not file.is_file() or file.stat().st_size != size:
-                raise IndexStateError(
-                    f"{path}: {name} is missing or has the wrong size (the segment was modified after it was "
-                    "written); rebuild with `recsys index build ARTICLES`"
-                )
+        check_sizes(path, self.info.get("files", {}))
         self.rows = int(self.info["rows"])
         self.vectors = mapped(path / VECTORS_FILE)
         self.columns = mapped(path / ROWS_FILE)
@@ -265,8 +259,7 @@ class SegmentWriter:
             ann.save(self.path / ANN_DIR)
             ann_info = ann.settings()
         crash_point("after-ann")
-        files = {str(p.relative_to(self.path)): p.stat().st_size for p in sorted(self.path.rglob("*")) if p.is_file()}
-        info = {"rows": self.rows, "dimension": self.dimension, "ann": ann_info, "files": files}
+        info = {"rows": self.rows, "dimension": self.dimension, "ann": ann_info, "files": file_sizes(self.path)}
         (self.path / SEGMENT_FILE).write_text(json.dumps(info, indent=2))
         del self.vectors, self.lex_ids, self.lex_weights, vectors
         fsync_tree(self.path)
@@ -466,17 +459,7 @@ class SegmentedStore:
         return None
 
     def rows_of(self, article_ids: Iterable[str]) -> dict[str, int]:
-        ids = list(dict.fromkeys(article_ids))
-        found: dict[str, int] = {}
-        for i in self._newest_first:
-            missing = [a for a in ids if a not in found]
-            if not missing:
-                break
-            for article_id, local in self.segments[i].store.rows_of(missing).items():
-                row = self._global(i, local)
-                if row is not None:
-                    found[article_id] = row
-        return found
+        return {article_id: row for article_id, (row, _) in self.hashes_of(article_ids).items()}
 
     def hashes_of(self, article_ids: Iterable[str]) -> dict[str, tuple[int, str]]:
         """``id -> (row, content hash)`` of the live rows of these ids (what an index job compares)."""
@@ -546,9 +529,6 @@ class SegmentedStore:
             offset = int(self.offsets[i])
             out += [(r + offset, a, v) for r, a, v in segment.store.labels(column) if self.live[r + offset]]
         return out
-
-    def count(self) -> int:
-        return int(self.live.sum())
 
     def takedowns(self) -> int:
         """How many ids are taken down in this version (``recsys index remove``)."""

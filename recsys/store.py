@@ -165,16 +165,6 @@ class ArticleStore:
         found = self._conn.execute("SELECT row FROM articles WHERE id = ?", (article_id,)).fetchone()
         return None if found is None else int(found[0])
 
-    def rows_of(self, article_ids: Iterable[str]) -> dict[str, int]:
-        ids = list(dict.fromkeys(article_ids))
-        found: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for article_id, row in self._conn.execute(f"SELECT id, row FROM articles WHERE id IN ({marks})", chunk):
-                found[article_id] = int(row)
-        return found
-
     def hashes_of(self, article_ids: Iterable[str]) -> dict[str, tuple[int, str]]:
         """``id -> (row, content hash)`` for the ids stored here."""
         ids = list(dict.fromkeys(article_ids))
@@ -224,18 +214,11 @@ class ArticleStore:
                 result[int(values[0])] = StoredArticle.from_row(values)
         return result
 
-    def get(self, article_id: str) -> StoredArticle | None:
-        values = self._conn.execute(f"SELECT {','.join(COLUMNS)} FROM articles WHERE id = ?", (article_id,)).fetchone()
-        return None if values is None else StoredArticle.from_row(values)
-
     def labels(self, column: str) -> list[tuple[int, str, str]]:
         """``(row, id, value)`` of one metadata column for every article, in row order (evaluation)."""
         if column not in ("category", "subcategory", "language"):
             raise ValueError(f"not a label column: {column}")
         return self._conn.execute(f"SELECT row, id, {column} FROM articles ORDER BY row").fetchall()
-
-    def count(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM articles").fetchone()[0])
 
     def close(self) -> None:
         self._connections.close()
