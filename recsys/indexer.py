@@ -480,7 +480,7 @@ class Indexer:
     def _frequencies(self, prev: VersionReader | None) -> tuple[np.ndarray, int]:
         if prev is None:
             return np.zeros(lexical.BUCKETS, dtype=np.int32), 0
-        return np.array(prev._frequencies()), int(prev.manifest["lexical"]["documents"])
+        return np.array(prev.frequencies()), int(prev.manifest["lexical"]["documents"])
 
     def _new_segment(
         self,

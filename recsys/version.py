@@ -97,7 +97,8 @@ class VersionReader:
             rows["live"][offset + self.deleted[segment.name].astype(np.int64)] = False
         return rows
 
-    def _frequencies(self) -> np.ndarray:
+    def frequencies(self) -> np.ndarray:
+        """The lexical document frequencies of this version (lex_df.npy, mapped on first use)."""
         if self._df is None:
             self._df = mapped(self.path / lexical.DF_FILE)
         return self._df
@@ -105,7 +106,7 @@ class VersionReader:
     def lexical_of_text(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The lexical terms of a text that is not indexed (a draft), weighed by this version's frequencies."""
         documents = int(self.manifest["lexical"]["documents"])
-        ids, weights = lexical.weigh(lexical.term_counts([text]), self._frequencies(), documents)
+        ids, weights = lexical.weigh(lexical.term_counts([text]), self.frequencies(), documents)
         return ids[0], weights[0]
 
     def lexical_similarity(self, source: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
@@ -119,7 +120,7 @@ class VersionReader:
         """True for a (lower-case) word in more than COMMON_DOC_SHARE of this archive's articles (the lexical
         document frequencies): too common to explain why two articles go together."""
         documents = max(1, int(self.manifest["lexical"]["documents"]))
-        return bool(self._frequencies()[lexical.term_id(word)] > max(3.0, COMMON_DOC_SHARE * documents))
+        return bool(self.frequencies()[lexical.term_id(word)] > max(3.0, COMMON_DOC_SHARE * documents))
 
     @property
     def version(self) -> str:
