@@ -6,7 +6,8 @@ Backends:
   archives (no faiss import at all on the query path).
 - ``faiss-flat``: FAISS ``IndexFlatIP`` with ids; exact as well, FAISS's kernels.
 - ``faiss-ivf``: FAISS ``IVF<n>,Flat``; approximate, for large archives. Its settings
-  (lists per sqrt(n), nprobe) come from ``benchmarks/ann_recall.py``.
+  (lists per sqrt(n), nprobe) come from ``benchmarks/ann_recall.py``. With many lists the centroids
+  are found through a small HNSW graph (``IVF<n>_HNSW32,Flat``) instead of scanned one by one.
 
 Ids are int64 (the builder uses vector row numbers). ``search`` returns ``(scores, ids)`` arrays
 of shape ``(n_queries, k)``, best first, padded with ``-inf`` / ``-1`` when fewer exist.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -254,6 +256,13 @@ class FaissIVFIndex(_FaissIndex):
     kind = "faiss-ivf"
     MMAP = True
     TRAIN_POINTS_PER_LIST = 100  # FAISS warns below 39; k-means gains little past a few hundred
+    # From this many lists on, the coarse quantizer is an HNSW graph over the centroids: scanning 4,000
+    # centroids (a million articles) was 6 MB of memory traffic per query, most of the search's time
+    # (benchmarks/scale.py: IVF top-100 p50 0.68 ms with the flat quantizer, 0.21 ms with HNSW at
+    # efSearch 64, the same top-10 for every query). Below it a flat scan costs little and is exact.
+    HNSW_QUANTIZER_MIN_LISTS = 1024
+    HNSW_NEIGHBOURS = 32
+    QUANTIZER_EF = 64  # HNSW efSearch over the centroids; raised to 2 * nprobe when nprobe is larger
 
     def __init__(self, dimension: int, lists_per_sqrt_n: float = 4.0, nprobe: int = 16) -> None:
         super().__init__(dimension)
@@ -261,6 +270,9 @@ class FaissIVFIndex(_FaissIndex):
         self.nprobe = nprobe
         self.nlist = 0
         self.measured_recall: float | None = None  # recall@10 against exact search, when tuned at build
+        self._hnsw_quantizer: bool | None = None  # whether the coarse quantizer is HNSW (known once trained/loaded)
+        self._direct_map_lock = threading.Lock()
+        self._direct_map = False
 
     def lists_for(self, size: int) -> int:
         """lists_per_sqrt_n * sqrt(size), at most size / 39 (FAISS's minimum training points per list)."""
@@ -271,7 +283,11 @@ class FaissIVFIndex(_FaissIndex):
         faiss = _faiss()
         self.nlist = self.lists_for(size)
         sample = np.ascontiguousarray(sample, dtype=np.float32)
-        self._index = faiss.index_factory(self.dimension, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
+        quantizer = f"_HNSW{self.HNSW_NEIGHBOURS}" if self.nlist >= self.HNSW_QUANTIZER_MIN_LISTS else ""
+        self._index = faiss.index_factory(
+            self.dimension, f"IVF{self.nlist}{quantizer},Flat", faiss.METRIC_INNER_PRODUCT
+        )
+        self._hnsw_quantizer = bool(quantizer)
         self._index.train(sample)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -281,8 +297,34 @@ class FaissIVFIndex(_FaissIndex):
         self._index.add_with_ids(vectors, ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        params = _faiss().SearchParametersIVF(nprobe=self.nprobe)
+        faiss = _faiss()
+        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        if self._hnsw_quantizer is None and self._index is not None:
+            self._hnsw_quantizer = isinstance(faiss.downcast_index(self._index.quantizer), faiss.IndexHNSW)
+        if self._hnsw_quantizer:
+            # a local: SWIG keeps only a raw pointer in ``params``, so it must outlive the search call
+            quantizer_params = faiss.SearchParametersHNSW(efSearch=max(self.QUANTIZER_EF, 2 * self.nprobe))
+            params.quantizer_params = quantizer_params
+            return self._search(queries, k, params)
         return self._search(queries, k, params)
+
+    def reconstruct(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` (ids 0..n-1, as a segment adds them), exactly as added: an IVF-Flat
+        list keeps each vector whole, so a serving process reads candidates' vectors from the lists it
+        searches instead of from a second copy. The first call builds FAISS's id -> list position map (8
+        bytes per vector, ~40 ms per million)."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if self._index is None or ids.size == 0:
+            return np.zeros((ids.size, self.dimension), dtype=np.float32)
+        ivf = _faiss().extract_index_ivf(self._index)
+        if not self._direct_map:
+            with self._direct_map_lock:
+                if not self._direct_map:
+                    ivf.make_direct_map(True)
+                    self._direct_map = True
+        if ids.min() < 0 or ids.max() >= ivf.ntotal:
+            raise IndexError(f"rows {ids.min()}..{ids.max()} outside an IVF of {ivf.ntotal} vectors")
+        return ivf.reconstruct_batch(ids)
 
     def tune(self, queries: np.ndarray, query_ids: np.ndarray, truth: np.ndarray, target: float, k: int = 10) -> float:
         """Set nprobe to the smallest power of two whose recall@k against ``truth`` reaches ``target``.

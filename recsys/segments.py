@@ -24,6 +24,7 @@ bounded. This module owns a segment's files: ``SegmentWriter`` writes one, ``Seg
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -130,6 +131,12 @@ class Segment:
         # An exact segment is searched over vectors.npy; FAISS files are memory-mapped (recsys/ann.py).
         self.ann: ANNIndex = (
             ExactIndex.over(self.vectors) if self.ann_kind == ExactIndex.kind else ANNIndex.load(path / ANN_DIR)
+        )
+        # What readers take rows' vectors from: an IVF's lists hold the same floats as vectors.npy and are
+        # read by its searches anyway, so a serving process never maps the second copy (1.5 GB at 1M).
+        # vectors.npy stays the source for merges and exact search.
+        self.served_vectors: np.ndarray | IVFRows = (
+            IVFRows(self.ann, self.rows) if isinstance(self.ann, FaissIVFIndex) else self.vectors
         )
 
     def close(self) -> None:
@@ -296,6 +303,36 @@ def build_ann(kind: str, vectors: np.ndarray, tuning: dict[str, Any], tune: tupl
     return ann
 
 
+class IVFRows:
+    """A segment's vectors read from its IVF (``FaissIVFIndex.reconstruct``), indexed like the ndarray they
+    equal: by row, rows, a boolean mask or a slice; ``np.asarray`` reads them all (evaluation only)."""
+
+    def __init__(self, ann: FaissIVFIndex, rows: int) -> None:
+        self.ann = ann
+        self.shape = (rows, ann.dimension)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, (int, np.integer)):
+            row = int(key) + (self.shape[0] if key < 0 else 0)
+            return self.ann.reconstruct(np.array([row]))[0]
+        if isinstance(key, slice):
+            return self.ann.reconstruct(np.arange(self.shape[0])[key])
+        rows = np.asarray(key)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64, copy=False)
+        return self.ann.reconstruct(rows).reshape(*rows.shape, self.shape[1])
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self.ann.reconstruct(np.arange(self.shape[0]))
+        return whole if dtype is None else whole.astype(dtype)
+
+
 class RowConcat:
     """Row-aligned arrays of several segments read as one array of global rows (``array[rows]``).
 
@@ -303,7 +340,7 @@ class RowConcat:
     ``len`` and ``np.asarray`` (which copies everything: evaluation only). A gather of a few hundred rows
     costs one ``searchsorted`` plus one fancy index per segment touched."""
 
-    def __init__(self, parts: Sequence[np.ndarray], offsets: np.ndarray) -> None:
+    def __init__(self, parts: Sequence[np.ndarray | IVFRows], offsets: np.ndarray) -> None:
         self.parts = list(parts)
         self.offsets = offsets  # start row of each part, then the total
         first = self.parts[0]
@@ -331,10 +368,15 @@ class RowConcat:
         if rows.size and owner[0] == owner.min() == owner.max():  # all in one segment (the common case)
             part = int(owner[0])
             return self.parts[part][rows - int(self.offsets[part])]
+        # Group the positions by segment with one stable sort, then one fancy index per segment touched.
+        local = rows - self.offsets[owner]
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(len(self.parts) + 1)).tolist()
         out = np.empty((rows.shape[0], *self.shape[1:]), dtype=self.dtype)
-        for part in np.unique(owner).tolist():
-            pick = owner == part
-            out[pick] = self.parts[part][rows[pick] - int(self.offsets[part])]
+        for part, (start, stop) in enumerate(itertools.pairwise(bounds)):
+            if start < stop:
+                pick = order[start:stop]
+                out[pick] = self.parts[part][local[pick]]
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -342,7 +384,9 @@ class RowConcat:
         return whole if dtype is None else whole.astype(dtype)
 
 
-def concat(parts: Sequence[np.ndarray], offsets: np.ndarray, empty: np.ndarray) -> np.ndarray | RowConcat:
+def concat(
+    parts: Sequence[np.ndarray | IVFRows], offsets: np.ndarray, empty: np.ndarray
+) -> np.ndarray | IVFRows | RowConcat:
     """One segment's array as is (no indirection), several as a RowConcat, none as ``empty``."""
     if not parts:
         return empty
@@ -399,7 +443,13 @@ class SegmentedANN:
             found_scores.append(scores)
             found_rows.append(rows)
         if self._exact:
-            scores, rows = self._search_exact(queries, k)
+            # An exact row can only enter the merged top-k above the k-th best score the indexed segments found.
+            floor = np.full(queries.shape[0], -np.inf, dtype=np.float32)
+            if found_scores:
+                found = np.concatenate(found_scores, axis=1)
+                if found.shape[1] >= k:
+                    floor = -np.partition(-found, k - 1, axis=1)[:, k - 1]
+            scores, rows = self._search_exact(queries, k, floor)
             found_scores.append(scores)
             found_rows.append(rows)
         shape = (queries.shape[0], k)
@@ -412,24 +462,26 @@ class SegmentedANN:
             out_scores[q, : order.size], out_rows[q, : order.size] = scores[q, order], rows[q, order]
         return out_scores, out_rows
 
-    def _search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of all exact segments at once (deleted rows excluded), unsorted: the caller merges."""
+    def _search_exact(self, queries: np.ndarray, k: int, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of all exact segments at once (deleted rows excluded), unsorted: the caller merges. Rows
+        scoring below a query's ``floor`` cannot make the merged top-k and are left out (padded with -1)."""
         if self._exact_matrix is not None:
             sims = (self._exact_matrix @ queries.T).T
         else:
             sims = np.concatenate([queries @ self.segments[i].vectors.T for i in self._exact], axis=1)
         if self._exact_dead.any():
             sims[:, self._exact_dead] = -np.inf
-        n = sims.shape[1]
-        want = min(k, n)
-        if want < n:  # argpartition on the scores themselves: negating first doubled its cost
-            top = np.stack([np.argpartition(row, n - want)[n - want :] for row in sims])
-            scores = np.take_along_axis(sims, top, 1)
-        else:
-            top = np.broadcast_to(np.arange(n), sims.shape)
-            scores = sims
-        rows = self._exact_rows[top]
-        return scores.astype(np.float32, copy=False), np.where(np.isfinite(scores), rows, -1)
+        want = min(k, sims.shape[1])
+        scores = np.full((queries.shape[0], want), -np.inf, dtype=np.float32)
+        rows = np.full((queries.shape[0], want), -1, dtype=np.int64)
+        for q, row in enumerate(sims):
+            # the floor first: usually a handful of rows pass it, so the partition below is over few
+            top = np.flatnonzero(row >= floor[q]) if np.isfinite(floor[q]) else np.arange(row.shape[0])
+            if top.size > want:  # argpartition on the scores themselves: negating first doubled its cost
+                top = top[np.argpartition(row[top], top.size - want)[top.size - want :]]
+            scores[q, : top.size] = row[top]
+            rows[q, : top.size] = np.where(np.isfinite(row[top]), self._exact_rows[top], -1)
+        return scores, rows
 
     def __len__(self) -> int:
         return int(self.live.sum())

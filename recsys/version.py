@@ -65,7 +65,9 @@ class VersionReader:
             raise IndexStateError(f"{path}: segments do not match the manifest; rebuild with `recsys index build`")
         self.n_live = int(counts["articles"])
         self.state: dict[str, Any] = _json_file(path / STATE_FILE)
-        self.vectors = concat([s.vectors for s in self.segments], self.offsets, np.zeros((0, dimension), np.float32))
+        self.vectors = concat(
+            [s.served_vectors for s in self.segments], self.offsets, np.zeros((0, dimension), np.float32)
+        )
         self.lexical = (
             concat([s.lex_ids for s in self.segments], self.offsets, np.zeros((0, lexical.TERMS), np.int32)),
             concat(

@@ -14,7 +14,7 @@ import pytest
 from recsys.config import Settings
 from recsys.layout import CRASH_ENV, IndexLayout
 from recsys.lists.base import candidates
-from recsys.segments import MergePolicy, RowConcat, plan_merge
+from recsys.segments import IVFRows, MergePolicy, RowConcat, plan_merge
 from recsys.service import Recommender
 from recsys.types import ConfigError, Filters
 from tests.conftest import REPO, art
@@ -243,3 +243,27 @@ def test_in_a_large_archive_only_small_segments_are_searched_exactly(make_indexe
         assert kinds == [(40, "exact"), (30, "faiss-ivf"), (5, "exact")]
         for source in ("s3", "s50", "s72"):  # every segment answers
             assert len(rec.related(source, 5, now=NOW)) == 5
+        # a reader takes the IVF segment's vectors from its lists: the same floats as vectors.npy
+        ivf = rec.view.segments[1]
+        assert isinstance(ivf.served_vectors, IVFRows)
+        stored = np.asarray(ivf.vectors)
+        mask = np.arange(30) % 4 == 1
+        for key in (3, -1, np.int64(7), slice(2, 20, 3), np.array([29, 0, 11]), [4, 4], mask):
+            assert np.array_equal(ivf.served_vectors[key], stored[key])
+        assert np.array_equal(np.asarray(rec.view.vectors), np.concatenate([s.vectors for s in rec.view.segments]))
+        with pytest.raises(IndexError):
+            ivf.served_vectors[np.array([30])]
+    indexer.remove(["s5", "s45", "s71"])  # a deleted row in each segment
+    with Recommender.open(tmp_path / "index", settings) as rec:
+        view = rec.view
+        vectors = np.asarray(view.vectors)
+        live = np.flatnonzero(view.live)
+        queries = vectors[live[::7]]
+        for k in (1, 5, 20, 80):  # the IVF has one list and probes it: the merged search must equal exact search
+            scores, rows = view.ann.search(queries, k)
+            want = min(k, live.size)
+            exact = np.sort(queries @ vectors[live].T, axis=1)[:, ::-1][:, :want]
+            assert np.allclose(scores[:, :want], exact, atol=1e-5)
+            assert np.isin(rows[:, :want], live).all() and (rows[:, want:] == -1).all()
+            own = np.einsum("qd,qkd->qk", queries, vectors[rows[:, :want]])
+            assert np.allclose(own, scores[:, :want], atol=1e-5)  # each row carries its own score
