@@ -2,7 +2,9 @@
 
 Articles are synthetic (short random texts, 384-d vectors from a seeded hash of the text), so the
 figures are recsys's own: the first build (one segment, IVF trained and tuned), an add (one small segment)
-and a remove (deletions only) and what they write, open, memory, and Related latency on a large index.
+and a remove (deletions only) and what they write, open, memory, and Related latency on a large index:
+the first 300 lists of a fresh process (pages of the arrays mapped in on first touch, read from disk if the
+page cache lost them) and 300 lists of a process that has answered WARM_LISTS others (the main figure).
 Baseline in the same run: the bare FAISS search of the big segment that Related starts from.
 
     python benchmarks/scale.py --articles 200000    # prints the table, writes results/scale.json
@@ -99,20 +101,32 @@ def exact_top(view: VersionReader, query: np.ndarray, k: int) -> np.ndarray:
 
 PROBE = """
 import json, sys
+import numpy as np
 from recsys.service import Recommender
-rec = Recommender.open(sys.argv[1])
-for article_id in sys.argv[2:]:
-    rec.related(article_id, 10)
-status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmHWM", "RssAnon")))
-print(json.dumps({k: int(v.split()[0]) * 1024 for k, v in status.items()}))
+root, n, counts = sys.argv[1], int(sys.argv[2]), [int(c) for c in sys.argv[3:]]
+rec = Recommender.open(root)
+ids = [f"a{i}" for i in np.random.default_rng(2).integers(10, n, max(counts))]
+done, out = 0, {}
+for count in counts:
+    for article_id in ids[done:count]:
+        rec.related(article_id, 10)
+    done = count
+    status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.startswith(("VmHWM", "RssAnon")))
+    out[count] = {k: int(v.split()[0]) * 1024 for k, v in status.items()}
+print(json.dumps(out))
 """
+PROBE_LISTS = (300, 5000)  # a fresh serving process, then one that has answered for a while
+WARM_LISTS = 10_000  # lists a serving process has answered before its latency is measured
 
 
-def serving_memory(root: Path, ids: list[str]) -> dict[str, int]:
-    """A fresh process that opens the index and answers Related for ``ids`` (a serving process): its peak RSS
-    (``VmHWM``, which counts the mapped pages of the arrays it read) and its private memory (``RssAnon``)."""
+def serving_memory(root: Path, n: int) -> dict[str, dict[str, int]]:
+    """A fresh process that opens the index and answers Related for random articles (a serving process):
+    after each of ``PROBE_LISTS`` lists, its peak RSS (``VmHWM``: private memory plus the pages of mapped
+    files it touched, which are page cache shared with every other process) and its private memory
+    (``RssAnon``). RSS grows with use towards the size of the files the query path reads."""
     env = {**os.environ, "RECSYS_INDEX__EXACT_MAX": "50000"}
-    out = subprocess.run([sys.executable, "-c", PROBE, str(root), *ids], capture_output=True, text=True, env=env)
+    command = [sys.executable, "-c", PROBE, str(root), str(n), *map(str, PROBE_LISTS)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
 
 
@@ -172,8 +186,15 @@ def main() -> None:
             _, found = view.ann.search(view.vectors[row], 10)
             exact = exact_top(view, np.asarray(view.vectors[row]), 10)
             recalls.append(len(set(found[0].tolist()) & set(exact.tolist())) / 10)
-        for article_id in [f"a{i}" for i in np.random.default_rng(3).integers(10, n, 200)]:
-            rec.related(article_id, 10)  # a serving process is warm: its first calls map pages in
+        # The first lists of a fresh process map the pages of the arrays they read (and read them from disk
+        # if the page cache lost them); a serving process that has answered a while has most of them mapped.
+        fresh = []
+        for article_id in [f"a{i}" for i in np.random.default_rng(3).integers(10, n, 300)]:
+            started = time.perf_counter()
+            rec.related(article_id, 10)
+            fresh.append(time.perf_counter() - started)
+        for article_id in [f"a{i}" for i in np.random.default_rng(4).integers(10, n, WARM_LISTS)]:
+            rec.related(article_id, 10)
         largest = max(view.segments, key=lambda segment: segment.rows).ann  # the IVF of the big segment
         for article_id in ids:
             row = view.store.row_of(article_id)
@@ -184,8 +205,15 @@ def main() -> None:
             rec.related(article_id, 10)
             related.append(time.perf_counter() - started)
         ann = rec.info()["ann"]
-        memory = serving_memory(root, ids)
+        memory = serving_memory(root, n)
+        first, later = (memory.get(str(count), {}) for count in PROBE_LISTS)
     latency = [
+        {
+            "call": "rec.related(id, 10), the first 300 lists of a fresh process",
+            "p50_ms": 1000 * float(np.median(fresh)),
+            "p99_ms": 1000 * float(np.percentile(fresh, 99)),
+            "ratio_p50": float(np.median(fresh) / np.median(bare)),
+        },
         {
             "call": "IVF search top-100 (baseline)",
             "p50_ms": 1000 * float(np.median(bare)),
@@ -193,7 +221,7 @@ def main() -> None:
             "ratio_p50": 1.0,
         },
         {
-            "call": "rec.related(id, 10)",
+            "call": f"rec.related(id, 10), after {WARM_LISTS:,} lists",
             "p50_ms": 1000 * float(np.median(related)),
             "p99_ms": 1000 * float(np.percentile(related, 99)),
             "ratio_p50": float(np.median(related) / np.median(bare)),
@@ -208,8 +236,10 @@ def main() -> None:
         "add_bytes_written": add_bytes,
         "add_share_of_archive": add_bytes / size,
         "remove_seconds": remove_seconds,
-        "related_p50_ms": latency[1]["p50_ms"],
-        "related_p99_ms": latency[1]["p99_ms"],
+        "related_p50_ms": latency[2]["p50_ms"],
+        "related_p99_ms": latency[2]["p99_ms"],
+        "related_fresh_p50_ms": latency[0]["p50_ms"],
+        "related_fresh_p99_ms": latency[0]["p99_ms"],
         "recall_at_10": float(np.mean(recalls)),
         "open_seconds": open_seconds,
         "disk_bytes": disk,
@@ -221,8 +251,10 @@ def main() -> None:
         "publish_visible_seconds_max": max((r.visible_seconds for r in publishes), default=None),
         "segments_merged": merged_total,
         "segments_after_publishes": segments_after,
-        "serving_rss_bytes": memory.get("VmHWM", -1),
-        "serving_private_bytes": memory.get("RssAnon", -1),
+        "serving_rss_bytes": first.get("VmHWM", -1),
+        "serving_private_bytes": first.get("RssAnon", -1),
+        f"serving_rss_after_{PROBE_LISTS[1]}_lists_bytes": later.get("VmHWM", -1),
+        f"serving_private_after_{PROBE_LISTS[1]}_lists_bytes": later.get("RssAnon", -1),
     }
     print(json.dumps(summary, indent=2))
     path = save(

@@ -102,6 +102,21 @@ class TestFaissIVFWithHNSWQuantizer(BackendSuite):
     def _hnsw_from_few_lists(self, monkeypatch):
         monkeypatch.setattr(FaissIVFIndex, "HNSW_QUANTIZER_MIN_LISTS", 2)
 
+    def test_vectors_go_to_their_nearest_list_and_queries_use_the_graph(self):
+        import faiss
+        from faiss.contrib.inspect_tools import get_invlist
+
+        index, vectors, ids = self.filled(1500)
+        ivf = faiss.extract_index_ivf(index._index)
+        assert not isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)  # adds assign by exact scan
+        centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
+        nearest = np.argmax(vectors @ centroids.T, axis=1)
+        index.search(vectors[:1], 1)
+        assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)  # queries go through the graph
+        for lst in range(ivf.nlist):
+            members, _ = get_invlist(ivf.invlists, lst)
+            assert (nearest[members - ids[0]] == lst).all()
+
     def test_the_quantizer_is_hnsw_after_a_reload(self, tmp_path):
         import faiss
 
