@@ -6,8 +6,7 @@ Backends:
   archives (no faiss import at all on the query path).
 - ``faiss-flat``: FAISS ``IndexFlatIP`` with ids; exact as well, FAISS's kernels.
 - ``faiss-ivf``: FAISS ``IVF<n>,Flat``; approximate, for large archives. Its settings
-  (lists per sqrt(n), nprobe) come from ``benchmarks/ann_recall.py``. With many lists the centroids
-  are found through a small HNSW graph (``IVF<n>_HNSW32,Flat``) instead of scanned one by one.
+  (lists per sqrt(n), nprobe) come from ``benchmarks/ann_recall.py``.
 
 Ids are int64 (the builder uses vector row numbers). ``search`` returns ``(scores, ids)`` arrays
 of shape ``(n_queries, k)``, best first, padded with ``-inf`` / ``-1`` when fewer exist.
@@ -252,23 +251,15 @@ class FaissIVFIndex(_FaissIndex):
     segment's final size); an ``add`` to an untrained index trains on that batch. Each segment trains its
     own, so a merge or a build retrains for the rows it holds. A loaded IVF is memory-mapped and read-only.
 
-    With many lists, the lists a query probes are found through an HNSW graph over the centroids instead
-    of a scan of all of them. Vectors are still assigned to their lists by the exact scan (the graph is
-    built on the first search or save, after the adds): assigning through the graph put some vectors in a
-    list that was not their nearest, which capped recall@10 at 0.99 whatever nprobe (0.9986-1.0 with
-    exact assignment, on 300k clustered vectors).
+    The centroids are scanned (FAISS's flat quantizer). An HNSW graph over them was measured at a million
+    articles and not kept: interleaved with the scan in one process, IVF top-100 p50 0.42 vs 0.38 ms at
+    efSearch 64 and 0.29 vs 0.30 ms at 32 (4,000 centroids are 6 MB, which stay in cache), and assigning
+    vectors to lists through the graph capped recall@10 near 0.99 whatever nprobe.
     """
 
     kind = "faiss-ivf"
     MMAP = True
     TRAIN_POINTS_PER_LIST = 100  # FAISS warns below 39; k-means gains little past a few hundred
-    # From this many lists on, the coarse quantizer searched is an HNSW graph: scanning 4,000 centroids (a
-    # million articles) was 6 MB of memory traffic per query, most of the search's time (IVF top-100 p50
-    # 0.68 ms with the scan, 0.21 ms through HNSW at efSearch 64, the same top-10). Below it a scan is cheap.
-    HNSW_QUANTIZER_MIN_LISTS = 1024
-    HNSW_NEIGHBOURS = 32
-    QUANTIZER_EF_CONSTRUCTION = 200  # a few thousand centroids: building a good graph takes well under a second
-    QUANTIZER_EF = 64  # HNSW efSearch over the centroids; raised to 2 * nprobe when nprobe is larger
 
     def __init__(self, dimension: int, lists_per_sqrt_n: float = 4.0, nprobe: int = 16) -> None:
         super().__init__(dimension)
@@ -276,7 +267,6 @@ class FaissIVFIndex(_FaissIndex):
         self.nprobe = nprobe
         self.nlist = 0
         self.measured_recall: float | None = None  # recall@10 against exact search, when tuned at build
-        self._hnsw_quantizer = False  # whether queries find their lists through an HNSW graph
         self._direct_map_lock = threading.Lock()
         self._direct_map = False
 
@@ -290,7 +280,6 @@ class FaissIVFIndex(_FaissIndex):
         self.nlist = self.lists_for(size)
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         self._index = faiss.index_factory(self.dimension, f"IVF{self.nlist},Flat", faiss.METRIC_INNER_PRODUCT)
-        self._hnsw_quantizer = False
         self._index.train(sample)
 
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
@@ -299,37 +288,9 @@ class FaissIVFIndex(_FaissIndex):
             self.train(vectors, len(vectors))
         self._index.add_with_ids(vectors, ids)
 
-    def _graph_quantizer(self) -> None:
-        """Replace the centroid scan by an HNSW graph over the same centroids (with many lists, once)."""
-        if self._hnsw_quantizer or self._index is None or self.nlist < self.HNSW_QUANTIZER_MIN_LISTS:
-            return
-        faiss = _faiss()
-        ivf = faiss.extract_index_ivf(self._index)
-        scan = ivf.quantizer
-        graph = faiss.IndexHNSWFlat(self.dimension, self.HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
-        graph.hnsw.efConstruction = self.QUANTIZER_EF_CONSTRUCTION
-        graph.add(scan.reconstruct_n(0, ivf.nlist))
-        if ivf.own_fields:
-            scan.this.acquire()  # Python frees the scan once the IVF no longer points at it
-        graph.this.disown()  # and the IVF owns the graph (saved and freed with it)
-        ivf.quantizer = graph
-        ivf.own_fields = True
-        self._hnsw_quantizer = True
-
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        faiss = _faiss()
-        self._graph_quantizer()
-        params = faiss.SearchParametersIVF(nprobe=self.nprobe)
-        if self._hnsw_quantizer:
-            # a local: SWIG keeps only a raw pointer in ``params``, so it must outlive the search call
-            quantizer_params = faiss.SearchParametersHNSW(efSearch=max(self.QUANTIZER_EF, 2 * self.nprobe))
-            params.quantizer_params = quantizer_params
-            return self._search(queries, k, params)
+        params = _faiss().SearchParametersIVF(nprobe=self.nprobe)
         return self._search(queries, k, params)
-
-    def _save(self, directory: Path) -> None:
-        self._graph_quantizer()
-        super()._save(directory)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` (ids 0..n-1, as a segment adds them), exactly as added: an IVF-Flat
@@ -376,15 +337,6 @@ class FaissIVFIndex(_FaissIndex):
             "lists_per_sqrt_n": self.lists_per_sqrt_n,
             "measured_recall_at_10": self.measured_recall,
         }
-
-    @classmethod
-    def _load(cls, directory: Path, settings: dict[str, Any]) -> FaissIVFIndex:
-        index = super()._load(directory, settings)
-        assert isinstance(index, FaissIVFIndex)
-        faiss = _faiss()
-        quantizer = faiss.extract_index_ivf(index._index).quantizer
-        index._hnsw_quantizer = isinstance(faiss.downcast_index(quantizer), faiss.IndexHNSW)
-        return index
 
     def _restore(self, settings: dict[str, Any]) -> None:
         self.nlist = int(settings.get("nlist", 0))

@@ -92,42 +92,6 @@ class TestFaissIVF(BackendSuite):
     tuning: ClassVar[dict] = {"lists_per_sqrt_n": 1.0, "nprobe": 16}
 
 
-class TestFaissIVFWithHNSWQuantizer(BackendSuite):
-    """The same IVF with its centroids found through an HNSW graph (what archives with many lists get)."""
-
-    kind = "faiss-ivf"
-    tuning: ClassVar[dict] = {"lists_per_sqrt_n": 1.0, "nprobe": 16}
-
-    @pytest.fixture(autouse=True)
-    def _hnsw_from_few_lists(self, monkeypatch):
-        monkeypatch.setattr(FaissIVFIndex, "HNSW_QUANTIZER_MIN_LISTS", 2)
-
-    def test_vectors_go_to_their_nearest_list_and_queries_use_the_graph(self):
-        import faiss
-        from faiss.contrib.inspect_tools import get_invlist
-
-        index, vectors, ids = self.filled(1500)
-        ivf = faiss.extract_index_ivf(index._index)
-        assert not isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)  # adds assign by exact scan
-        centroids = ivf.quantizer.reconstruct_n(0, ivf.nlist)
-        nearest = np.argmax(vectors @ centroids.T, axis=1)
-        index.search(vectors[:1], 1)
-        assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexHNSW)  # queries go through the graph
-        for lst in range(ivf.nlist):
-            members, _ = get_invlist(ivf.invlists, lst)
-            assert (nearest[members - ids[0]] == lst).all()
-
-    def test_the_quantizer_is_hnsw_after_a_reload(self, tmp_path):
-        import faiss
-
-        index, vectors, _ = self.filled(500)
-        index.save(tmp_path / "ann")
-        loaded = ANNIndex.load(tmp_path / "ann")
-        for ivf in (index, loaded):
-            assert isinstance(faiss.downcast_index(ivf._index.quantizer), faiss.IndexHNSW)
-        assert np.array_equal(index.search(vectors[:5], 3)[1], loaded.search(vectors[:5], 3)[1])
-
-
 def test_every_backend_has_a_suite():
     suites = {cls.kind for cls in BackendSuite.__subclasses__()}
     assert suites == set(BACKENDS)
