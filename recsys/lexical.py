@@ -95,7 +95,7 @@ def similarity(source_ids: np.ndarray, source_weights: np.ndarray, ids: np.ndarr
     keep = source_ids[source_ids >= 0]
     table[keep] = source_weights[source_ids >= 0]
     try:
-        looked_up = table[np.asarray(ids, dtype=np.int64)]  # -1 reads the last slot, which stays 0
+        looked_up = np.take(table, ids)  # -1 reads the last slot, which stays 0
     finally:
         table[keep] = 0.0
-    return (looked_up * np.asarray(weights, dtype=np.float32)).sum(axis=1).astype(np.float64)
+    return np.einsum("ij,ij->i", looked_up, np.asarray(weights, dtype=np.float32)).astype(np.float64)

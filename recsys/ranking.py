@@ -84,19 +84,19 @@ def related_scores(
     return scores
 
 
-def dedupe_stories(order: np.ndarray, vectors: np.ndarray, stories: np.ndarray, threshold: float) -> np.ndarray:
+def dedupe_stories(order: np.ndarray, sims: np.ndarray, stories: np.ndarray, threshold: float) -> np.ndarray:
     """Positions (taken in ``order``) that lead their story; later members of a story are dropped.
 
-    Two candidates are one story when their cosine is >= threshold or they share a nonzero story key.
-    Greedy in order: a candidate is kept unless an earlier kept one covers it. Computed from one "covers"
-    matrix for all pairs; only candidates some earlier one covers are visited (usually a handful), each
-    dropped when one of its coverers was kept.
+    ``sims`` is the candidates' pairwise cosine matrix (by position; the caller computes it once for this
+    and MMR). Two candidates are one story when their cosine is >= threshold or they share a nonzero story
+    key. Greedy in order: a candidate is kept unless an earlier kept one covers it. Computed from one
+    "covers" matrix for all pairs; only candidates some earlier one covers are visited (usually a handful),
+    each dropped when one of its coverers was kept.
     """
     order = np.asarray(order, dtype=np.int64)
     if order.size == 0:
         return order
-    ordered = vectors[order]
-    covers = (ordered @ ordered.T) >= threshold
+    covers = (np.asarray(sims) >= threshold)[np.ix_(order, order)]
     keys = np.asarray(stories)[order]
     if keys.any():
         covers |= (keys[:, None] == keys[None, :]) & (keys[:, None] != 0)
@@ -111,14 +111,14 @@ def dedupe_stories(order: np.ndarray, vectors: np.ndarray, stories: np.ndarray, 
     return order[~dropped]
 
 
-def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> np.ndarray:
-    """Maximal marginal relevance: k positions trading score against similarity to those picked."""
+def mmr(scores: np.ndarray, sims: np.ndarray, k: int, lam: float) -> np.ndarray:
+    """Maximal marginal relevance: k positions trading score against similarity (``sims``, the pairwise
+    cosine matrix of the same positions) to those picked."""
     n = scores.shape[0]
     if n == 0 or k <= 0:
         return np.empty(0, dtype=np.int64)
     if lam >= 1.0:
         return np.argsort(-scores, kind="stable")[:k]
-    sims = vectors @ vectors.T
     relevance = lam * scores
     gain = relevance.copy()  # nothing picked yet: no redundancy
     redundancy = np.full(n, -np.inf)

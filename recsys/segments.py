@@ -538,6 +538,9 @@ class SegmentedStore:
         return found
 
     def _by_segment(self, rows: Sequence[int]) -> Iterable[tuple[int, list[int]]]:
+        if len(self.segments) == 1:  # global rows are the segment's own
+            yield 0, [int(r) for r in rows]
+            return
         array = np.asarray(rows, dtype=np.int64).reshape(-1)
         if array.size == 0:
             return

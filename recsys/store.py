@@ -132,11 +132,19 @@ class StoredArticle:
 
     @classmethod
     def from_row(cls, values: Sequence[Any]) -> StoredArticle:
-        data = dict(zip(COLUMNS, values, strict=True))
+        """From a row of ``COLUMNS`` (the fields' order, checked below at import)."""
+        *head, tags, extra, content_hash = values
         # Most articles have neither: skip the JSON parser for the empty forms (a list reads a dozen rows).
-        data["tags"] = [] if data["tags"] == "[]" else json.loads(data["tags"])
-        data["extra"] = {} if data["extra"] == "{}" else json.loads(data["extra"])
-        return cls(**data)
+        return cls(
+            *head,
+            [] if tags == "[]" else json.loads(tags),
+            {} if extra == "{}" else json.loads(extra),
+            content_hash,
+        )
+
+
+if tuple(field.name for field in dataclasses.fields(StoredArticle)) != COLUMNS:
+    raise AssertionError("StoredArticle's fields must follow store.COLUMNS (from_row builds it positionally)")
 
 
 def connect_writable(path: Path) -> sqlite3.Connection:

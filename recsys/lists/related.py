@@ -98,8 +98,9 @@ class RelatedList:
         if config.coread_weight:
             scores = scores + config.coread_weight * coread
         order = np.argsort(-scores, kind="stable")
-        leaders = dedupe_stories(order, vectors, stories, config.duplicate_similarity)
-        picked = leaders[mmr(scores[leaders], vectors[leaders], k, config.mmr_lambda)]
+        pairwise = vectors @ vectors.T  # once, for story dedupe and MMR (the costliest product of the list)
+        leaders = dedupe_stories(order, pairwise, stories, config.duplicate_similarity)
+        picked = leaders[mmr(scores[leaders], pairwise[np.ix_(leaders, leaders)], k, config.mmr_lambda)]
 
         wanted = [int(r) for r in rows[picked]]
         articles = view.store.get_rows(wanted if source_row is None else [*wanted, source_row], with_text=False)
