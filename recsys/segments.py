@@ -303,6 +303,40 @@ def build_ann(kind: str, vectors: np.ndarray, tuning: dict[str, Any], tune: tupl
     return ann
 
 
+def row_key(key: Any, n: int) -> int | np.ndarray:
+    """An indexing key of an ``n``-row array as rows: one row (negative counts from the end; out of range
+    is an IndexError), or an int64 array of rows (from rows, a boolean mask or a slice)."""
+    if isinstance(key, (int, np.integer)):
+        row = int(key) + (n if key < 0 else 0)
+        if not 0 <= row < n:
+            raise IndexError(f"row {key} out of range for {n} rows")
+        return row
+    if isinstance(key, slice):
+        return np.arange(n)[key]
+    rows = np.asarray(key)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    return rows.astype(np.int64, copy=False)
+
+
+def by_part(offsets: np.ndarray, rows: np.ndarray) -> list[tuple[int, np.ndarray | None, np.ndarray]]:
+    """Global ``rows`` (1-D) grouped by the part holding them, parts ascending and rows in their order:
+    ``(part, positions in rows, local rows)``. Positions is None when all rows are in one part (the common
+    case: nothing to scatter). One ``searchsorted`` and one stable sort, whatever the number of parts."""
+    owner = np.searchsorted(offsets, rows, side="right") - 1
+    if rows.size and owner[0] == owner.min() == owner.max():
+        part = int(owner[0])
+        return [(part, None, rows - offsets[part])]
+    local = rows - offsets[owner]
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(len(offsets))).tolist()
+    return [
+        (part, order[start:stop], local[order[start:stop]])
+        for part, (start, stop) in enumerate(itertools.pairwise(bounds))
+        if start < stop
+    ]
+
+
 class IVFRows:
     """A segment's vectors read from its IVF (``FaissIVFIndex.reconstruct``), indexed like the ndarray they
     equal: by row, rows, a boolean mask or a slice; ``np.asarray`` reads them all (evaluation only)."""
@@ -317,15 +351,9 @@ class IVFRows:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, (int, np.integer)):
-            row = int(key) + (self.shape[0] if key < 0 else 0)
-            return self.ann.reconstruct(np.array([row]))[0]
-        if isinstance(key, slice):
-            return self.ann.reconstruct(np.arange(self.shape[0])[key])
-        rows = np.asarray(key)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        rows = rows.astype(np.int64, copy=False)
+        rows = row_key(key, self.shape[0])
+        if isinstance(rows, int):
+            return self.ann.reconstruct(np.array([rows]))[0]
         return self.ann.reconstruct(rows).reshape(*rows.shape, self.shape[1])
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -338,7 +366,7 @@ class RowConcat:
 
     It stands in for an ndarray where the lists use one: indexing by row, rows or a slice, ``shape``,
     ``len`` and ``np.asarray`` (which copies everything: evaluation only). A gather of a few hundred rows
-    costs one ``searchsorted`` plus one fancy index per segment touched."""
+    costs one ``searchsorted`` and one sort (``by_part``) plus one fancy index per segment touched."""
 
     def __init__(self, parts: Sequence[np.ndarray | IVFRows], offsets: np.ndarray) -> None:
         self.parts = list(parts)
@@ -352,31 +380,17 @@ class RowConcat:
         return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, (int, np.integer)):
-            row = int(key) + (self.shape[0] if key < 0 else 0)
-            part = int(np.searchsorted(self.offsets, row, side="right")) - 1
-            if not 0 <= row < self.shape[0]:
-                raise IndexError(f"row {key} out of range for {self.shape[0]} rows")
-            return self.parts[part][row - int(self.offsets[part])]
-        if isinstance(key, slice):
-            return self[np.arange(self.shape[0])[key]]
-        rows = np.asarray(key)
-        if rows.dtype == bool:
-            rows = np.flatnonzero(rows)
-        rows = rows.astype(np.int64, copy=False).reshape(-1)
-        owner = np.searchsorted(self.offsets, rows, side="right") - 1
-        if rows.size and owner[0] == owner.min() == owner.max():  # all in one segment (the common case)
-            part = int(owner[0])
+        rows = row_key(key, self.shape[0])
+        if isinstance(rows, int):
+            part = int(np.searchsorted(self.offsets, rows, side="right")) - 1
             return self.parts[part][rows - int(self.offsets[part])]
-        # Group the positions by segment with one stable sort, then one fancy index per segment touched.
-        local = rows - self.offsets[owner]
-        order = np.argsort(owner, kind="stable")
-        bounds = np.searchsorted(owner[order], np.arange(len(self.parts) + 1)).tolist()
-        out = np.empty((rows.shape[0], *self.shape[1:]), dtype=self.dtype)
-        for part, (start, stop) in enumerate(itertools.pairwise(bounds)):
-            if start < stop:
-                pick = order[start:stop]
-                out[pick] = self.parts[part][local[pick]]
+        groups = by_part(self.offsets, rows.reshape(-1))
+        if len(groups) == 1 and groups[0][1] is None:
+            part, _, local = groups[0]
+            return self.parts[part][local]
+        out = np.empty((rows.size, *self.shape[1:]), dtype=self.dtype)
+        for part, positions, local in groups:
+            out[positions] = self.parts[part][local]
         return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -538,15 +552,8 @@ class SegmentedStore:
         return found
 
     def _by_segment(self, rows: Sequence[int]) -> Iterable[tuple[int, list[int]]]:
-        if len(self.segments) == 1:  # global rows are the segment's own
-            yield 0, [int(r) for r in rows]
-            return
-        array = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if array.size == 0:
-            return
-        owner = np.searchsorted(self.offsets, array, side="right") - 1
-        for part in np.unique(owner).tolist():
-            yield part, (array[owner == part] - int(self.offsets[part])).tolist()
+        for part, _, local in by_part(self.offsets, np.asarray(rows, dtype=np.int64).reshape(-1)):
+            yield part, local.tolist()
 
     def ids_of(self, rows: Iterable[int]) -> dict[int, str]:
         found: dict[int, str] = {}
