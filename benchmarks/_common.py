@@ -42,8 +42,8 @@ def embed_cached(texts: Sequence[str], model: str = "all-MiniLM-L6-v2") -> np.nd
 
 def bbc_index() -> Path:
     """The BBC corpus indexed with the defaults, kept under .cache (re-running embeds nothing new)."""
+    from recsys.archive.indexer import Indexer
     from recsys.config import Settings
-    from recsys.indexer import Indexer
 
     root = CACHE / "bbc-index"
     Indexer(root, Settings()).build([shared("bbc", "bbc")])

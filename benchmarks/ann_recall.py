@@ -14,8 +14,8 @@ import time
 import numpy as np
 from _common import embed_cached, save, shared, table
 
-from recsys.ann import ExactIndex, FaissIVFIndex
-from recsys.io import read_articles
+from recsys.archive.ann import ExactIndex, FaissIVFIndex
+from recsys.ingest.articles import read_articles
 
 
 def corpus_texts() -> list[str]:

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 from _common import CACHE, save, shared, table
 
+from recsys.archive.indexer import Indexer
 from recsys.config import Settings
-from recsys.events import open_event_store, read_impressions
-from recsys.indexer import Indexer
+from recsys.ingest.events import read_impressions
+from recsys.learning.ranker import RANKER_FILE
+from recsys.learning.training import ArticleLookup, train
 from recsys.lists import learned
-from recsys.ranker import RANKER_FILE
 from recsys.service import Recommender
-from recsys.training import ArticleLookup, train
+from recsys.signals.store import open_event_store
 
 BASELINES = ("popularity", "ctr_all", "content_max")
 

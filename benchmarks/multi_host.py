@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
 
-    from recsys.io import read_articles
+    from recsys.ingest.articles import read_articles
     from recsys.service import Recommender
 
     tmp = Path(tempfile.mkdtemp(prefix="recsys-multi-"))

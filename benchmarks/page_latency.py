@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from _common import bbc_index, save, table
 
-from recsys.events import Event, open_event_store
 from recsys.service import Recommender
+from recsys.signals.records import Event
+from recsys.signals.store import open_event_store
 
 IMPRESSIONS, CLICKS, HISTORY, READERS, DAYS = 189_359, 7_542, 159_802, 4_637, 6
 START = float(int(time.time()) - 7 * 86_400)  # a week that has already happened (future events are refused)

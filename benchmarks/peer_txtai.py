@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from _common import save, shared, table
 
+from recsys.archive.indexer import Indexer
 from recsys.config import Settings
 from recsys.embedder import make_embedder, text_of
 from recsys.evaluation.related import evaluate_related, store_labels
-from recsys.indexer import Indexer
-from recsys.io import read_articles
+from recsys.ingest.articles import read_articles
 from recsys.service import Recommender
 
 CORPORA = [

@@ -15,7 +15,7 @@ from _common import save, shared, table
 
 from recsys.config import PopularityConfig
 from recsys.evaluation.impressions import METRICS, PopularityScorer, RandomScorer, SmoothedCTRScorer, replay
-from recsys.events import read_impressions
+from recsys.ingest.events import read_impressions
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from _common import REPO, bbc_index, save, table
 
 from recsys import Recommender
-from recsys.ann import exact_search
+from recsys.archive.ann import exact_search
 
 PROBE = """
 import json, sys, time

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from _common import CACHE, save, shared, table
 
+from recsys.archive.indexer import Indexer
 from recsys.config import Settings
 from recsys.evaluation.related import evaluate_related, recsys_system, store_labels
-from recsys.indexer import Indexer
 from recsys.service import Recommender
 
 COLUMNS = ["system", "precision", "ndcg", "duplicate_rate", "diversity", "coverage", "ms_per_query"]

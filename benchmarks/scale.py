@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from _common import save, table
 
-from recsys.ann import top_k
+from recsys.archive.ann import top_k
+from recsys.archive.indexer import Indexer
+from recsys.archive.version import VersionReader
 from recsys.config import Settings
-from recsys.indexer import Indexer
 from recsys.service import Recommender
 from recsys.types import Article
-from recsys.version import VersionReader
 
 WORDS = [f"w{i}" for i in range(5000)]
 

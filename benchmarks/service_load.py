@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=50_000)
     args = parser.parse_args()
 
-    from recsys.io import read_articles
+    from recsys.ingest.articles import read_articles
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "index"

@@ -31,8 +31,8 @@ from pydantic import BaseModel, Field
 
 from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
-from recsys.events import EventsUnavailable
 from recsys.service import Recommender
+from recsys.signals.store.base import EventsUnavailable
 from recsys.types import Hit, RecsysError, UnknownArticle
 
 MAX_K = 100

@@ -22,20 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from recsys.activity import EventBuffer, PopularityTracker
+from recsys.archive.layout import IndexLayout
+from recsys.archive.store import StoredArticle
+from recsys.archive.version import VersionFollower, VersionReader
 from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, Settings, load_settings
 from recsys.embedder import Embedder, article_text, make_embedder
-from recsys.events import Event, EventsUnavailable, event_from_record, open_event_store
-from recsys.layout import IndexLayout
+from recsys.ingest.events import event_from_record
+from recsys.learning.ranker import LearnedRanker
+from recsys.learning.trained import StoredModels
 from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
 from recsys.lists.base import TimeLike, check_k, epoch, iso, make_filters, newest_hits, now_seconds
 from recsys.lists.ranking import ranking_reason
-from recsys.popularity import Popularity, PopularityScore
-from recsys.ranker import LearnedRanker
-from recsys.store import StoredArticle
-from recsys.trained import StoredModels
+from recsys.signals.activity import EventBuffer, PopularityTracker
+from recsys.signals.popularity import Popularity, PopularityScore
+from recsys.signals.records import Event
+from recsys.signals.store import open_event_store
+from recsys.signals.store.base import EventsUnavailable
 from recsys.types import Filters, Hit, IndexStateError, RecsysError, UnknownArticle
-from recsys.version import VersionFollower, VersionReader
 
 __all__ = ["EventsAccepted", "Page", "Recommender", "TimeLike", "ranking_reason"]
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.archive.indexer import Indexer
 from recsys.config import Settings
-from recsys.indexer import Indexer
-from recsys.io import article_from_record
+from recsys.ingest.articles import article_from_record
 from recsys.types import Article
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from recsys.ann import BACKENDS, ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index, top_k
+from recsys.archive.ann import BACKENDS, ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index, top_k
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 7) -> np.ndarray:

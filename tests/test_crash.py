@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from recsys.archive.indexer import Indexer
+from recsys.archive.layout import CRASH_ENV, IndexLayout
 from recsys.config import Settings
-from recsys.indexer import Indexer
-from recsys.layout import CRASH_ENV, IndexLayout
 from recsys.service import Recommender
 from tests.conftest import KeywordEmbedder, write_jsonl
 
@@ -22,7 +22,7 @@ NEW = [{"id": f"n{i}", "title": f"storm coast news {i}", "body": f"storm flood u
 WRITER = """
 import sys, time
 from recsys.config import Settings
-from recsys.indexer import Indexer
+from recsys.archive.indexer import Indexer
 from tests.conftest import KeywordEmbedder
 
 class Slow(KeywordEmbedder):

@@ -5,9 +5,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from recsys.archive.indexer import Indexer
 from recsys.cli import app
 from recsys.config import Settings
-from recsys.indexer import Indexer
 from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.model]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from recsys.events import open_event_store, read_events, read_impressions
+from recsys.ingest.events import read_events, read_impressions
+from recsys.signals.store import open_event_store
 from recsys.types import InputError
 
 ROWS = [

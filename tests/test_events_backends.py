@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from recsys.activity import EventBuffer, PopularityTracker
 from recsys.config import EventsConfig, Settings
-from recsys.events import Event, EventStore, EventsUnavailable, open_event_store
-from recsys.events_postgres import DOWN_SECONDS
 from recsys.service import Recommender
+from recsys.signals.activity import EventBuffer, PopularityTracker
+from recsys.signals.records import Event
+from recsys.signals.store import open_event_store
+from recsys.signals.store.base import EventStore, EventsUnavailable
+from recsys.signals.store.postgres import DOWN_SECONDS
 from tests.conftest import art
 
 POSTGRES_URL = os.environ.get("RECSYS_TEST_POSTGRES_URL", "")

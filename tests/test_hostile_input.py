@@ -11,14 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from recsys.archive.indexer import Indexer
 from recsys.cli import app
 from recsys.config import Settings
-from recsys.events import Event, open_event_store, read_events, read_impressions
 from recsys.http import BodyLimit, RateLimiter, create_app
-from recsys.indexer import Indexer
-from recsys.io import format_timestamp, parse_timestamp, read_articles
-from recsys.popularity import Popularity
+from recsys.ingest.articles import read_articles
+from recsys.ingest.events import read_events, read_impressions
+from recsys.ingest.text import format_timestamp, parse_timestamp
 from recsys.service import Recommender
+from recsys.signals.popularity import Popularity
+from recsys.signals.records import Event
+from recsys.signals.store import open_event_store
 from tests.conftest import KeywordEmbedder, art, write_jsonl
 from tests.fuzz_corpus import write_corpus
 

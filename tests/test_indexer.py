@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from recsys.archive.layout import FORMAT_VERSION, IndexLayout
 from recsys.config import Settings
-from recsys.layout import FORMAT_VERSION, IndexLayout
 from recsys.service import Recommender
 from recsys.types import IndexStateError, InputError
 from tests.conftest import KeywordEmbedder, art, write_jsonl
@@ -183,7 +183,7 @@ def test_large_archive_uses_ivf_and_incremental_adds(make_indexer, tmp_path):
 
 
 def test_ivf_build_tunes_nprobe_to_the_target_recall(make_indexer, tmp_path, monkeypatch):
-    monkeypatch.setattr("recsys.segments.COPY_CHUNK", 16)  # vectors reach the index in batches of 64
+    monkeypatch.setattr("recsys.archive.segment_writer.COPY_CHUNK", 16)  # vectors reach the index in batches of 64
     settings = Settings().replace("index", exact_max=50, ivf_tune_queries=100)
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(300)]

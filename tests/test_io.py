@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.io import detect_format, parse_timestamp, read_articles
+from recsys.ingest.articles import read_articles
+from recsys.ingest.text import detect_format, parse_timestamp
 from recsys.types import RecsysError
 
 DATA = Path(__file__).parent / "data"

@@ -10,12 +10,13 @@ from typer.testing import CliRunner
 
 from recsys.cli import app
 from recsys.config import Settings
-from recsys.coreads import CoReadConfig, CoReads, CoReadTable
-from recsys.events import Impression, open_event_store
-from recsys.features import FEATURES
-from recsys.ranker import RANKER_FILE, LearnedRanker
+from recsys.learning.features import FEATURES
+from recsys.learning.ranker import RANKER_FILE, LearnedRanker
+from recsys.learning.training import MIN_IMPRESSIONS, ArticleLookup, build_dataset, train
 from recsys.service import Recommender
-from recsys.training import MIN_IMPRESSIONS, ArticleLookup, build_dataset, train
+from recsys.signals.coreads import CoReadConfig, CoReads, CoReadTable
+from recsys.signals.records import Impression
+from recsys.signals.store import open_event_store
 from tests.conftest import art
 
 DAY = 86_400.0

@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from recsys import lexical
-from recsys.coreads import COREADS_FILE, CoReadTable
-from recsys.ranker import write_json_atomic
+from recsys.archive import lexical
+from recsys.learning.ranker import write_json_atomic
 from recsys.service import Recommender
+from recsys.signals.coreads import COREADS_FILE, CoReadTable
 from tests.conftest import art
 
 NOW = "2026-11-25T12:00:00Z"

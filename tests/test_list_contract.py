@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from recsys.activity import PopularityTracker
+from recsys.archive.indexer import Indexer
+from recsys.archive.version import VersionReader
 from recsys.config import Settings
-from recsys.events import open_event_store
-from recsys.indexer import Indexer
+from recsys.learning.ranker import LearnedRanker
+from recsys.learning.trained import StoredModels
+from recsys.learning.training import build_dataset
 from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
-from recsys.ranker import LearnedRanker
 from recsys.service import Recommender
-from recsys.trained import StoredModels
-from recsys.training import build_dataset
+from recsys.signals.activity import PopularityTracker
+from recsys.signals.store import open_event_store
 from recsys.types import Filters, Hit
-from recsys.version import VersionReader
 from tests.conftest import KeywordEmbedder
 from tests.test_learning import articles, lookup_of, synthetic_log
 

@@ -5,8 +5,8 @@ import time
 import pytest
 
 from recsys.config import Settings
-from recsys.events import open_event_store
 from recsys.service import Recommender
+from recsys.signals.store import open_event_store
 from tests.conftest import art, write_jsonl
 
 NOW = "2026-11-25T12:00:00Z"
@@ -165,8 +165,8 @@ def test_new_article_is_listed_before_any_view(make_indexer, index):
 
 
 def test_ranking_reason_wording():
-    from recsys.activity import WindowCounts
     from recsys.lists.ranking import ranking_reason
+    from recsys.signals.activity import WindowCounts
 
     assert ranking_reason(WindowCounts(1204, {"veryGood": 90, "sad": 6}, 0, 0), 24) == (
         "1,204 views and 96 reactions in the last 24 h"
@@ -179,7 +179,7 @@ def test_interests_by_hand():
     import numpy as np
 
     from recsys.config import RecommendConfig
-    from recsys.profile import build_interests
+    from recsys.signals.profile import build_interests
 
     football, election, other = np.eye(3, dtype=np.float32)
     history = np.stack([election, football, football, football, other])  # newest first
@@ -195,9 +195,9 @@ def test_interests_by_hand():
 
 
 def test_live_popularity_skips_events_too_old_to_matter(tmp_path):
-    from recsys.activity import PopularityTracker
     from recsys.config import PopularityConfig
-    from recsys.events import Event
+    from recsys.signals.activity import PopularityTracker
+    from recsys.signals.records import Event
 
     store = open_event_store(tmp_path)
     day = 86_400.0

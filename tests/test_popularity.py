@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.config import PopularityConfig
-from recsys.popularity import Popularity, squash
+from recsys.signals.popularity import Popularity, squash
 
 T0 = 1_800_000_000.0
 HOUR = 3600.0

@@ -2,9 +2,9 @@
 
 import pytest
 
+from recsys.archive.indexer import Indexer
 from recsys.config import Settings
 from recsys.evaluation.related import dense_system, evaluate_related, recsys_system, store_labels
-from recsys.indexer import Indexer
 from recsys.service import Recommender
 from tests.conftest import SHARED_DATA
 

@@ -4,7 +4,7 @@ import pytest
 
 from recsys.config import PopularityConfig
 from recsys.evaluation.impressions import PopularityScorer, RandomScorer, SmoothedCTRScorer, replay
-from recsys.events import read_impressions
+from recsys.ingest.events import read_impressions
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.shared_data

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from recsys.archive.store import NO_TIME, story_key
 from recsys.config import RelatedConfig
-from recsys.ranking import (
+from recsys.lists.scoring import (
     DAY,
     dedupe_stories,
     expand_query,
@@ -15,7 +16,6 @@ from recsys.ranking import (
     related_scores,
     shared_terms,
 )
-from recsys.store import NO_TIME, story_key
 
 NOW = 1_800_000_000.0
 

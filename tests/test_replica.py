@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from recsys.archive.layout import CRASH_ENV, IndexLayout
+from recsys.archive.replica import pull
 from recsys.cli import app
-from recsys.layout import CRASH_ENV, IndexLayout
-from recsys.ranker import RANKER_FILE
-from recsys.replica import pull
+from recsys.learning.ranker import RANKER_FILE
 from recsys.service import Recommender
 from recsys.types import IndexStateError
 from tests.conftest import art
@@ -67,7 +67,7 @@ def test_a_pull_copies_only_the_segments_the_replica_lacks(source, make_indexer,
         assert rec.version == IndexLayout(source).current_name() and len(rec) == 35
 
 
-PULLER = "import sys; from recsys.replica import pull; pull(sys.argv[1], sys.argv[2])"
+PULLER = "import sys; from recsys.archive.replica import pull; pull(sys.argv[1], sys.argv[2])"
 
 
 @pytest.mark.parametrize("stage", ["pull-copying", "before-rename", "before-swap"])

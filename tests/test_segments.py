@@ -11,10 +11,12 @@ import sys
 import numpy as np
 import pytest
 
+from recsys.archive.layout import CRASH_ENV, IndexLayout
+from recsys.archive.merge import MergePolicy, plan_merge
+from recsys.archive.segment import IVFRows
+from recsys.archive.segmented import RowConcat
 from recsys.config import Settings
-from recsys.layout import CRASH_ENV, IndexLayout
 from recsys.lists.base import candidates
-from recsys.segments import IVFRows, MergePolicy, RowConcat, plan_merge
 from recsys.service import Recommender
 from recsys.types import ConfigError, Filters
 from tests.conftest import REPO, art
@@ -197,7 +199,7 @@ def test_a_serving_process_keeps_the_segments_it_has_open_across_versions(make_i
 MERGING_WRITER = """
 import sys
 from recsys.config import Settings
-from recsys.indexer import Indexer
+from recsys.archive.indexer import Indexer
 from tests.conftest import KeywordEmbedder, art
 settings = Settings().replace("index", merge_factor=2, merge_floor=1)
 Indexer(sys.argv[1], settings, KeywordEmbedder()).add_articles([art("late", "storm flood coast late", "storm")])

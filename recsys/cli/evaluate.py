@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from recsys.archive.indexer import Indexer
 from recsys.cli.common import EventsOption, settings_of
 from recsys.cli.train import article_lookup
 from recsys.config import Settings
@@ -36,11 +37,11 @@ from recsys.evaluation.recommend import (
 )
 from recsys.evaluation.related import default_systems, evaluate_related, label_map, recsys_system
 from recsys.evaluation.report import RUNS_DIR, Run, Sweep, markdown_table, parse_sweep, text_table
-from recsys.events import Impression, read_impressions
-from recsys.indexer import Indexer
-from recsys.io import read_articles
+from recsys.ingest.articles import read_articles
+from recsys.ingest.events import read_impressions
+from recsys.learning.training import ArticleLookup, in_time_order
 from recsys.service import Recommender
-from recsys.training import ArticleLookup, in_time_order
+from recsys.signals.records import Impression
 from recsys.types import InputProblem, RecsysError
 
 eval_app = typer.Typer(

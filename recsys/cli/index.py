@@ -7,7 +7,8 @@ from enum import Enum, StrEnum
 
 import typer
 
-from recsys import replica
+from recsys.archive import replica
+from recsys.archive.indexer import BuildReport, Indexer
 from recsys.cli.common import (
     EXIT_FAILED,
     EXIT_SKIPPED,
@@ -18,8 +19,7 @@ from recsys.cli.common import (
     docs_progress,
     print_json,
 )
-from recsys.indexer import BuildReport, Indexer
-from recsys.io import FORMATS
+from recsys.ingest.text import FORMATS
 from recsys.service import Recommender
 from recsys.types import RecsysError
 

@@ -6,6 +6,7 @@ from enum import StrEnum
 
 import typer
 
+from recsys.archive.layout import IndexLayout
 from recsys.cli.common import (
     EXIT_SKIPPED,
     EventsOption,
@@ -16,9 +17,9 @@ from recsys.cli.common import (
     print_json,
     settings_of,
 )
-from recsys.events import EVENT_FORMATS, open_event_store
-from recsys.layout import IndexLayout
+from recsys.ingest.events import EVENT_FORMATS
 from recsys.service import Recommender
+from recsys.signals.store import open_event_store
 
 events_app = typer.Typer(
     rich_markup_mode=None, help="Reader events: views, clicks, impressions, reactions.", no_args_is_help=True

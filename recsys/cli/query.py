@@ -7,12 +7,12 @@ from pathlib import Path
 
 import typer
 
+from recsys.archive.indexer import Indexer
 from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, print_hits, print_json
 from recsys.config import to_toml
-from recsys.events import open_event_store
-from recsys.indexer import Indexer
-from recsys.io import read_articles
+from recsys.ingest.articles import read_articles
 from recsys.service import Recommender
+from recsys.signals.store import open_event_store
 
 config_app = typer.Typer(rich_markup_mode=None, help="Inspect settings.", no_args_is_help=True)
 

@@ -33,7 +33,7 @@ def run_server(
 
     import uvicorn
 
-    from recsys.layout import IndexLayout
+    from recsys.archive.layout import IndexLayout
 
     IndexLayout(index).current()  # fail now, with the how-to-fix message, if there is no index
     os.environ["RECSYS_SERVE_INDEX"] = index

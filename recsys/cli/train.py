@@ -7,14 +7,16 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from recsys.archive.store import NO_TIME
 from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, print_json, settings_of
-from recsys.coreads import COREADS_FILE
 from recsys.evaluation.report import Run, markdown_table, text_table
-from recsys.events import Impression, open_event_store, read_impressions
-from recsys.ranker import RANKER_FILE, write_json_atomic
+from recsys.ingest.events import read_impressions
+from recsys.learning.ranker import RANKER_FILE, write_json_atomic
+from recsys.learning.training import ArticleLookup, TrainingResult, coreads_from_reads, train
 from recsys.service import Recommender
-from recsys.store import NO_TIME
-from recsys.training import ArticleLookup, TrainingResult, coreads_from_reads, train
+from recsys.signals.coreads import COREADS_FILE
+from recsys.signals.records import Impression
+from recsys.signals.store import open_event_store
 from recsys.types import InputProblem
 
 BASELINES = {"popularity": "recsys popularity", "ctr_all": "smoothed CTR", "content_max": "content match"}

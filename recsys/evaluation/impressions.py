@@ -18,13 +18,14 @@ import numpy as np
 
 from recsys.config import PopularityConfig, RecommendConfig, Settings
 from recsys.evaluation.metrics import auc, mrr, ndcg_at_k
-from recsys.events import Impression, impression_events
-from recsys.features import LogState, candidate_features
-from recsys.popularity import Popularity, squash
-from recsys.profile import Interest, build_interests
-from recsys.ranker import LearnedRanker
+from recsys.learning.features import candidate_features
+from recsys.learning.ranker import LearnedRanker
+from recsys.learning.training import ArticleLookup, ContentMatch, learn, reader_context
 from recsys.service import Recommender
-from recsys.training import ArticleLookup, ContentMatch, learn, reader_context
+from recsys.signals.logstate import LogState
+from recsys.signals.popularity import Popularity, squash
+from recsys.signals.profile import Interest, build_interests
+from recsys.signals.records import Impression, impression_events
 
 METRICS = ("auc", "mrr", "ndcg@5", "ndcg@10")
 

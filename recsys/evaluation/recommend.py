@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.ann import exact_search
+from recsys.archive.ann import exact_search
 from recsys.evaluation.metrics import catalogue_coverage, intra_list_similarity, ndcg_binary_at_k, recall_at_k
-from recsys.events import Impression
 from recsys.service import Recommender
+from recsys.signals.records import Impression
 
 RecommendFn = Callable[[list[str], float], list[str]]  # (history oldest first, time) -> ids
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.ann import exact_search
+from recsys.archive.ann import exact_search
+from recsys.archive.store import NO_TIME
 from recsys.config import RelatedConfig
 from recsys.evaluation.metrics import (
     catalogue_coverage,
@@ -31,7 +32,6 @@ from recsys.evaluation.metrics import (
     precision_at_k,
 )
 from recsys.service import Recommender
-from recsys.store import NO_TIME
 
 DAY = 86_400.0
 RelatedFn = Callable[[int, str], list[int]]  # (row, article id) -> rows, best first

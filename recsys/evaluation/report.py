@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recsys.archive.layout import library_versions
 from recsys.config import Settings
-from recsys.layout import library_versions
 from recsys.types import ConfigError
 
 RUNS_DIR = Path("runs")

@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from recsys.activity import PopularityTracker
-from recsys.ann import exact_search, top_k
+from recsys.archive.ann import exact_search, top_k
+from recsys.archive.store import NO_TIME, StoredArticle
+from recsys.archive.version import VersionReader
 from recsys.config import Settings
-from recsys.io import parse_timestamp
-from recsys.popularity import squash
-from recsys.ranking import DAY, days_phrase
-from recsys.store import NO_TIME, StoredArticle
-from recsys.trained import StoredModels
+from recsys.ingest.text import parse_timestamp
+from recsys.learning.trained import StoredModels
+from recsys.lists.scoring import DAY, days_phrase
+from recsys.signals.activity import PopularityTracker
+from recsys.signals.popularity import squash
 from recsys.types import Filters, Hit, RecsysError
-from recsys.version import VersionReader
 
 MAX_K = 1000
 SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows

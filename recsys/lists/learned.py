@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.coreads import CoReadTable
-from recsys.features import FEATURES, LogState, ReaderContext, candidate_features
-from recsys.ranker import LearnedRanker
+from recsys.learning.features import FEATURES, ReaderContext, candidate_features
+from recsys.learning.ranker import LearnedRanker
+from recsys.signals.coreads import CoReadTable
+from recsys.signals.logstate import LogState
 
 # How many candidates each source brings; about 150 in all, which the model scores in about a millisecond.
 PER_INTEREST = 25

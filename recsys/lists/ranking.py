@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from recsys.activity import WindowCounts
+from recsys.archive.version import VersionReader
 from recsys.lists.base import ListContext, banned_rows, check_k, newest_hits, to_hit
+from recsys.signals.activity import WindowCounts
 from recsys.types import Filters, Hit
-from recsys.version import VersionReader
 
 
 class RankingList:

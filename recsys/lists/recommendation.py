@@ -14,8 +14,11 @@ from collections import Counter
 
 import numpy as np
 
+from recsys.archive.store import NO_TIME
+from recsys.archive.version import VersionReader
 from recsys.config import RecommendConfig
-from recsys.features import ReaderContext, content_columns
+from recsys.learning.features import ReaderContext, content_columns
+from recsys.learning.ranker import LearnedRanker
 from recsys.lists import learned
 from recsys.lists.base import (
     ListContext,
@@ -28,12 +31,9 @@ from recsys.lists.base import (
     to_hit,
 )
 from recsys.lists.ranking import RankingList
-from recsys.profile import Interest, build_interests
-from recsys.ranker import LearnedRanker
-from recsys.ranking import freshness
-from recsys.store import NO_TIME
+from recsys.lists.scoring import freshness
+from recsys.signals.profile import Interest, build_interests
 from recsys.types import Filters, Hit
-from recsys.version import VersionReader
 
 
 @dataclasses.dataclass

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from recsys.archive.store import NO_TIME, StoredArticle, story_key
+from recsys.archive.version import VersionReader
 from recsys.lists.base import ListContext, banned_rows, candidates, check_k, epoch, popularity_of_rows, to_hit
-from recsys.ranking import (
+from recsys.lists.scoring import (
     DAY,
     dedupe_stories,
     expand_query,
@@ -21,9 +23,7 @@ from recsys.ranking import (
     related_scores,
     terms_shared_with,
 )
-from recsys.store import NO_TIME, StoredArticle, story_key
 from recsys.types import Filters, Hit, UnknownArticle
-from recsys.version import VersionReader
 
 Lexical = tuple[np.ndarray, np.ndarray]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import EventsConfig
-from recsys.events import EventStore, schema_sql
+from recsys.signals.store.base import EventStore, schema_sql
 from recsys.sqlite import PerThreadConnection
 
 EVENTS_FILE = "events.sqlite"

@@ -14,14 +14,14 @@ and a served list need.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.config import PopularityConfig
-from recsys.coreads import CoReads, CoReadTable
-from recsys.popularity import CHANNELS, Popularity, shrunk_ctr
+from recsys.signals.coreads import CoReadTable
+from recsys.signals.logstate import LogState
+from recsys.signals.popularity import CHANNELS, Popularity, shrunk_ctr
 
 _READS, _REACTIONS, _IMPRESSIONS, _CLICKS = (CHANNELS.index(c) for c in ("reads", "reactions", "impressions", "clicks"))
 HOUR = 3600.0
@@ -50,42 +50,6 @@ FEATURES = (
     "coread_rel",
 )
 RELATIVE = {name: FEATURES.index(name[: -len("_rel")]) for name in FEATURES if name.endswith("_rel")}
-
-
-class LogState:
-    """What the logs said up to now, folded in time order: the one source of behavioural features."""
-
-    def __init__(self, config: PopularityConfig, coreads: CoReads | None = None) -> None:
-        self.day = Popularity(config)
-        self.hours = Popularity(replace(config, half_life_hours=2.0))
-        self.ever = Popularity(replace(config, half_life_hours=1e9))
-        self.hours.follow(self.day)  # one reader memory and one row per article for all three views
-        self.ever.follow(self.day)
-        self.config = config
-        self.first_seen: dict[str, float] = {}
-        self.coreads = coreads if coreads is not None else CoReads()
-
-    def fold(self, events: Iterable[Sequence]) -> None:
-        """Events as (article, type, reaction, ts, count[, reader]), as stored. The three popularity views are
-        always folded together, so an article has the same row in each (candidate_features relies on it)."""
-        rows = [e for e in events if math.isfinite(e[3])]
-        batch = self.day.prepare(rows)
-        if batch is None:
-            return
-        for popularity in (self.day, self.hours, self.ever):
-            popularity.add(batch)
-        for row in rows:
-            seen = self.first_seen.get(row[0])
-            if seen is None or row[3] < seen:
-                self.first_seen[row[0]] = row[3]
-
-    def saw(self, article_ids: Iterable[str], ts: float) -> None:
-        """Articles the logs mention at ``ts`` (shown, or in a history): their first sighting if earlier."""
-        if not math.isfinite(ts):
-            return
-        for article in article_ids:
-            if article not in self.first_seen:
-                self.first_seen[article] = ts
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from recsys.config import PopularityConfig, RecommendConfig
-from recsys.coreads import CoReads, CoReadTable
 from recsys.evaluation.metrics import mean_auc_by_group
-from recsys.events import Impression, impression_events
-from recsys.features import FEATURES, LogState, ReaderContext, candidate_features, content_columns
-from recsys.profile import build_interests
-from recsys.ranker import LearnedRanker
+from recsys.learning.features import FEATURES, ReaderContext, candidate_features, content_columns
+from recsys.learning.ranker import LearnedRanker
+from recsys.signals.coreads import CoReads, CoReadTable
+from recsys.signals.logstate import LogState
+from recsys.signals.profile import build_interests
+from recsys.signals.records import Impression, impression_events
 
 
 @dataclass

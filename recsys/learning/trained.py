@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.coreads import COREADS_FILE, CoReadTable
-from recsys.ranker import RANKER_FILE, LearnedRanker
+from recsys.learning.ranker import RANKER_FILE, LearnedRanker
+from recsys.signals.coreads import COREADS_FILE, CoReadTable
 from recsys.types import RecsysError
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.coreads import COREADS_FILE
-from recsys.layout import MANIFEST, STAGING_PREFIX, IndexLayout, crash_point, fsync_path, fsync_tree, read_manifest
-from recsys.ranker import RANKER_FILE
-from recsys.segments import Segment, checked_name
+from recsys.archive.layout import (
+    MANIFEST,
+    STAGING_PREFIX,
+    IndexLayout,
+    crash_point,
+    fsync_path,
+    fsync_tree,
+    read_manifest,
+)
+from recsys.archive.segment import Segment, checked_name
+from recsys.learning.ranker import RANKER_FILE
+from recsys.signals.coreads import COREADS_FILE
 from recsys.types import IndexStateError
 
 ROOT_FILES = (RANKER_FILE, COREADS_FILE)

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recsys.config import PopularityConfig
-from recsys.events import Event, EventStore, EventsUnavailable
-from recsys.features import LogState
-from recsys.popularity import Popularity
+from recsys.signals.logstate import LogState
+from recsys.signals.popularity import Popularity
+from recsys.signals.records import Event
+from recsys.signals.store.base import EventStore, EventsUnavailable
 
 logger = logging.getLogger(__name__)
 MAX_PENDING = 100_000  # events a process keeps waiting while the events store is unreachable

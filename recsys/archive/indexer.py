@@ -22,16 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from recsys import lexical
-from recsys.ann import FaissIVFIndex
+from recsys.archive import lexical
+from recsys.archive.ann import FaissIVFIndex
+from recsys.archive.layout import FORMAT_VERSION, MANIFEST, IndexLayout, crash_point, library_versions
+from recsys.archive.merge import MergePolicy, plan_merge
+from recsys.archive.segment import Segment
+from recsys.archive.segment_writer import SegmentWriter
+from recsys.archive.store import VOCAB_FILE, article_row, row_columns
+from recsys.archive.version import DELETES_DIR, STATE_FILE, VersionReader
 from recsys.config import Settings
 from recsys.embedder import Embedder, article_text, content_hash, make_embedder, text_of
-from recsys.io import read_articles
-from recsys.layout import FORMAT_VERSION, MANIFEST, IndexLayout, crash_point, library_versions
-from recsys.segments import MergePolicy, Segment, SegmentWriter, plan_merge
-from recsys.store import VOCAB_FILE, article_row, row_columns
+from recsys.ingest.articles import read_articles
 from recsys.types import Article, IndexStateError, InputError, InputProblem, RecsysError
-from recsys.version import DELETES_DIR, STATE_FILE, VersionReader
 
 logger = logging.getLogger(__name__)
 ProgressStart = Callable[[int], Callable[[int], None]]  # total -> advance(n)

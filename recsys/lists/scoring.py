@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from recsys.archive.store import NO_TIME
 from recsys.config import RelatedConfig
-from recsys.store import NO_TIME
 
 DAY = 86_400.0
 _WORD = re.compile(r"[^\W\d_][\w'\-]{3,}")

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from recsys.io import parse_timestamp
+from recsys.ingest.text import parse_timestamp
 from recsys.sqlite import PerThreadConnection
 from recsys.types import Article
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from recsys.config import EventsConfig
-from recsys.events import ADVISORY_LOCK, EventStore, EventsUnavailable, schema_sql
+from recsys.signals.store.base import ADVISORY_LOCK, EventStore, EventsUnavailable, schema_sql
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

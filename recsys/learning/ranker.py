@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.features import FEATURES
+from recsys.learning.features import FEATURES
 from recsys.types import IndexStateError
 
 RANKER_FILE = "ranker.json"

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from recsys import lexical
-from recsys.layout import SEGMENTS, IndexLayout, read_manifest
-from recsys.segments import Segment, SegmentedANN, SegmentedStore, checked_name, concat, mapped
-from recsys.store import NO_TIME, ROW_DTYPE, VOCAB_FILE
+from recsys.archive import lexical
+from recsys.archive.layout import SEGMENTS, IndexLayout, read_manifest
+from recsys.archive.segment import Segment, checked_name, mapped
+from recsys.archive.segmented import SegmentedANN, SegmentedStore, concat
+from recsys.archive.store import NO_TIME, ROW_DTYPE, VOCAB_FILE
 from recsys.types import Filters, IndexStateError, RecsysError
 
 logger = logging.getLogger(__name__)

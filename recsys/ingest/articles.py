@@ -11,19 +11,29 @@ file: a record that still holds an undecodable byte is reported and skipped.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys.ingest.text import (
+    EARLIEST_YEAR,
+    FORMATS,
+    LATEST_YEAR,
+    SURROGATE,
+    bad_text_reason,
+    detect_format,
+    format_timestamp,
+    iter_csv,
+    iter_jsonl,
+    parse_timestamp,
+    read_text,
+    split_lines,
+)
 from recsys.types import Article, InputProblem, RecsysError
 
-FORMATS = ("jsonl", "csv", "mind", "txtdir")
 KNOWN_FIELDS = (
     "id",
     "title",
@@ -47,89 +57,12 @@ MIND_NEWS_COLUMNS = (
     "title_entities",
     "abstract_entities",
 )
-# Any surrogate code point: undecodable bytes (surrogateescape gives U+DC80-U+DCFF) and the lone
-# surrogates a JSON "\\ud83d" escape produces. Neither can be encoded as UTF-8, so no record may keep one.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_UNDECODABLE = re.compile("[\udc80-\udcff]")
-MAX_CELL_CHARS = 1_000_000  # longest CSV cell read (csv's own limit is 131,072 and raises on the whole file)
-EARLIEST_YEAR, LATEST_YEAR = 1800, 2200  # published_at outside these years is a typo or a placeholder
-
-
 @dataclass
 class ReadResult:
     """Articles read from a set of files, in input order, and every problem found."""
 
     articles: list[Article] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
-
-
-def detect_format(path: Path) -> str:
-    """The reader for a path, from its extension (or ``txtdir`` for a folder)."""
-    if path.is_dir():
-        return "txtdir"
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        return "jsonl"
-    if suffix == ".csv":
-        return "csv"
-    if suffix == ".tsv":
-        return "mind"
-    raise RecsysError(
-        f"{path}: cannot tell the format from the extension {suffix!r}; pass --format with one of: {', '.join(FORMATS)}"
-    )
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """ISO 8601 (date, or date and time; naive means UTC) or epoch seconds, as an aware UTC datetime."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a date: {value!r}")
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
-    text = str(value).strip()
-    if re.fullmatch(r"-?\d+(\.\d+)?", text):
-        return datetime.fromtimestamp(float(text), tz=UTC)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not an ISO 8601 date: {text!r} (expected e.g. 2026-11-20T08:30:00Z)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SSZ`` with a four-digit year (strftime drops leading zeros of years < 1000)."""
-    m = moment.astimezone(UTC)
-    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
-
-
-def split_lines(text: str) -> list[str]:
-    """Physical lines: split at \\n only (a trailing \\r dropped). ``str.splitlines`` also splits at
-    U+2028, U+2029, U+0085 and other characters that are valid inside a JSON string or a title."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
-def has_bad_bytes(value: Any, pattern: re.Pattern[str] = _SURROGATE) -> bool:
-    """True if a decoded record still holds a surrogate (an undecodable byte or a lone surrogate)."""
-    if isinstance(value, str):
-        return bool(pattern.search(value))
-    if isinstance(value, list | tuple):
-        return any(has_bad_bytes(v, pattern) for v in value)
-    if isinstance(value, dict):
-        return any(has_bad_bytes(k, pattern) or has_bad_bytes(v, pattern) for k, v in value.items())
-    return False
-
-
-def bad_text_reason(record: Any) -> str | None:
-    """Why a decoded record cannot be stored as text, or None: an undecodable byte or a lone surrogate."""
-    if not has_bad_bytes(record):
-        return None
-    if has_bad_bytes(record, _UNDECODABLE):
-        return "invalid UTF-8 in this record; re-save the file as UTF-8"
-    return "lone UTF-16 surrogate (e.g. a broken emoji escape like \\ud83d) in this record; fix the text"
 
 
 def _text(value: Any, name: str) -> str:
@@ -208,100 +141,6 @@ def article_from_record(record: dict[str, Any]) -> Article:
     )
 
 
-def read_text(path: Path) -> str:
-    """A file as text: UTF-8 with ``surrogateescape`` (see module docstring), a leading BOM dropped."""
-    if not path.is_file():
-        raise RecsysError(f"{path}: no such file")
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
-    return text[1:] if text.startswith("\ufeff") else text
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line, record or problem)`` per non-blank line of a JSON Lines file."""
-    for number, line in enumerate(split_lines(read_text(path)), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, f"malformed JSON: {exc.msg} at column {exc.colno}"
-            continue
-        if not isinstance(record, dict):
-            yield number, f"expected a JSON object, got {type(record).__name__}"
-            continue
-        yield number, record
-
-
-def _csv_row(lines: list[str], start: int) -> tuple[list[str] | None, int, str | None]:
-    """Parse one CSV record beginning at ``lines[start]``: (cells, lines consumed, problem)."""
-    consumed = 0
-
-    def feed() -> Iterator[str]:
-        nonlocal consumed
-        for line in lines[start:]:
-            consumed += 1
-            yield line + "\n"
-
-    try:
-        row = next(csv.reader(feed()), None)
-    except csv.Error as exc:
-        return None, max(consumed, 1), f"malformed CSV: {exc}"
-    return row, max(consumed, 1), None
-
-
-def _swallows_rows(lines: list[str], start: int, consumed: int, width: int) -> bool:
-    """A record over several lines whose inner lines each parse as a whole row of the header's width:
-    the mark of a quote that was opened and never closed, not of a cell with line breaks."""
-    for line in lines[start + 1 : start + consumed]:
-        try:
-            cells = next(csv.reader([line]), [])
-        except csv.Error:
-            continue
-        first = cells[0].strip() if cells else ""
-        # a whole row of the header's width that starts with an id-like cell (one token): a line of body text
-        # with commas in it starts with words
-        if len(cells) == width and line.count('"') % 2 == 0 and first and not any(c.isspace() for c in first):
-            return True
-    return False
-
-
-def iter_csv(path: Path, required: Sequence[str] = ("id", "title")) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line, record or problem)`` per CSV row; the header must name the ``required`` columns.
-
-    Records are parsed one at a time so that a bad one costs itself: a cell longer than
-    ``MAX_CELL_CHARS``, a malformed quote, or an opening quote that never closes (which would
-    otherwise swallow the following rows into one cell) is reported and reading resumes on the
-    next line.
-    """
-    csv.field_size_limit(MAX_CELL_CHARS)
-    lines = split_lines(read_text(path))
-    header, used, problem = _csv_row(lines, 0) if lines else (None, 1, None)
-    if problem or header is None or not set(required) <= {h.strip() for h in header}:
-        yield 1, f"CSV header must name the columns and include {', '.join(required)}"
-        return
-    header = [h.strip() for h in header]
-    position = used
-    while position < len(lines):
-        number = position + 1
-        if not lines[position].strip():
-            position += 1
-            continue
-        cells, consumed, problem = _csv_row(lines, position)
-        if problem is None and cells is not None and consumed > 1:
-            one_line = [i for i, name in enumerate(header) if name in required and i < len(cells)]
-            if any("\n" in cells[i] for i in one_line) or _swallows_rows(lines, position, consumed, len(header)):
-                problem = f"a quote opened on this line is never closed (it would swallow {consumed - 1} more lines)"
-        if problem is not None or cells is None:
-            yield number, problem or "malformed CSV row"
-            position += 1  # resume on the next line: the rows after a bad quote are kept
-            continue
-        position += consumed
-        if len(cells) != len(header):
-            yield number, f"{len(cells)} cells for {len(header)} header columns"
-            continue
-        yield number, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k in required}
-
-
 def _mind_tags(*cells: str) -> list[str]:
     labels: list[str] = []
     for cell in cells:
@@ -359,7 +198,7 @@ def _iter_txtdir(root: Path) -> Iterator[tuple[Path, int, dict[str, Any] | str]]
             yield path, 1, "first line must be the headline"
             continue
         for number, line in enumerate(lines, start=1):
-            if _SURROGATE.search(line):
+            if SURROGATE.search(line):
                 yield path, number, "invalid UTF-8 in this file; re-save it as UTF-8"
                 break
         else:

@@ -1,0 +1,223 @@
+"""Reader events (views, clicks, impressions, reactions) and reading histories, stored in SQLite.
+
+Events live in ``<index>/events.sqlite`` beside the versions: they accumulate continuously and
+are not rebuilt with the articles. Every event has a key: its ``event_id`` when the source gives
+one, else a fingerprint of its content and its occurrence number among identical records of the
+same file, so ingesting a file twice counts nothing twice while two identical real events in one
+file both count.
+
+MIND ``behaviors.tsv`` rows become one ``impression`` per shown candidate and one ``click`` per
+clicked candidate, at the row's time, keyed by impression id; the row's history becomes the user's
+reading history (reads before that time, exact times unknown, so never counted as views).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recsys.config import EventsConfig
+from recsys.ingest.text import (
+    bad_text_reason,
+    detect_format,
+    iter_csv,
+    iter_jsonl,
+    parse_timestamp,
+    read_text,
+    split_lines,
+)
+from recsys.signals.records import EVENT_TYPES, Event, EventBatch, Impression, impression_events
+from recsys.types import InputProblem, RecsysError
+
+EVENT_FORMATS = ("jsonl", "csv", "mind")
+MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
+
+def _string(record: dict[str, Any], name: str, limit: int = 512) -> str:
+    value = record.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and name in ("article_id", "user_id", "event_id"):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"field {name!r} must be a string, not {type(value).__name__}")
+    value = value.strip()
+    if "\x00" in value:
+        raise ValueError(f"field {name!r} contains a NUL character")
+    if len(value) > limit:
+        raise ValueError(f"field {name!r} is {len(value):,} characters; at most {limit} are accepted")
+    return value
+
+
+def _count(raw: Any, limit: int) -> int:
+    """A whole number in 1..limit. JSON numbers like 2.9, 1e19 or Infinity and non-numeric text are refused."""
+    if raw is None or raw == "":
+        return 1
+    if isinstance(raw, bool):
+        raise ValueError(f"count must be a whole number, not {raw!r}")
+    if isinstance(raw, float):
+        if not math.isfinite(raw) or not raw.is_integer():
+            raise ValueError(f"count must be a whole number, not {raw!r}")
+        raw = int(raw)
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
+            raise ValueError(f"count must be a whole number from 1 to {limit:,}, not {raw[:24]!r}")
+        raw = int(text)
+    elif not isinstance(raw, int):
+        raise ValueError(f"count must be a whole number, not {type(raw).__name__}")
+    if not 1 <= raw <= limit:
+        raise ValueError(f"count must be from 1 to {limit:,}, not {raw}")
+    return raw
+
+
+def event_from_record(
+    record: dict[str, Any], config: EventsConfig | None = None, now: float | None = None, source: str = ""
+) -> Event:
+    """Validate one event record; raise ValueError saying what is wrong.
+
+    Times must lie between ``[events] earliest_year`` and ``now + max_future_seconds``: an event
+    from the future would outweigh every real one under exponential decay, and it is never a
+    real reading.
+    """
+    config = config or EventsConfig()
+    problem = bad_text_reason(record)
+    if problem:
+        raise ValueError(problem)
+    article_id = _string(record, "article_id")
+    if not article_id:
+        raise ValueError("missing required field 'article_id'")
+    kind = _string(record, "type").lower()
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"type must be one of {', '.join(EVENT_TYPES)}, not {record.get('type')!r}")
+    reaction = _string(record, "reaction", 64)
+    if kind == "reaction" and not reaction:
+        raise ValueError("a reaction event needs a 'reaction' name (e.g. veryGood)")
+    raw_ts = record.get("ts")
+    if raw_ts in (None, ""):
+        raise ValueError("missing required field 'ts' (ISO 8601 or epoch seconds)")
+    try:
+        ts = parse_timestamp(raw_ts).timestamp()
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ValueError(f"bad ts: {exc}") from None
+    latest = (time.time() if now is None else now) + config.max_future_seconds
+    if not math.isfinite(ts) or ts > latest:
+        raise ValueError(
+            f"ts {raw_ts!r} is in the future (more than {config.max_future_seconds:g} s ahead of the clock); "
+            "check the sender's clock and time zone"
+        )
+    earliest = datetime(config.earliest_year, 1, 1, tzinfo=UTC).timestamp()
+    if ts < earliest:
+        raise ValueError(f"ts {raw_ts!r} is before {config.earliest_year}; events that old are not counted")
+    return Event(
+        article_id=article_id,
+        type=kind,
+        ts=ts,
+        reaction=reaction if kind == "reaction" else "",
+        user_id=_string(record, "user_id", 256),
+        count=_count(record.get("count"), config.max_count),
+        event_id=_string(record, "event_id", 256),
+        source=source,
+    )
+
+
+def detect_event_format(path: Path) -> str:
+    """The event reader for a file, from its extension (the same mapping as article files)."""
+    fmt = detect_format(path)
+    if fmt not in EVENT_FORMATS:
+        raise RecsysError(f"{path}: not an event file; pass --format with one of: {', '.join(EVENT_FORMATS)}")
+    return fmt
+
+
+def _lines(path: Path) -> list[str]:
+    return split_lines(read_text(path))
+
+
+def read_impressions(path: Path, problems: list[InputProblem] | None = None) -> list[Impression]:
+    """Parse a MIND behaviors.tsv; bad rows go to ``problems`` (file:line: reason) and are skipped."""
+    found: list[Impression] = []
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        cells = line.split("\t")
+        problem = bad_text_reason(line)
+        if problem is None and "\x00" in line:
+            problem = "NUL character in this row"
+        if problem is not None:
+            pass
+        elif len(cells) != 5:
+            problem = f"MIND behaviors rows have 5 columns, not {len(cells)}"
+        else:
+            impression_id, user_id, when, history, shown = cells
+            ts = float("nan")  # MIND rows without a time (e.g. mind-dev-titles) are kept, unordered
+            if when.strip():
+                try:
+                    ts = datetime.strptime(when.strip(), MIND_TIME).replace(tzinfo=UTC).timestamp()  # MIND: no zone
+                except ValueError:
+                    problem = f"bad time {when!r} (expected {MIND_TIME}, or empty)"
+            pairs = [item.rpartition("-") for item in shown.split()] if problem is None else []
+            if problem is None and (not pairs or any(not n or label not in ("0", "1") for n, _, label in pairs)):
+                problem = "impressions must look like N123-1 N456-0"
+        if problem is not None:
+            if problems is not None:
+                problems.append(InputProblem(str(path), number, problem))
+            continue
+        found.append(
+            Impression(
+                impression_id,
+                user_id,
+                ts,
+                tuple(history.split()),
+                tuple(n for n, _, _ in pairs),
+                tuple(label == "1" for _, _, label in pairs),
+            )
+        )
+    return found
+
+
+def _mind_rows(path: Path, batch: EventBatch) -> None:
+    for impression in read_impressions(path, batch.problems):
+        if not math.isfinite(impression.ts):
+            batch.problems.append(
+                InputProblem(str(path), 0, f"impression {impression.impression_id} has no time; not stored as events")
+            )
+            continue
+        batch.events.extend(impression_events(impression))
+        # History is oldest first with no times: keep its order by spacing reads a second apart before the row's time.
+        n = len(impression.history)
+        batch.history.extend(
+            (impression.user_id, news_id, impression.ts - (n - i)) for i, news_id in enumerate(impression.history)
+        )
+
+
+def read_events(paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None) -> EventBatch:
+    """Read event files into keyed events (see module docstring for the keys)."""
+    batch = EventBatch()
+    now = time.time()
+    for raw in paths:
+        path = Path(raw)
+        kind = fmt or detect_event_format(path)
+        if kind not in EVENT_FORMATS:
+            raise RecsysError(f"unknown event format {kind!r}; use one of {', '.join(EVENT_FORMATS)}")
+        if kind == "mind":
+            _mind_rows(path, batch)
+            continue
+        seen: Counter[str] = Counter()
+        records = iter_jsonl(path) if kind == "jsonl" else iter_csv(path, ("article_id", "type", "ts"))
+        for number, item in records:
+            if isinstance(item, str):
+                batch.problems.append(InputProblem(str(path), number, item))
+                continue
+            try:
+                event = event_from_record(item, config, now)
+            except ValueError as exc:
+                batch.problems.append(InputProblem(str(path), number, str(exc)))
+                continue
+            base = event.fingerprint()
+            batch.events.append((event.fingerprint(seen[base]), event))
+            seen[base] += 1
+    return batch

@@ -1,0 +1,96 @@
+"""Reader events (views, clicks, impressions, reactions) and reading histories, stored in SQLite.
+
+Events live in ``<index>/events.sqlite`` beside the versions: they accumulate continuously and
+are not rebuilt with the articles. Every event has a key: its ``event_id`` when the source gives
+one, else a fingerprint of its content and its occurrence number among identical records of the
+same file, so ingesting a file twice counts nothing twice while two identical real events in one
+file both count.
+
+MIND ``behaviors.tsv`` rows become one ``impression`` per shown candidate and one ``click`` per
+clicked candidate, at the row's time, keyed by impression id; the row's history becomes the user's
+reading history (reads before that time, exact times unknown, so never counted as views).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from recsys.types import InputProblem
+
+EVENT_TYPES = ("view", "click", "impression", "reaction")
+@dataclass(frozen=True)
+class Event:
+    """One counted thing a reader did (or was shown), ``count`` times, at ``ts`` (epoch seconds).
+
+    ``source`` names an untrusted sender (e.g. ``ip:<hash>`` for a public HTTP client): popularity
+    then counts the event for that sender, so one client is one reader whatever ids it claims.
+    """
+
+    article_id: str
+    type: str
+    ts: float
+    reaction: str = ""
+    user_id: str = ""
+    count: int = 1
+    event_id: str = ""
+    source: str = ""
+
+    @property
+    def reader(self) -> str:
+        return self.source or self.user_id
+
+    def fingerprint(self, occurrence: int = 0) -> str:
+        if self.event_id:
+            return f"id:{self.event_id}"
+        raw = json.dumps(
+            [self.article_id, self.type, self.reaction, self.user_id, self.ts, self.count, occurrence],
+            ensure_ascii=False,
+        )
+        return "fp:" + hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+@dataclass
+class EventBatch:
+    """What one ingest read: keyed events, history entries and located problems."""
+
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    history: list[tuple[str, str, float]] = field(default_factory=list)  # user, article, before-ts
+    problems: list[InputProblem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One MIND behaviors row: what a user was shown at a time, what they clicked, what they had read."""
+
+    impression_id: str
+    user_id: str
+    ts: float
+    history: tuple[str, ...]
+    candidates: tuple[str, ...]
+    clicked: tuple[bool, ...]
+
+
+def impression_events(impression: Impression) -> list[tuple[str, Event]]:
+    """The keyed impression and click events of one behaviors row."""
+    events = []
+    for news_id, clicked in zip(impression.candidates, impression.clicked, strict=True):
+        key = f"mind:{impression.impression_id}:{news_id}"
+        events.append((key + ":imp", Event(news_id, "impression", impression.ts, user_id=impression.user_id)))
+        if clicked:
+            events.append((key + ":click", Event(news_id, "click", impression.ts, user_id=impression.user_id)))
+    return events
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    read: int
+    stored: int
+    duplicates: int
+    history: int
+    problems: list[InputProblem]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "problems": [str(p) for p in self.problems]}
