@@ -65,7 +65,7 @@ class IndexConfig:
     ivf_target_recall: float = 0.95
     ivf_nprobe: int | None = None
     ivf_tune_queries: int = 500
-    # A segment with more than this share of its rows deleted is rewritten without them (recsys/segments.py).
+    # A segment with more than this share of its rows deleted is rewritten without them (recsys/archive/segment.py).
     compact_dead_fraction: float = 0.2
     # Merge policy: merge_factor adjacent segments of one size level are folded into one; segments up to
     # merge_floor live rows all count as the smallest level (so an add of a few articles stays cheap and
@@ -78,7 +78,7 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class RelatedConfig:
-    """What the Related list does. The formula is in recsys/ranking.py and the README."""
+    """What the Related list does. The formula is in recsys/lists/scoring.py and the README."""
 
     k: int = 10
     # Nearest neighbours fetched before filtering, dedup and MMR: max(candidates, k * overfetch).
@@ -101,7 +101,7 @@ class RelatedConfig:
     # and the neighbourhood is chosen by cosine + lexical_weight * lexical. 0.5-1.0 beat the dense + BM25
     # hybrid on both BBC (long articles) and MIND (headlines + abstracts); 0.7 sits between their optima.
     lexical_weight: float = 0.7
-    # "Readers also read": score += coread_weight * co-read association (recsys/coreads.py; needs recsys train).
+    # "Readers also read": score += coread_weight * co-read association (recsys/signals/coreads.py; needs recsys train).
     coread_weight: float = 0.2
     # MMR trade-off: 1.0 = pure relevance, 0.0 = pure novelty.
     mmr_lambda: float = 0.85
@@ -117,7 +117,7 @@ def _default_reactions() -> dict[str, float]:
 
 @dataclass(frozen=True)
 class PopularityConfig:
-    """Popularity from events. The formula is in recsys/popularity.py and the README."""
+    """Popularity from events. The formula is in recsys/signals/popularity.py and the README."""
 
     half_life_hours: float = 24.0
     # Each reaction name's weight (the site's own set; negative allowed); others get the default.

@@ -1,10 +1,10 @@
 """The query functions a site calls in-process: Related, Ranking, Recommendation, a whole page, and
 recording what readers do.
 
-``Recommender`` is a small facade: a ``VersionFollower`` (recsys/version.py) gives the live version, the
+``Recommender`` is a small facade: a ``VersionFollower`` (recsys/archive/version.py) gives the live version, the
 three pipelines in ``recsys/lists/`` build the lists from it, and the events store, buffer and
-popularity tracker (recsys/events.py, recsys/activity.py) hold what readers did. Opening an index maps
-its arrays and opens SQLite; it reads no article text and imports neither torch nor
+popularity tracker (recsys/signals/store/, recsys/signals/activity.py) hold what readers did. Opening an
+index maps its arrays and opens SQLite; it reads no article text and imports neither torch nor
 sentence-transformers (only ``related_to_text`` loads a model, on first use). Each call checks the
 index's ``CURRENT`` pointer (one ``stat``) and moves to a newly published version before answering, so a
 takedown or an ``index add`` is visible from the next query on.
@@ -208,7 +208,7 @@ class Recommender:
     ) -> list[Hit]:
         """Articles for a reader from what they read (``history`` oldest first, or a ``user_id``'s events).
 
-        Several interests are kept apart (recsys/profile.py); each is searched on its own and every
+        Several interests are kept apart (recsys/signals/profile.py); each is searched on its own and every
         interest of some weight gets a place. Already-read articles never appear. With no known reads
         the list is Ranking. See recsys/lists/recommendation.py.
         """

@@ -5,10 +5,10 @@
     index/
       CURRENT                  name of the live version (replaced atomically)
       .lock                    held by the one writer at a time
-      segments/<name>/         immutable pieces of the archive (recsys/segments.py): articles.sqlite,
+      segments/<name>/         immutable pieces of the archive (recsys/archive/segment.py): articles.sqlite,
                                vectors.npy, rows.npy, lexical arrays, the segment's ANN
       segments/.staging-*      a segment being written (deleted if a crash left it behind)
-      versions/<name>/         one published version (recsys/version.py)
+      versions/<name>/         one published version (recsys/archive/version.py)
         manifest.json          format, model, counts, the segments in order, file sizes
         deletes/<segment>.npy  rows of a segment deleted since it was written
         vocab.json             category / language names behind the codes in the segments' rows.npy
@@ -46,6 +46,11 @@ MANIFEST = "manifest.json"
 VERSIONS = "versions"
 SEGMENTS = "segments"
 STAGING_PREFIX = ".staging-"
+# Files beside versions/ that recsys train writes (owned by recsys.learning.ranker and
+# recsys.signals.coreads, named here so a replica copies them without importing what reads them).
+RANKER_FILE = "ranker.json"
+COREADS_FILE = "coreads.json"
+TRAINED_FILES = (RANKER_FILE, COREADS_FILE)
 CRASH_ENV = "RECSYS_CRASH_AT"  # test hook: SIGKILL ourselves at a named build stage
 
 

@@ -1,24 +1,10 @@
-"""Segments: the immutable pieces a version is made of (Lucene's model).
+"""The merge step of index jobs: when to fold segments together, and folding them.
 
-A segment is a folder under ``index/segments/`` written once and never changed::
-
-    segments/<name>/
-      segment.json       rows, dimension, ANN settings, the size of every file (checked at open)
-      articles.sqlite    article metadata and text, keyed by the segment's own row numbers 0..rows-1
-      vectors.npy        float32 [rows, dim]
-      rows.npy           per-row filter columns (published, category, language, story; codes into the
-                         version's append-only vocab.json)
-      lex_terms.npy      the lexical arrays (recsys/lexical.py), row-aligned
-      lex_weights.npy
-      ann/               the segment's ANN files (IVF or FAISS flat); none for an exact segment, which is
-                         searched over vectors.npy itself
-
-A version (recsys/version.py) lists its segments in order plus, per segment, the rows deleted since it
-was written; its global row numbers run through the segments one after the other. ``index add`` writes
-one small segment and ``remove`` only deletions, so a job costs what it changes, not the archive; the
-merge policy (``plan_merges``) folds small segments together inside later jobs so their number stays
-bounded. This module owns a segment's files: ``SegmentWriter`` writes one, ``Segment`` reads one, and
-``RowConcat`` / ``SegmentedANN`` / ``SegmentedStore`` present several as one row space.
+``MergePolicy`` / ``plan_merge`` decide (a log merge policy with a floor, as Lucene's); ``merge_parts``
+applies the policy, copying the live rows of a run of adjacent segments into one new segment, and
+``optimize_parts`` folds everything into one segment whose lexical weights are counted afresh (what a fresh
+build computes). Merged-away segments are left for ``IndexLayout.collect_segments`` once no kept version
+lists them.
 """
 
 from __future__ import annotations
@@ -26,8 +12,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+
+from recsys.archive import lexical
+from recsys.archive.plan import Part
+from recsys.archive.segment import Segment
+from recsys.archive.segment_writer import SegmentWriter
+from recsys.archive.write import AnnChoice
+from recsys.embedder import article_text
 from recsys.types import ConfigError
+
+TEXT_CHUNK = 20_000  # rows whose texts are read at a time when optimize recounts the lexical frequencies
 
 
 @dataclass(frozen=True)
@@ -80,3 +77,83 @@ def plan_merge(sizes: Sequence[tuple[int, int]], policy: MergePolicy) -> tuple[i
         if rows and deleted / rows > policy.dead_fraction:
             return position, position + 1
     return None
+
+
+def merge_parts(
+    parts: list[Part],
+    segments_dir: Path,
+    dimension: int,
+    policy: MergePolicy,
+    ann: AnnChoice,
+    everything: bool,
+    written: list[Segment],
+) -> tuple[int, list[Part]]:
+    """Apply the merge policy until it has nothing to do (``everything``: fold all into one segment).
+    Returns how many segments were folded and the parts after merging; new segments join ``written``."""
+    merged = 0
+    while True:
+        parts = [p for p in parts if p.live > 0]  # a segment with every row deleted is simply dropped
+        if everything:
+            compact = len(parts) == 1 and not parts[0].deleted.size
+            compact = compact and parts[0].segment.ann_kind == ann.kind_for(parts[0].live)
+            run = None if not parts or compact else (0, len(parts))
+        else:
+            run = plan_merge([(p.segment.rows, int(p.deleted.size)) for p in parts], policy)
+        if run is None:
+            return merged, parts
+        start, stop = run
+        writer = SegmentWriter(segments_dir, dimension, sum(p.live for p in parts[start:stop]))
+        try:
+            for part in parts[start:stop]:
+                writer.copy_from(part.segment, part.live_rows())
+            segment = ann.finish(writer)
+        except BaseException:
+            writer.abandon()
+            raise
+        written.append(segment)
+        merged += stop - start
+        parts = [*parts[:start], Part(segment, np.empty(0, dtype=np.int32)), *parts[stop:]]
+        if everything:
+            return merged, parts
+
+
+def optimize_parts(
+    parts: list[Part],
+    segments_dir: Path,
+    dimension: int,
+    ann: AnnChoice,
+    max_chars: int,
+    written: list[Segment],
+) -> tuple[int, list[Part], np.ndarray, int]:
+    """Fold every live row into one new segment and weigh its lexical terms with document frequencies
+    counted afresh over exactly those texts. Returns (segments folded, parts, frequencies, documents)."""
+    parts = [p for p in parts if p.live > 0]
+    df = np.zeros(lexical.BUCKETS, dtype=np.int32)
+    if not parts:
+        return 0, parts, df, 0
+    rows = sum(p.live for p in parts)
+    writer = SegmentWriter(segments_dir, dimension, rows)
+    try:
+        for part in parts:
+            writer.copy_from(part.segment, part.live_rows())
+        for start in range(0, rows, TEXT_CHUNK):
+            lexical.add_frequencies(df, lexical.term_counts(written_texts(writer, start, TEXT_CHUNK, max_chars)))
+        for start in range(0, rows, TEXT_CHUNK):
+            counts = lexical.term_counts(written_texts(writer, start, TEXT_CHUNK, max_chars))
+            stop = start + len(counts)
+            writer.lex_ids[start:stop], writer.lex_weights[start:stop] = lexical.weigh(counts, df, rows)
+        segment = ann.finish(writer)
+    except BaseException:
+        writer.abandon()
+        raise
+    written.append(segment)
+    return len(parts), [Part(segment, np.empty(0, dtype=np.int32))], df, rows
+
+
+def written_texts(writer: SegmentWriter, start: int, count: int, max_chars: int) -> list[str]:
+    """The embedded texts of rows [start, start + count) of a segment being written."""
+    found = writer.conn.execute(
+        "SELECT title, abstract, body FROM articles WHERE row >= ? AND row < ? ORDER BY row",
+        (start, start + count),
+    )
+    return [article_text(t, a, b, max_chars) for t, a, b in found]

@@ -23,6 +23,7 @@ from pathlib import Path
 from recsys.archive.layout import (
     MANIFEST,
     STAGING_PREFIX,
+    TRAINED_FILES,
     IndexLayout,
     crash_point,
     fsync_path,
@@ -30,11 +31,7 @@ from recsys.archive.layout import (
     read_manifest,
 )
 from recsys.archive.segment import Segment, checked_name
-from recsys.learning.ranker import RANKER_FILE
-from recsys.signals.coreads import COREADS_FILE
 from recsys.types import IndexStateError
-
-ROOT_FILES = (RANKER_FILE, COREADS_FILE)
 
 
 @dataclass(frozen=True)
@@ -118,7 +115,7 @@ def _copy_tree(source: Path, target: Path) -> tuple[int, int]:
 def _pull_models(source: Path, replica: Path) -> list[str]:
     """Copy the source root's trained files that differ from the replica's, each replaced atomically."""
     updated = []
-    for name in ROOT_FILES:
+    for name in TRAINED_FILES:
         theirs = source / name
         ours = replica / name
         if not theirs.is_file():

@@ -8,17 +8,18 @@ A segment is a folder under ``index/segments/`` written once and never changed::
       vectors.npy        float32 [rows, dim]
       rows.npy           per-row filter columns (published, category, language, story; codes into the
                          version's append-only vocab.json)
-      lex_terms.npy      the lexical arrays (recsys/lexical.py), row-aligned
+      lex_terms.npy      the lexical arrays (recsys/archive/lexical.py), row-aligned
       lex_weights.npy
       ann/               the segment's ANN files (IVF or FAISS flat); none for an exact segment, which is
                          searched over vectors.npy itself
 
-A version (recsys/version.py) lists its segments in order plus, per segment, the rows deleted since it
+A version (recsys/archive/version.py) lists its segments in order plus, per segment, the rows deleted since it
 was written; its global row numbers run through the segments one after the other. ``index add`` writes
 one small segment and ``remove`` only deletions, so a job costs what it changes, not the archive; the
-merge policy (``plan_merges``) folds small segments together inside later jobs so their number stays
-bounded. This module owns a segment's files: ``SegmentWriter`` writes one, ``Segment`` reads one, and
-``RowConcat`` / ``SegmentedANN`` / ``SegmentedStore`` present several as one row space.
+merge policy (``recsys/archive/merge.py``) folds small segments together inside later jobs so their number stays
+bounded. The segment's files are owned by two modules: ``segment_writer`` writes one, this module reads one
+(``Segment``: arrays memory-mapped, SQLite opened per thread, the ANN loaded); ``segmented`` presents
+several as one row space.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from recsys.types import IndexStateError
 SEGMENT_FILE = "segment.json"
 VECTORS_FILE = "vectors.npy"
 ANN_DIR = "ann"
+
+
 class Segment:
     """One segment, opened read-only. Arrays are memory-mapped; the SQLite file opens per thread on use."""
 
@@ -62,7 +65,7 @@ class Segment:
             raise IndexStateError(f"{path}: arrays do not match {SEGMENT_FILE}; rebuild with `recsys index build`")
         self.store = ArticleStore(path / DB_FILE)
         self.ann_kind = str(self.info["ann"]["kind"])
-        # An exact segment is searched over vectors.npy; FAISS files are memory-mapped (recsys/ann.py).
+        # An exact segment is searched over vectors.npy; FAISS files are memory-mapped (recsys/archive/ann.py).
         self.ann: ANNIndex = (
             ExactIndex.over(self.vectors) if self.ann_kind == ExactIndex.kind else ANNIndex.load(path / ANN_DIR)
         )

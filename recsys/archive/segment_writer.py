@@ -1,24 +1,9 @@
-"""Segments: the immutable pieces a version is made of (Lucene's model).
+"""Writing a segment (recsys/archive/segment.py describes its files): rows appended from new articles or
+copied from other segments, then sealed with its ANN and renamed into ``segments/`` in one step.
 
-A segment is a folder under ``index/segments/`` written once and never changed::
-
-    segments/<name>/
-      segment.json       rows, dimension, ANN settings, the size of every file (checked at open)
-      articles.sqlite    article metadata and text, keyed by the segment's own row numbers 0..rows-1
-      vectors.npy        float32 [rows, dim]
-      rows.npy           per-row filter columns (published, category, language, story; codes into the
-                         version's append-only vocab.json)
-      lex_terms.npy      the lexical arrays (recsys/lexical.py), row-aligned
-      lex_weights.npy
-      ann/               the segment's ANN files (IVF or FAISS flat); none for an exact segment, which is
-                         searched over vectors.npy itself
-
-A version (recsys/version.py) lists its segments in order plus, per segment, the rows deleted since it
-was written; its global row numbers run through the segments one after the other. ``index add`` writes
-one small segment and ``remove`` only deletions, so a job costs what it changes, not the archive; the
-merge policy (``plan_merges``) folds small segments together inside later jobs so their number stays
-bounded. This module owns a segment's files: ``SegmentWriter`` writes one, ``Segment`` reads one, and
-``RowConcat`` / ``SegmentedANN`` / ``SegmentedStore`` present several as one row space.
+Everything goes to ``segments/.staging-<name>`` first and is fsynced before the rename, so a killed job
+leaves either a whole segment (unreferenced until a version lists it, and collected by the next job if none
+does) or a staging folder the next job deletes.
 """
 
 from __future__ import annotations
@@ -43,6 +28,8 @@ from recsys.archive.store import COLUMNS, DB_FILE, ROW_DTYPE, ROWS_FILE, connect
 
 STAGING_PREFIX = ".staging-"
 COPY_CHUNK = 65_536  # rows copied at a time between array files
+
+
 def new_name(segments_dir: Path) -> str:
     """s<sequence>-<random>: names sort in the order they were written."""
     numbers = [int(p.name[1:7]) for p in segments_dir.glob("s[0-9][0-9][0-9][0-9][0-9][0-9]-*")]

@@ -1,24 +1,8 @@
-"""Segments: the immutable pieces a version is made of (Lucene's model).
+"""Several segments as one row space: a version's global rows run through its segments one after another.
 
-A segment is a folder under ``index/segments/`` written once and never changed::
-
-    segments/<name>/
-      segment.json       rows, dimension, ANN settings, the size of every file (checked at open)
-      articles.sqlite    article metadata and text, keyed by the segment's own row numbers 0..rows-1
-      vectors.npy        float32 [rows, dim]
-      rows.npy           per-row filter columns (published, category, language, story; codes into the
-                         version's append-only vocab.json)
-      lex_terms.npy      the lexical arrays (recsys/lexical.py), row-aligned
-      lex_weights.npy
-      ann/               the segment's ANN files (IVF or FAISS flat); none for an exact segment, which is
-                         searched over vectors.npy itself
-
-A version (recsys/version.py) lists its segments in order plus, per segment, the rows deleted since it
-was written; its global row numbers run through the segments one after the other. ``index add`` writes
-one small segment and ``remove`` only deletions, so a job costs what it changes, not the archive; the
-merge policy (``plan_merges``) folds small segments together inside later jobs so their number stays
-bounded. This module owns a segment's files: ``SegmentWriter`` writes one, ``Segment`` reads one, and
-``RowConcat`` / ``SegmentedANN`` / ``SegmentedStore`` present several as one row space.
+``RowConcat`` gathers rows of per-segment arrays, ``SegmentedANN`` searches every segment and merges by
+score (deleted rows dropped; exact segments scored as one matrix), ``SegmentedStore`` answers id and row
+lookups across the segments' SQLite files, skipping deleted rows.
 """
 
 from __future__ import annotations

@@ -57,22 +57,8 @@ CREATE TABLE IF NOT EXISTS articles (
     content_hash TEXT NOT NULL
 );
 """
-COLUMNS = (
-    "row",
-    "id",
-    "title",
-    "body",
-    "abstract",
-    "url",
-    "canonical_url",
-    "published_at",
-    "category",
-    "subcategory",
-    "language",
-    "tags",
-    "extra",
-    "content_hash",
-)
+# The articles table: a row number, every Article field in order, and the content hash.
+COLUMNS = ("row", *(f.name for f in dataclasses.fields(Article)), "content_hash")
 
 
 def story_key(canonical_url: str) -> int:

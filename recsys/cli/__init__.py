@@ -1,4 +1,8 @@
-"""The ``recsys`` command. Thin: it parses, calls the library, prints."""
+"""The ``recsys`` command. Thin: it parses, calls the library, prints.
+
+One module per command group (``index``, ``lists``, ``query``, ``serve``, ``train``, ``evaluate``); shared
+options and printing in ``common``. On top of the house: it may import any recsys module.
+"""
 
 from __future__ import annotations
 

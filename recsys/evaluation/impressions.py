@@ -80,7 +80,7 @@ class SmoothedCTRScorer:
 
 
 class PopularityScorer:
-    """recsys's popularity (recsys/popularity.py) as of each impression's time."""
+    """recsys's popularity (recsys/signals/popularity.py) as of each impression's time."""
 
     name = "recsys popularity"
 
@@ -172,7 +172,7 @@ def with_text_only(impressions: Sequence[Impression], indexed: Mapping[str, int]
 
 
 class ContentScorer:
-    """Content match: each candidate's best cosine to the reader's interests (recsys/profile.py).
+    """Content match: each candidate's best cosine to the reader's interests (recsys/signals/profile.py).
 
     Candidates and history items without article text are scored by what is known: a candidate with no
     vector gets the mean score of the impression's known candidates, so it is neither favoured nor

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +34,8 @@ from recsys.ingest.text import (
 )
 from recsys.types import Article, InputProblem, RecsysError
 
-KNOWN_FIELDS = (
-    "id",
-    "title",
-    "body",
-    "abstract",
-    "url",
-    "canonical_url",
-    "published_at",
-    "category",
-    "subcategory",
-    "language",
-    "tags",
-)
+# Input fields an Article has a place for; any other field goes to ``extra``.
+KNOWN_FIELDS = tuple(f.name for f in fields(Article) if f.name != "extra")
 MIND_NEWS_COLUMNS = (
     "id",
     "category",
@@ -57,6 +46,8 @@ MIND_NEWS_COLUMNS = (
     "title_entities",
     "abstract_entities",
 )
+
+
 @dataclass
 class ReadResult:
     """Articles read from a set of files, in input order, and every problem found."""

@@ -1,7 +1,6 @@
-"""Reader events (views, clicks, impressions, reactions) and reading histories, stored in SQLite.
+"""Readers of event files: JSON Lines, CSV and MIND ``behaviors.tsv`` -> ``Event`` / ``Impression`` records.
 
-Events live in ``<index>/events.sqlite`` beside the versions: they accumulate continuously and
-are not rebuilt with the articles. Every event has a key: its ``event_id`` when the source gives
+Every event has a key: its ``event_id`` when the source gives
 one, else a fingerprint of its content and its occurrence number among identical records of the
 same file, so ingesting a file twice counts nothing twice while two identical real events in one
 file both count.
@@ -36,6 +35,7 @@ from recsys.types import InputProblem, RecsysError
 
 EVENT_FORMATS = ("jsonl", "csv", "mind")
 MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
+
 
 def _string(record: dict[str, Any], name: str, limit: int = 512) -> str:
     value = record.get(name)

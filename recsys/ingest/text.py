@@ -1,9 +1,5 @@
-"""Readers that turn article files into ``Article`` records and located ``InputProblem``s.
-
-Formats: JSON Lines (``.jsonl``), CSV with a header row (``.csv``), MIND ``news.tsv`` (``.tsv``),
-and a folder of ``<category>/<name>.txt`` files whose first line is the headline (the BBC
-corpus layout). Every bad record is reported as ``file:line: reason`` and skipped by the
-reader; the caller decides whether any problem aborts the job (``--on-error fail``).
+"""What every input reader shares: the format from a path, text decoding, JSON Lines and CSV records,
+timestamps, and the check that a record holds no undecodable byte.
 
 Files are decoded as UTF-8 with ``surrogateescape`` so one bad byte costs one record, not the
 file: a record that still holds an undecodable byte is reported and skipped.

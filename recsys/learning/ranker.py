@@ -1,4 +1,4 @@
-"""The learned ranker: a LightGBM model over the features of recsys/features.py, stored as text in the index.
+"""The learned ranker: a LightGBM model over the features of recsys/learning/features.py, stored as text in the index.
 
 ``recsys train`` fits it (LambdaRank, one group per impression, so it learns to order the candidates of a
 list, which is what per-impression AUC and a served list measure) with a split by time and early stopping
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from recsys.archive.layout import RANKER_FILE
 from recsys.learning.features import FEATURES
 from recsys.types import IndexStateError
 
-RANKER_FILE = "ranker.json"
 RANKER_FORMAT = 1
 
 # LambdaRank with modest trees; early stopping on the later part of the fitting period decides the size.

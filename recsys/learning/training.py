@@ -43,7 +43,8 @@ class ArticleLookup:
 
 
 class ContentMatch:
-    """Best and mean cosine of candidates to a reader's reads (interests as in recsys/profile.py), per history."""
+    """Best and mean cosine of candidates to a reader's reads (interests as in recsys/signals/profile.py),
+    per history."""
 
     def __init__(self, lookup: ArticleLookup, config: RecommendConfig) -> None:
         self.lookup = lookup

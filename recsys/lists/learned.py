@@ -1,12 +1,12 @@
 """Recommendation with the learned ranker: candidates from every source, scored by the model, then spread.
 
-Used by ``RecommendationList`` when the index holds a ``ranker.json`` (see recsys/ranker.py); without
+Used by ``RecommendationList`` when the index holds a ``ranker.json`` (see recsys/learning/ranker.py); without
 one the hand-set blend of recsys/lists/recommendation.py serves. The steps, each a plain function over arrays:
 
 1. **Candidates** (``gather``): the nearest articles to each of the reader's interests, the neighbours of
    the last reads in the co-read table ("readers also read"), the most popular articles now, and the
    newest, all passing the filters and none already read.
-2. **Score** (``score``): ``candidate_features`` (recsys/features.py) as of now, then the model: the same
+2. **Score** (``score``): ``candidate_features`` (recsys/learning/features.py) as of now, then the model: the same
    function ``recsys train`` fitted and ``recsys eval impressions`` replays.
 3. **Spread**: one article per story, then maximal marginal relevance over the model's rank, so a list is
    not ten versions of the top story.

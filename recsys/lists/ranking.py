@@ -1,6 +1,6 @@
 """Ranking: what is popular right now, the same for every reader (a "most read" box).
 
-Articles engaged with in the window, ordered by decayed popularity (recsys/popularity.py: distinct
+Articles engaged with in the window, ordered by decayed popularity (recsys/signals/popularity.py: distinct
 readers, views, reactions, shrunk click-through), each with its counts as the reason; topped up with the
 newest articles when there is too little activity, so a new site or a quiet category still gets a box.
 """

@@ -1,6 +1,6 @@
 """Recommendation: articles for this reader, from what they have read.
 
-The reader's reads (newest first) become interests (recsys/profile.py), each searched on its own. With a
+The reader's reads (newest first) become interests (recsys/signals/profile.py), each searched on its own. With a
 ranker stored by ``recsys train`` the candidates from every source are scored by the model
 (recsys/lists/learned.py); without one the hand-set blend serves: cosine to the interest + freshness +
 popularity, the best of each interest of some weight first, then MMR. Already-read articles never

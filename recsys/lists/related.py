@@ -1,4 +1,4 @@
-"""Related: articles about the same story or topic as the one being read (the formula is in recsys/ranking.py).
+"""Related: articles about the same story or topic as the one being read (the formula is in recsys/lists/scoring.py).
 
 Steps over one version: nearest candidates by the article's vector (plus its "readers also read"
 neighbours when ``recsys train`` stored a co-read table), copies of the story dropped, topic expansion

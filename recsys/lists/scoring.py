@@ -77,7 +77,7 @@ def related_scores(
     similarity: np.ndarray, fresh: np.ndarray, config: RelatedConfig, lexical: np.ndarray | None = None
 ) -> np.ndarray:
     """The Related formula (see module docstring); ``similarity`` is cos(topic(s), c), ``lexical`` the
-    TF-IDF cosine of the two texts' strongest terms (recsys/lexical.py)."""
+    TF-IDF cosine of the two texts' strongest terms (recsys/archive/lexical.py)."""
     scores = similarity.astype(np.float64) + config.freshness_weight * fresh
     if lexical is not None and config.lexical_weight:
         scores = scores + config.lexical_weight * lexical

@@ -114,7 +114,7 @@ COUNTS_TTL = 10  # seconds a reason's figures may be reused
 
 
 class PopularityTracker:
-    """Keeps the logs' state (popularity at 24 h, 2 h and all-time, first sightings; recsys/features.py)
+    """Keeps the logs' state (popularity at 24 h, 2 h and all-time, first sightings; recsys/learning/features.py)
     folded up to the latest stored event, at most ``refresh_seconds`` stale."""
 
     def __init__(self, store: EventStore, config: PopularityConfig) -> None:

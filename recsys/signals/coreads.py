@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from recsys.archive.layout import COREADS_FILE
 from recsys.types import IndexStateError
 
-COREADS_FILE = "coreads.json"
 COREADS_FORMAT = 1
 _MAX_EXPONENT = 900.0
 

@@ -1,14 +1,7 @@
-"""Features of (reader, candidate, time) for the learned ranker, from what was known before that time.
+"""What the logs said up to a moment, folded in time order: the one source of behavioural features.
 
-One function, ``candidate_features``, computes them for the offline replay, for ``recsys train`` and for
-the service, so the score served is the score evaluated. Its inputs are a ``LogState`` (what the logs
-said up to the moment: popularity at two half-lives and all-time, first sightings, co-reads) and what
-the caller knows of the reader and the candidates (content similarity, categories, publication times).
-
-Every feature is a number or NaN (unknown); NaN is what LightGBM treats as missing, never an error.
-Features named ``*_rel`` are the candidate's value minus the mean over the list it is ranked in, so
-the model compares candidates of one impression with each other, which is what per-impression AUC
-and a served list need.
+``LogState`` keeps popularity at a day's and two hours' half-life and all-time (sharing one row per
+article), the time each article was first seen, and co-reads. ``recsys.learning.features`` reads it.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""Reader events (views, clicks, impressions, reactions) and reading histories, stored in SQLite.
+"""Reader event records: what a reader did (or was shown), as plain frozen dataclasses.
 
-Events live in ``<index>/events.sqlite`` beside the versions: they accumulate continuously and
-are not rebuilt with the articles. Every event has a key: its ``event_id`` when the source gives
-one, else a fingerprint of its content and its occurrence number among identical records of the
-same file, so ingesting a file twice counts nothing twice while two identical real events in one
-file both count.
-
-MIND ``behaviors.tsv`` rows become one ``impression`` per shown candidate and one ``click`` per
-clicked candidate, at the row's time, keyed by impression id; the row's history becomes the user's
-reading history (reads before that time, exact times unknown, so never counted as views).
+``Event`` is one counted thing (view, click, impression, reaction); ``Impression`` one logged list a
+reader was shown with what they clicked; ``impression_events`` turns one into the other. Parsing them from
+files is ``recsys.ingest.events``; storing them is ``recsys.signals.store``.
 """
 
 from __future__ import annotations
@@ -21,6 +15,8 @@ from typing import Any
 from recsys.types import InputProblem
 
 EVENT_TYPES = ("view", "click", "impression", "reaction")
+
+
 @dataclass(frozen=True)
 class Event:
     """One counted thing a reader did (or was shown), ``count`` times, at ``ts`` (epoch seconds).

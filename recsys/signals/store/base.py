@@ -1,14 +1,9 @@
-"""Reader events (views, clicks, impressions, reactions) and reading histories, stored in SQLite.
+"""The events store's interface (``EventStore``) and the SQL every backend shares.
 
-Events live in ``<index>/events.sqlite`` beside the versions: they accumulate continuously and
-are not rebuilt with the articles. Every event has a key: its ``event_id`` when the source gives
-one, else a fingerprint of its content and its occurrence number among identical records of the
-same file, so ingesting a file twice counts nothing twice while two identical real events in one
-file both count.
-
-MIND ``behaviors.tsv`` rows become one ``impression`` per shown candidate and one ``click`` per
-clicked candidate, at the row's time, keyed by impression id; the row's history becomes the user's
-reading history (reads before that time, exact times unknown, so never counted as views).
+Events live in the store the configuration names (``events.sqlite`` in the index folder by default):
+they accumulate continuously and are not rebuilt with the articles. Every event has a key (its
+``event_id``, or a fingerprint; see ``recsys.ingest.events``), so ingesting a file twice counts nothing
+twice. This module never imports a backend: ``recsys.signals.store`` picks one.
 """
 
 from __future__ import annotations

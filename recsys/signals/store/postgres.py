@@ -1,7 +1,7 @@
 """Reader events in PostgreSQL (psycopg 3, a small connection pool): one database for every host and serving process.
 
 Chosen by ``[events] url = "postgresql://user@host:5432/dbname"`` (or ``--events URL``, or
-``RECSYS_EVENTS__URL``). The tables are the SQLite ones (recsys/events_sqlite.py), created and migrated
+``RECSYS_EVENTS__URL``). The tables are the SQLite ones (recsys/signals/store/sqlite.py), created and migrated
 here, versioned in ``recsys_schema``. Put each site in its own database or schema (``?options=-csearch_path%3Dsite``).
 
 - **Tailing stays exact with many writers**: every write transaction first takes one advisory lock, so
