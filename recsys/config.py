@@ -120,9 +120,11 @@ class PopularityConfig:
     """Popularity from events. The formula is in recsys/signals/popularity.py and the README."""
 
     half_life_hours: float = 24.0
-    # Each reaction name's weight (the site's own set; negative allowed); others get the default.
+    # Each reaction name's weight (the site's own set; negative allowed). A name outside it is refused from
+    # clients without the write key (HTTP 422) and weighs unknown_reaction_weight from trusted sources
+    # (files, key holders): 0 by default, so a misspelt or invented name moves nothing.
     reaction_weights: dict[str, float] = field(default_factory=_default_reactions)
-    unknown_reaction_weight: float = 1.0
+    unknown_reaction_weight: float = 0.0
     reaction_gain: float = 1.0  # weighted reactions count this many reads each
     # Click-through rate shrunk toward ctr_prior with the weight of ctr_prior_strength impressions.
     # The prior is MIND's overall CTR (3.98%); 10 pseudo-impressions scored best in the MIND replay

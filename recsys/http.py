@@ -248,14 +248,18 @@ def create_app(
     @app.get("/health")
     def health() -> dict[str, Any]:
         """Index version, article count, and the time of the newest stored event ("events": "unavailable"
-        while the events store cannot be reached: lists are still served from the popularity folded so far)."""
+        while the events store cannot be reached: lists are still served from the popularity folded so far).
+        "status" is "degraded" while a newer version was refused (damaged: ``refused_version`` and ``reason``;
+        the version named in ``index_version`` keeps serving) or a trained file is ignored (``ignored_files``)."""
         try:
             last = rec.last_event_time()
             events = "ok"
         except EventsUnavailable:
             last, events = None, "unavailable"
+        problems = rec.problems()
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            **{key: _printable(value) for key, value in problems.items()},
             "events": events,
             "index_version": rec.version,
             "articles": len(rec),
@@ -368,7 +372,12 @@ def create_app(
             )
         except ValueError as exc:
             raise HTTPException(422, _printable(f"bad event: {exc}")) from None
-        return {"accepted": result.accepted, "held_unindexed": result.held, "refused_unindexed": result.refused}
+        return {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "held_unindexed": result.held,
+            "refused_unindexed": result.refused,
+        }
 
     @app.post("/related-to-text", response_model=list[Hit])
     def related_to_text(draft: DraftIn) -> list[dict[str, Any]]:

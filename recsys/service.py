@@ -105,6 +105,20 @@ class Recommender:
             "library_versions": view.manifest["library_versions"],
         }
 
+    def problems(self) -> dict[str, Any]:
+        """What this process is serving around (empty when all is well): a newer version it refused to open
+        (``refused_version``, ``reason``) and trained files it ignores (``ignored_files``). ``/health`` reports
+        ``degraded`` with these; the lists keep being served meanwhile."""
+        found: dict[str, Any] = {}
+        refused = self._versions.refused
+        if refused is not None:
+            found["refused_version"], found["reason"] = refused
+        self._models.ranker()
+        self._models.coreads()  # (re)load both, so a damaged one is reported even before a list needs it
+        if self._models.problems:
+            found["ignored_files"] = dict(self._models.problems)
+        return found
+
     def learned_ranker(self) -> LearnedRanker | None:
         """The ranker ``recsys train`` stored in this index, or None (Recommendation then uses the hand-set blend)."""
         return self._models.ranker()
@@ -300,32 +314,43 @@ class Recommender:
         """Validate and record a batch of event records (the events file schema); all or nothing.
 
         ``source`` marks events from an untrusted sender (popularity then counts that sender as one
-        reader). With ``hold_unindexed`` (the HTTP service), events for ids that are not indexed are
+        reader, its ``event_id``s are its own, and a reaction must be one of ``[popularity]
+        reaction_weights``). With ``hold_unindexed`` (the HTTP service), events for ids that are not indexed are
         held in a bounded table until the article is indexed, and refused once it is full. With
         ``durable`` the batch is written before this returns (the HTTP service: a 200 means stored), and
         ``EventsUnavailable`` means none of it was. Raises ValueError naming the first bad record.
         """
         now = time.time()
         events = []
+        names = self.settings.popularity.reaction_weights
         for number, record in enumerate(records):
             try:
-                events.append(event_from_record(record, self.settings.events, now, source))
+                event = event_from_record(record, self.settings.events, now, source)
             except ValueError as exc:
                 raise ValueError(f"event {number}: {exc}") from None
+            if source and event.type == "reaction" and event.reaction not in names:
+                # Names are the site's: an untrusted client cannot invent 1,000 of them to count 1,000 times.
+                raise ValueError(
+                    f"event {number}: unknown reaction {event.reaction!r}; this site's reactions are "
+                    f"{', '.join(names) or '(none configured)'} ([popularity] reaction_weights)"
+                )
+            events.append(event)
         unknown: list[Event] = []
         if hold_unindexed:
             known = self.view.store.rows_of({e.article_id for e in events})
             unknown = [e for e in events if e.article_id not in known]
             events = [e for e in events if e.article_id in known]
+        stored, duplicates = len(events), 0
         if durable:
             self._buffer.flush()  # earlier buffered events first, so the store keeps their order
-            self._events.add([(self._buffer.key_of(e), e) for e in events])
+            stored = self._events.add([(self._buffer.key_of(e), e) for e in events])
+            duplicates = len(events) - stored
             self._activity.forget_counts()
         else:
             for event in events:
                 self._buffer.record(event)
         held = self._events.add_unindexed([(self._buffer.key_of(e), e) for e in unknown]) if unknown else 0
-        return EventsAccepted(len(events), held, len(unknown) - held)
+        return EventsAccepted(stored, held, len(unknown) - held, duplicates)
 
     def _promote_held_events(self, view: VersionReader) -> None:
         """Events held for ids that were not indexed join the counted ones once a version has the article."""
@@ -378,11 +403,14 @@ class Recommender:
 
 @dataclass(frozen=True)
 class EventsAccepted:
-    """What ``record_events`` did: counted (indexed ids), held (ids not indexed yet), refused (hold full)."""
+    """What ``record_events`` did: ``accepted`` events counted for indexed ids (with ``durable``: newly
+    stored, so a retried batch says 0), ``duplicates`` (durable only: keys already stored, nothing changed),
+    ``held`` (ids not indexed yet) and ``refused`` (the hold is full)."""
 
     accepted: int
     held: int = 0
     refused: int = 0
+    duplicates: int = 0
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def test_events_for_unindexed_ids_are_held_to_a_bound_and_join_when_indexed(make
         assert client.post("/events", json={"events": junk}).json()["held_unindexed"] == 40
         more = [{"article_id": f"new{i % 2}", "type": "view"} for i in range(30)]
         answer = client.post("/events", json={"events": more}).json()
-        assert answer == {"accepted": 0, "held_unindexed": 10, "refused_unindexed": 20}
+        assert answer == {"accepted": 0, "duplicates": 0, "held_unindexed": 10, "refused_unindexed": 20}
         held = open_event_store(index).conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0]
         assert held == 50  # the table never grows past the bound
         make_indexer().add_articles([art("new0", "football derby new", "football goal derby new")])

@@ -29,6 +29,7 @@ import fcntl
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -37,6 +38,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from recsys.types import IndexStateError
 
@@ -51,7 +54,18 @@ STAGING_PREFIX = ".staging-"
 RANKER_FILE = "ranker.json"
 COREADS_FILE = "coreads.json"
 TRAINED_FILES = (RANKER_FILE, COREADS_FILE)
-CRASH_ENV = "RECSYS_CRASH_AT"  # test hook: SIGKILL ourselves at a named build stage
+CRASH_ENV = "RECSYS_CRASH_AT"
+VERSION_NAME = re.compile(r"v[0-9]{6}-[0-9A-Za-z-]{1,64}")
+CHECKSUM_CHUNK = 1 << 20
+SELF_CHECKSUM = "self_checksum"
+# Files up to this size are checksummed whenever a process opens them (a new version is validated before
+# it is served); larger ones get their headers and shapes checked, and `recsys index verify` reads them all.
+OPEN_CHECKSUM_BYTES = 64 << 20
+DAMAGE_FIX = (
+    "run `recsys index verify` to list the damage, then re-pull the index (`recsys index pull`), rewrite it "
+    "(`recsys index optimize` or `recsys index build ARTICLES`), or point CURRENT back at the previous version "
+    "in versions/"
+)  # test hook: SIGKILL ourselves at a named build stage
 
 
 def crash_point(stage: str) -> None:
@@ -94,6 +108,35 @@ def file_sizes(root: Path) -> dict[str, int]:
     }
 
 
+def file_checksum(path: Path) -> str:
+    """A file's xxh3-64 digest, hex (Lucene keeps a CRC32 per file; xxh3 reads at memory speed, so the
+    archive's gigabytes cost about a second, and ``xxhash`` is a small, maintained binding). It guards
+    against damage (disk, partial copies), not against a forger, who could rewrite the digest too."""
+    digest = xxhash.xxh3_64()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHECKSUM_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sealed(listing: dict[str, Any]) -> dict[str, Any]:
+    """A manifest or segment.json with the checksum of its own content (key ``self_checksum``), so damage
+    that still parses as JSON (a flipped digit in a row count or a checksum) is caught too."""
+    body = {k: v for k, v in listing.items() if k != SELF_CHECKSUM}
+    return {**body, SELF_CHECKSUM: xxhash.xxh3_64_hexdigest(json.dumps(body, sort_keys=True).encode())}
+
+
+def check_sealed(listing: dict[str, Any], path: Path) -> None:
+    """``listing`` (read from ``path``) matches its own checksum; one written before checksums has none."""
+    if SELF_CHECKSUM in listing and sealed(listing)[SELF_CHECKSUM] != listing[SELF_CHECKSUM]:
+        raise IndexStateError(f"{path}: does not match its checksum (it was damaged); {DAMAGE_FIX}")
+
+
+def file_checksums(root: Path, sizes: dict[str, int]) -> dict[str, str]:
+    """The checksum of every file ``file_sizes`` listed (recorded beside the sizes when a folder is sealed)."""
+    return {name: file_checksum(root / name) for name in sizes}
+
+
 class IndexLayout:
     """Paths and the publish protocol of one index directory."""
 
@@ -108,9 +151,19 @@ class IndexLayout:
 
     def current_name(self) -> str | None:
         try:
-            name = self.pointer.read_text().strip()
+            raw = self.pointer.read_bytes()
         except FileNotFoundError:
             return None
+        try:
+            name = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            name = "?"
+        if name and not VERSION_NAME.fullmatch(name):
+            raise IndexStateError(
+                f"{self.pointer} is damaged (it should hold a version name such as v000012-20261201T080000-ab12); "
+                f"write the name of a folder in {self.versions} into it, or rebuild with "
+                f"`recsys index build ARTICLES --index {self.root}`"
+            )
         return name or None
 
     def current(self) -> Path:
@@ -176,8 +229,10 @@ class IndexLayout:
         return path
 
     def publish(self, staging: Path, manifest: dict[str, Any], keep: int) -> Path:
-        """Seal a staged version and make it the live one atomically."""
-        manifest = {**manifest, "files": file_sizes(staging)}
+        """Seal a staged version (every file's size and checksum in its manifest) and make it the live one
+        atomically."""
+        sizes = file_sizes(staging)
+        manifest = sealed({**manifest, "files": sizes, "checksums": file_checksums(staging, sizes)})
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         return self.swap_in(staging, staging.name[len(STAGING_PREFIX) :], keep)
 
@@ -244,7 +299,9 @@ def read_manifest(version: Path) -> dict[str, Any]:
     """Load and check a version's manifest against this recsys and the files beside it."""
     try:
         manifest = json.loads((version / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
         raise IndexStateError(f"{version}: unreadable {MANIFEST} ({exc}); rebuild with `recsys index build`") from None
     found = manifest.get("format_version")
     if found != FORMAT_VERSION:
@@ -253,7 +310,9 @@ def read_manifest(version: Path) -> dict[str, Any]:
             "rebuild it with `recsys index build ARTICLES` (embeddings are re-used where the text is unchanged "
             "only within one format)"
         )
+    check_sealed(manifest, version / MANIFEST)
     check_sizes(version, manifest.get("files", {}))
+    check_checksums(version, manifest.get("files", {}), manifest.get("checksums", {}), OPEN_CHECKSUM_BYTES)
     return manifest
 
 
@@ -264,5 +323,13 @@ def check_sizes(folder: Path, files: dict[str, int]) -> None:
         if not path.is_file() or path.stat().st_size != size:
             raise IndexStateError(
                 f"{folder}: {name} is missing or has the wrong size (the index was modified after it was "
-                "written); rebuild with `recsys index build ARTICLES`"
+                f"written); {DAMAGE_FIX}"
             )
+
+
+def check_checksums(folder: Path, sizes: dict[str, int], checksums: dict[str, str], up_to: float) -> None:
+    """Files of at most ``up_to`` bytes (``math.inf``: all) match their recorded checksum. A folder written
+    before checksums were recorded has none and passes on sizes alone."""
+    for name, expected in checksums.items():
+        if sizes.get(name, 0) <= up_to and file_checksum(folder / name) != expected:
+            raise IndexStateError(f"{folder}: {name} does not match its checksum (it was damaged); {DAMAGE_FIX}")

@@ -4,11 +4,12 @@ SOURCE is another index folder (a shared mount, or a path synced by any means); 
 copy, which its serving processes follow as they follow any new version. Segments are immutable and
 named uniquely, so a pull copies only the segments the replica does not hold yet (after an ``index add``
 at the source: one small segment) plus the version's own small files, checks everything against the
-source's manifests (every file, every size), and swaps ``CURRENT`` atomically under the replica's writer
-lock: a pull killed at any point leaves the previous version serving, and the next pull starts clean
-(a segment is renamed into place only once complete). What ``recsys train`` stored at the source's root
-(ranker.json, coreads.json) comes along, each replaced atomically. Events are not copied: replicas share
-one events store (``[events] url``), or keep their own.
+source's manifests (every file, its size and its checksum: a damaged source is refused), and swaps
+``CURRENT`` atomically under the replica's writer lock: a pull killed at any point leaves the previous
+version serving, and the next pull starts clean (a segment is renamed into place only once complete).
+What ``recsys train`` stored at the source's root (ranker.json, coreads.json) comes along, each checked
+to parse and replaced atomically. Events are not copied: replicas share one events store (``[events]
+url``), or keep their own.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from recsys.archive.layout import (
     STAGING_PREFIX,
     TRAINED_FILES,
     IndexLayout,
+    check_sealed,
     crash_point,
     fsync_path,
     fsync_tree,
     read_manifest,
 )
-from recsys.archive.segment import Segment, checked_name
+from recsys.archive.segment import SEGMENT_FILE, Segment, checked_name
+from recsys.archive.verify import VerifyReport, check_segment_content, verify_files
 from recsys.types import IndexStateError
 
 
@@ -76,7 +79,7 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
                     continue
                 partial = dst.segments / f"{STAGING_PREFIX}{name}"
                 more, more_size = _copy_tree(src.segments / name, partial)
-                Segment(partial).close()  # every file at the size the segment lists
+                _check_copy(partial, SEGMENT_FILE, src.segments / name, dst.current_name())
                 fsync_tree(partial)
                 os.rename(partial, dst.segments / name)
                 fsync_path(dst.segments)
@@ -93,8 +96,43 @@ def pull(source: str | Path, replica: str | Path, keep_versions: int = 3) -> Pul
                 f"the copy of {version} does not match its manifest ({exc}); the source may have been "
                 "collected mid-copy: pull again"
             ) from None
+        _check_copy(staging, MANIFEST, version, dst.current_name())
         dst.swap_in(staging, version.name, keep_versions)
     return PullReport(version.name, True, files, size, copied, reused, models, time.perf_counter() - started)
+
+
+def _check_copy(copy: Path, listing: str, source: Path, serving: str | None) -> None:
+    """Every file of a copied segment or version matches the size and checksum its ``listing`` records (a
+    segment from before checksums: its values are checked instead, and it must open as a server opens it).
+    Refuses the pull, leaving the replica on the version it serves."""
+    report = VerifyReport(copy.name)
+    try:
+        info = json.loads((copy / listing).read_text())
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        check_sealed(info, copy / listing)
+    except (OSError, ValueError) as exc:
+        report.problems.append(f"{listing} unreadable ({exc})")
+        info = {}
+    except IndexStateError as exc:
+        report.problems.append(str(exc))
+        info = {}
+    verify_files(copy, info.get("files", {}), info.get("checksums", {}), report)
+    if not report.problems and listing == SEGMENT_FILE:
+        report.problems += check_segment_content(copy) if not info.get("checksums") else []
+        if not report.problems:
+            try:
+                Segment(copy).close()  # opens as a server would: headers, shapes, SQLite, ANN
+            except IndexStateError as exc:
+                report.problems.append(str(exc))
+    if report.problems:
+        shutil.rmtree(copy, ignore_errors=True)
+        found = "; ".join(p.replace(str(copy), str(source)) for p in report.problems[:3])
+        raise IndexStateError(
+            f"refusing to pull {source}: {found}. The source is damaged (or changed while it was copied); run "
+            f"`recsys index verify --index {source.parent.parent}` there, repair it, and pull again. This replica "
+            f"keeps serving {serving or 'nothing (it has no version yet)'}"
+        )
 
 
 def _copy_tree(source: Path, target: Path) -> tuple[int, int]:
@@ -123,6 +161,14 @@ def _pull_models(source: Path, replica: Path) -> list[str]:
         data = theirs.read_bytes()
         if ours.is_file() and ours.read_bytes() == data:
             continue
+        try:
+            if not isinstance(json.loads(data), dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise IndexStateError(
+                f"refusing to pull {theirs}: unreadable ({exc}); re-run `recsys train` on the source and pull again "
+                "(this replica keeps its own copy)"
+            ) from None
         tmp = replica / f".{name}.{os.getpid()}.tmp"
         tmp.write_bytes(data)
         fsync_path(tmp)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ import numpy as np
 
 from recsys.archive import lexical
 from recsys.archive.ann import ANNIndex, ExactIndex, FaissIVFIndex
-from recsys.archive.layout import check_sizes
-from recsys.archive.store import DB_FILE, ROWS_FILE, ArticleStore
+from recsys.archive.layout import DAMAGE_FIX, OPEN_CHECKSUM_BYTES, check_checksums, check_sealed, check_sizes
+from recsys.archive.store import DB_FILE, ROW_DTYPE, ROWS_FILE, ArticleStore
 from recsys.types import IndexStateError
 
 SEGMENT_FILE = "segment.json"
@@ -46,29 +47,51 @@ class Segment:
     """One segment, opened read-only. Arrays are memory-mapped; the SQLite file opens per thread on use."""
 
     def __init__(self, path: Path) -> None:
+        """Open and check a segment: every file at its recorded size, files up to OPEN_CHECKSUM_BYTES at
+        their checksum, array headers and shapes, the SQLite file probed and the ANN loaded. Whatever is
+        damaged raises ``IndexStateError`` naming the file and the fix, never a stray library error."""
         self.path = path
         self.name = path.name
         try:
             self.info: dict[str, Any] = json.loads((path / SEGMENT_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError) as exc:
-            raise IndexStateError(
-                f"{path}: unreadable {SEGMENT_FILE} ({exc}); the index is damaged - rebuild it with "
-                "`recsys index build ARTICLES`"
-            ) from None
-        check_sizes(path, self.info.get("files", {}))
+            if not isinstance(self.info, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise IndexStateError(f"{path}: unreadable {SEGMENT_FILE} ({exc}); {DAMAGE_FIX}") from None
+        check_sealed(self.info, path / SEGMENT_FILE)
+        sizes = self.info.get("files", {})
+        check_sizes(path, sizes)
+        check_checksums(path, sizes, self.info.get("checksums", {}), OPEN_CHECKSUM_BYTES)
         self.rows = int(self.info["rows"])
         self.vectors = mapped(path / VECTORS_FILE)
         self.columns = mapped(path / ROWS_FILE)
         self.lex_ids = mapped(path / lexical.TERMS_FILE)
         self.lex_weights = mapped(path / lexical.WEIGHTS_FILE)
-        if self.vectors.shape[0] != self.rows or self.columns.shape[0] != self.rows:
-            raise IndexStateError(f"{path}: arrays do not match {SEGMENT_FILE}; rebuild with `recsys index build`")
+        if (
+            self.vectors.ndim != 2
+            or self.vectors.shape[0] != self.rows
+            or self.columns.shape != (self.rows,)
+            or self.columns.dtype != ROW_DTYPE
+            or self.lex_ids.shape != (self.rows, lexical.TERMS)
+            or self.lex_weights.shape != (self.rows, lexical.TERMS)
+        ):
+            raise IndexStateError(f"{path}: arrays do not match {SEGMENT_FILE}; {DAMAGE_FIX}")
         self.store = ArticleStore(path / DB_FILE)
+        self._probe_store()
         self.ann_kind = str(self.info["ann"]["kind"])
         # An exact segment is searched over vectors.npy; FAISS files are memory-mapped (recsys/archive/ann.py).
-        self.ann: ANNIndex = (
-            ExactIndex.over(self.vectors) if self.ann_kind == ExactIndex.kind else ANNIndex.load(path / ANN_DIR)
-        )
+        try:
+            self.ann: ANNIndex = (
+                ExactIndex.over(self.vectors) if self.ann_kind == ExactIndex.kind else ANNIndex.load(path / ANN_DIR)
+            )
+        except IndexStateError:
+            raise
+        except Exception as exc:  # FAISS raises RuntimeError on a damaged file
+            raise IndexStateError(f"{path / ANN_DIR}: unreadable ANN ({exc}); {DAMAGE_FIX}") from None
+        if len(self.ann) != self.rows:
+            raise IndexStateError(
+                f"{path / ANN_DIR}: the ANN holds {len(self.ann)} rows, not {self.rows}; {DAMAGE_FIX}"
+            )
         # What readers take rows' vectors from: an IVF's lists hold the same floats as vectors.npy and are
         # read by its searches anyway, so a serving process never maps the second copy (1.5 GB at 1M).
         # vectors.npy stays the source for merges and exact search.
@@ -76,14 +99,31 @@ class Segment:
             IVFRows(self.ann, self.rows) if isinstance(self.ann, FaissIVFIndex) else self.vectors
         )
 
+    def _probe_store(self) -> None:
+        """One query that reads the SQLite header, schema and both ends of the rows (a damaged file fails
+        here, at open, rather than on some later request)."""
+        try:
+            found = self.store.probe()
+        except sqlite3.Error as exc:
+            self.store.close()
+            raise IndexStateError(f"{self.path / DB_FILE}: unreadable ({exc}); {DAMAGE_FIX}") from None
+        expected = (self.rows, 0, self.rows - 1) if self.rows else (0, None, None)
+        if tuple(found) != expected:
+            self.store.close()
+            raise IndexStateError(f"{self.path / DB_FILE}: holds rows {tuple(found)}, not {expected}; {DAMAGE_FIX}")
+
     def close(self) -> None:
         self.store.close()
 
 
 def mapped(path: Path) -> np.ndarray:
     """A .npy file memory-mapped read-only, as a plain ndarray view: indexing an ``np.memmap`` costs a few
-    microseconds of subclass bookkeeping per call, and a Related list makes dozens of such calls."""
-    return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+    microseconds of subclass bookkeeping per call, and a Related list makes dozens of such calls.
+    A damaged header is an ``IndexStateError`` naming the file."""
+    try:
+        return np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+    except (OSError, ValueError, EOFError) as exc:
+        raise IndexStateError(f"{path}: not a readable array ({exc}); {DAMAGE_FIX}") from None
 
 
 NAME = re.compile(r"s[0-9]{6}-[0-9a-f]{1,32}")

@@ -22,9 +22,10 @@ import numpy as np
 
 from recsys.archive import lexical
 from recsys.archive.ann import ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index
-from recsys.archive.layout import crash_point, file_sizes, fsync_path, fsync_tree
+from recsys.archive.layout import crash_point, file_checksums, file_sizes, fsync_path, fsync_tree, sealed
 from recsys.archive.segment import ANN_DIR, SEGMENT_FILE, VECTORS_FILE, Segment, mapped
 from recsys.archive.store import COLUMNS, DB_FILE, ROW_DTYPE, ROWS_FILE, connect_writable
+from recsys.types import RecsysError
 
 STAGING_PREFIX = ".staging-"
 COPY_CHUNK = 65_536  # rows copied at a time between array files
@@ -130,13 +131,24 @@ class SegmentWriter:
         np.save(self.path / ROWS_FILE, self.columns)
         crash_point("after-vectors")
         vectors = mapped(self.path / VECTORS_FILE)
+        check_finite(vectors, self.path / VECTORS_FILE)
+        check_finite(self.lex_weights, self.path / lexical.WEIGHTS_FILE)
         ann_info: dict[str, Any] = {"kind": ann_kind}
         if ann_kind != ExactIndex.kind and self.rows:
             ann = build_ann(ann_kind, vectors, tuning, tune)
             ann.save(self.path / ANN_DIR)
             ann_info = ann.settings()
         crash_point("after-ann")
-        info = {"rows": self.rows, "dimension": self.dimension, "ann": ann_info, "files": file_sizes(self.path)}
+        sizes = file_sizes(self.path)
+        info = sealed(
+            {
+                "rows": self.rows,
+                "dimension": self.dimension,
+                "ann": ann_info,
+                "files": sizes,
+                "checksums": file_checksums(self.path, sizes),
+            }
+        )
         (self.path / SEGMENT_FILE).write_text(json.dumps(info, indent=2))
         del self.vectors, self.lex_ids, self.lex_weights, vectors
         fsync_tree(self.path)
@@ -150,6 +162,18 @@ class SegmentWriter:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def check_finite(array: np.ndarray, path: Path) -> None:
+    """A segment never holds a NaN or infinite vector or weight (it would make every score it touches
+    non-finite): checked in chunks before the segment is sealed."""
+    for start in range(0, len(array), COPY_CHUNK):
+        if not np.isfinite(array[start : start + COPY_CHUNK]).all():
+            row = start + int(np.flatnonzero(~np.isfinite(array[start : start + COPY_CHUNK]).all(axis=1))[0])
+            raise RecsysError(
+                f"{path.name}: row {row} is not finite (NaN or infinity); the embedder or the source segment "
+                "produced it: check the model files, or run `recsys index verify --deep`"
+            )
 
 
 def build_ann(kind: str, vectors: np.ndarray, tuning: dict[str, Any], tune: tuple[int, float] | None) -> ANNIndex:

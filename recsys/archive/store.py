@@ -155,6 +155,12 @@ class ArticleStore:
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
 
+    def probe(self) -> tuple[int, int | None, int | None]:
+        """(count, first row, last row) of the articles table: reads the header, schema and both ends of
+        the row index, so a damaged file raises ``sqlite3.Error`` here."""
+        count, first, last = self._conn.execute("SELECT count(*), min(row), max(row) FROM articles").fetchone()
+        return int(count), first, last
+
     def row_of(self, article_id: str) -> int | None:
         found = self._conn.execute("SELECT row FROM articles WHERE id = ?", (article_id,)).fetchone()
         return None if found is None else int(found[0])

@@ -176,16 +176,24 @@ class VersionFollower:
     """The live version of an index folder for a long-running reader (a serving process).
 
     ``current`` is the reader to answer with: when the pointer has moved, one caller opens the new
-    version while everyone else keeps answering from the old one; a version that fails to open is
-    logged and retried after a second, and the old one keeps serving. ``on_switch`` runs once per
-    newly opened version (the service promotes held events there).
+    version fully (every check ``VersionReader`` makes: sizes, checksums of the small files, array
+    headers, SQLite probed, ANN loaded) while everyone else keeps answering from the old one. A version
+    that fails to open is refused: the old one keeps serving, the reason is logged once and kept in
+    ``refused`` (for ``/health``), and the open is retried with a growing pause (1 s up to a minute), or at
+    once when the pointer moves again. ``on_switch`` runs once per newly opened version (the service
+    promotes held events there).
     """
+
+    MAX_RETRY_SECONDS = 60.0
 
     def __init__(self, root: str | Path, on_switch: Callable[[VersionReader], None] | None = None) -> None:
         self.layout = IndexLayout(root)
         self._on_switch = on_switch
         self._lock = threading.Lock()
         self._retry_at = 0.0
+        self._pause = 1.0
+        self.refused: tuple[str, str] | None = None  # (version, reason) of a version that failed to open
+        self._refused_stamp: tuple[int, int] | None = None
         self._stamp = self.layout.pointer_stamp()
         self._reader = VersionReader(self.layout.current())
         if on_switch is not None:
@@ -194,21 +202,37 @@ class VersionFollower:
     @property
     def current(self) -> VersionReader:
         stamp = self.layout.pointer_stamp()
-        if stamp != self._stamp and time.monotonic() >= self._retry_at and self._lock.acquire(blocking=False):
+        if stamp != self._stamp and self._lock.acquire(blocking=False):
             try:
-                fresh = self.layout.current()
-                if fresh.name != self._reader.version:
-                    # Calls already holding the old reader finish with it; segments both list are shared.
-                    self._reader = VersionReader(fresh, {s.name: s for s in self._reader.segments})
-                    if self._on_switch is not None:
-                        self._on_switch(self._reader)
-                self._stamp = stamp
-            except RecsysError as exc:
-                logger.warning("staying on index version %s: %s", self._reader.version, exc)
-                self._retry_at = time.monotonic() + 1.0
+                self._follow(stamp)
             finally:
                 self._lock.release()
         return self._reader
+
+    def _follow(self, stamp: tuple[int, int] | None) -> None:
+        retrying = self.refused is not None and self._refused_stamp == stamp
+        if retrying and time.monotonic() < self._retry_at:
+            return
+        name = "?"
+        try:
+            name = self.layout.current_name() or "?"
+            fresh = self.layout.current()
+            if fresh.name != self._reader.version:
+                # Calls already holding the old reader finish with it; segments both list are shared.
+                self._reader = VersionReader(fresh, {s.name: s for s in self._reader.segments})
+                if self._on_switch is not None:
+                    self._on_switch(self._reader)
+            self._stamp = stamp
+            self.refused = None
+            self._pause = 1.0
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, RecsysError) else f"{type(exc).__name__}: {exc}"
+            if self.refused != (name, reason):
+                logger.warning("refusing index version %s, staying on %s: %s", name, self._reader.version, reason)
+            self._pause = min(self.MAX_RETRY_SECONDS, self._pause * 2) if retrying else 1.0
+            self.refused = (name, reason)
+            self._refused_stamp = stamp
+            self._retry_at = time.monotonic() + self._pause
 
     def close(self) -> None:
         self._reader.close()

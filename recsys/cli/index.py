@@ -1,4 +1,4 @@
-"""``recsys index build|add|remove|restore|optimize|pull|info``."""
+"""``recsys index build|add|remove|restore|optimize|pull|verify|info``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 
 from recsys.archive import replica
 from recsys.archive.indexer import BuildReport, Indexer
+from recsys.archive.verify import verify_index
 from recsys.cli.common import (
     EXIT_FAILED,
     EXIT_SKIPPED,
@@ -191,6 +192,41 @@ def pull(
         if not every:
             return
         time.sleep(every)
+
+
+@index_app.command()
+def verify(
+    index: str = IndexOption,
+    deep: bool = typer.Option(
+        False,
+        "--deep",
+        help="Also check vector and weight values, term ids, SQLite's quick_check, each segment's open.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Read every file of the live version against its recorded size and checksum; exit 1 on any damage."""
+    report = verify_index(index, deep=deep)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for problem in report.problems:
+            typer.echo(f"error: {problem}", err=True)
+        for folder in report.without_checksums:
+            typer.echo(
+                f"note: {folder} was written before checksums were recorded (checked by size only; "
+                "`recsys index optimize` rewrites it with them)",
+                err=True,
+            )
+        verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+        typer.echo(f"version {report.version}: {report.files} files, {report.bytes:,} bytes read: {verdict}")
+    if not report.ok:
+        if not as_json:
+            typer.echo(
+                "fix: re-pull the index (`recsys index pull`), rewrite it (`recsys index optimize`, or "
+                "`recsys index build ARTICLES`), or point CURRENT back at the previous version in versions/",
+                err=True,
+            )
+        raise typer.Exit(EXIT_FAILED)
 
 
 @index_app.command()

@@ -138,9 +138,11 @@ class LearnedRanker:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
         try:
             return cls.from_json(json.loads(text))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
 
 

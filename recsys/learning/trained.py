@@ -26,6 +26,7 @@ class StoredModels:
         self._loaded: dict[str, tuple[tuple[int, int] | None, Any]] = {}
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.problems: dict[str, str] = {}  # file -> why it is being ignored (for /health)
 
     def _get(self, name: str, load: Any) -> Any:
         now = time.monotonic()
@@ -40,8 +41,11 @@ class StoredModels:
             if name not in self._loaded or self._loaded[name][0] != stamp:
                 try:
                     value = load(self.root) if stamp is not None else None
-                except RecsysError as exc:
-                    logger.warning("ignoring %s: %s", name, exc)
+                    self.problems.pop(name, None)
+                except Exception as exc:  # a damaged file is skipped (hand-set blend, no co-reads), never a 500
+                    reason = str(exc) if isinstance(exc, RecsysError) else f"{type(exc).__name__}: {exc}"
+                    logger.warning("ignoring %s: %s", name, reason)
+                    self.problems[name] = reason
                     value = None
                 self._loaded[name] = (stamp, value)
             self._checked[name] = now

@@ -42,8 +42,9 @@ class EventBuffer:
 
     @staticmethod
     def key_of(event: Event) -> str:
-        """The stored key: the sender's event_id (so a retried POST counts once), else a fresh one."""
-        return f"id:{event.event_id}" if event.event_id else f"api:{uuid.uuid4().hex}"
+        """The stored key: the sender's event_id, scoped to an untrusted sender (so a retried POST counts
+        once, and no client can squat another's ids), else a fresh one."""
+        return event.fingerprint() if event.event_id else f"api:{uuid.uuid4().hex}"
 
     def record(self, event: Event) -> None:
         key = self.key_of(event)
@@ -204,6 +205,7 @@ class PopularityTracker:
         clicks: Counter[str] = Counter()
         impressions: Counter[str] = Counter()
         reactions: dict[str, Counter[str]] = defaultdict(Counter)
+        names = self.config.reaction_weights
         if self.store.exists():
             found = self.store.counts_for(article_ids, since, until, self.config.anonymous_count_cap)
             for article_id, kind, reaction, count in found:
@@ -212,7 +214,8 @@ class PopularityTracker:
                 elif kind == "click":
                     clicks[article_id] += count
                 elif kind == "reaction":
-                    reactions[article_id][reaction] += count
+                    if reaction in names or self.config.unknown_reaction_weight:  # reasons quote what counts
+                        reactions[article_id][reaction] += count
                 else:
                     impressions[article_id] += count
         return {

@@ -166,6 +166,13 @@ class CoReadTable:
     @classmethod
     def load(cls, root: Path) -> CoReadTable | None:
         path = Path(root) / COREADS_FILE
-        if not path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
-        return cls.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError) as exc:
+            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+        try:
+            return cls.from_json(json.loads(text))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None

@@ -39,8 +39,11 @@ class Event:
         return self.source or self.user_id
 
     def fingerprint(self, occurrence: int = 0) -> str:
+        """The stored key. A sender's ``event_id`` is scoped to an untrusted sender (``source``), so no
+        client can take the id another client or the site's own feed will use and suppress that event;
+        trusted senders (the CLI, a write-key holder) share one global id space."""
         if self.event_id:
-            return f"id:{self.event_id}"
+            return f"id:{self.source}:{self.event_id}" if self.source else f"id:{self.event_id}"
         raw = json.dumps(
             [self.article_id, self.type, self.reaction, self.user_id, self.ts, self.count, occurrence],
             ensure_ascii=False,

@@ -5,6 +5,7 @@ Events live beside the versions: they accumulate continuously and are not rebuil
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import EventsConfig
-from recsys.signals.store.base import EventStore, schema_sql
+from recsys.signals.store.base import EventStore, EventsUnavailable, schema_sql
 from recsys.sqlite import PerThreadConnection
 
 EVENTS_FILE = "events.sqlite"
@@ -55,19 +56,38 @@ class SQLiteEventStore(EventStore):
         return self.path.is_file()
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self.conn.execute(sql, params).fetchall()
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._unavailable(exc) from None
 
     def _transaction(self, work: Callable[[Any], int]) -> int:
         with self._write_lock:
-            conn = self.conn
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn = self.conn
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.DatabaseError as exc:
+                raise self._unavailable(exc) from None
             try:
                 result = work(conn.cursor())
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._unavailable(exc) from None
                 raise
         return result
+
+    def _unavailable(self, exc: sqlite3.DatabaseError) -> EventsUnavailable:
+        """A locked, damaged or foreign events.sqlite: the lists go on without new events (Related needs
+        none), and the message says how to recover."""
+        if not isinstance(exc, sqlite3.OperationalError):  # damage, not a lock: reopen on the next use
+            self._connections.close()
+        return EventsUnavailable(
+            f"{self.path}: {exc}; if the file is damaged, move it aside (a new one is created; events are "
+            "optional for Related) or restore it from a backup"
+        )
 
     def close(self) -> None:
         self._connections.close()
