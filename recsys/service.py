@@ -110,6 +110,7 @@ class Recommender:
         (``refused_version``, ``reason``) and trained files it ignores (``ignored_files``). ``/health`` reports
         ``degraded`` with these; the lists keep being served meanwhile."""
         found: dict[str, Any] = {}
+        self.view  # noqa: B018 - follow the pointer first, so a newly refused version is reported now
         refused = self._versions.refused
         if refused is not None:
             found["refused_version"], found["reason"] = refused

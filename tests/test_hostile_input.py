@@ -140,6 +140,50 @@ def test_one_client_cannot_top_the_ranking(client):
     assert [h["id"] for h in client.get("/ranking", params={"k": 2}).json()] == ["fb2", "fb1"]
 
 
+def test_no_client_can_squat_another_senders_event_ids(client, index, tmp_path):
+    squatter = TestClient(client.app, client=("10.9.9.9", 1000))
+    taken = [{"article_id": "fb1", "type": "view", "event_id": f"site-evt-{i}"} for i in (1, 2)]
+    assert squatter.post("/events", json={"events": taken}).json()["accepted"] == 2
+    again = squatter.post("/events", json={"events": taken}).json()  # its own retry counts once
+    assert (again["accepted"], again["duplicates"]) == (0, 2)
+    other = TestClient(client.app, client=("10.8.8.8", 1000))
+    reaction = {"article_id": "fb2", "type": "reaction", "reaction": "good", "event_id": "site-evt-1"}
+    assert other.post("/events", json={"events": [reaction]}).json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "held_unindexed": 0,
+        "refused_unindexed": 0,
+    }
+    feed = write_jsonl(
+        tmp_path / "site.jsonl",
+        [{"article_id": "fb3", "type": "view", "event_id": "site-evt-2", "ts": time.time() - 60}],
+    )
+    result = run("events", "ingest", feed, "--index", index)
+    assert result.exit_code == 0 and "stored 1" in result.output, result.output
+    store = open_event_store(index)
+    stored = {r[0] for r in store.conn.execute("SELECT article_id FROM events WHERE type != 'impression'")}
+    assert {"fb1", "fb2", "fb3"} <= stored
+
+
+def test_invented_reaction_names_cannot_top_the_ranking(client, index, tmp_path):
+    for i in range(6):
+        reader = TestClient(client.app, client=(f"10.1.0.{i}", 1000))
+        reader.post("/events", json={"events": [{"article_id": "fb1", "type": "view"}]})
+    spammer = TestClient(client.app, client=("10.6.6.6", 1000))
+    invented = [{"article_id": "fb4", "type": "reaction", "reaction": f"r{i}"} for i in range(1000)]
+    refused = spammer.post("/events", json={"events": invented})
+    assert refused.status_code == 422 and "veryGood" in refused.text and "r0" in refused.text
+    assert client.get("/ranking", params={"k": 1}).json()[0]["id"] == "fb1"
+    # a trusted source (a file) may use other names; they weigh unknown_reaction_weight, 0 by default
+    feed = write_jsonl(
+        tmp_path / "r.jsonl",
+        [{"article_id": "fb4", "type": "reaction", "reaction": f"x{i}", "ts": time.time() - 60} for i in range(50)],
+    )
+    assert run("events", "ingest", feed, "--index", index).exit_code == 0
+    top = client.get("/ranking", params={"k": 1}).json()[0]
+    assert top["id"] == "fb1" and "reaction" not in top["reason"]
+
+
 def test_events_for_unindexed_ids_are_held_to_a_bound_and_join_when_indexed(make_indexer, index):
     settings = Settings().replace("popularity", refresh_seconds=0.0).replace("events", max_unindexed_events=50)
     with TestClient(create_app(index, settings)) as client:
