@@ -189,6 +189,20 @@ class HttpConfig:
     # run in parallel, and several serving processes on one host oversubscribe the cores otherwise: two
     # processes on 2 cores served 0.59x the requests of one with the default (benchmarks/multi_host.py).
     compute_threads: int = 1
+    # Connections (recsys serve): a request must arrive whole (headers and body) within request_timeout
+    # seconds of the connection opening or of the previous answer, an idle keep-alive connection closes
+    # after keep_alive seconds, and at most max_connections are open at once (0: the process's file
+    # descriptor limit less a reserve). Past the cap the longest-waiting idle connection is closed to make
+    # room, or, when every connection is busy, the new one is answered 503 and closed.
+    request_timeout: float = 10.0
+    keep_alive: int = 5
+    max_connections: int = 0
+    # POST /related-to-text embeds the draft with the model: per client (without the write key) a bucket
+    # of drafts_burst refilled at drafts_per_minute, and at most draft_concurrency embeddings at once in
+    # a process (429 with Retry-After beyond), so drafts cannot starve the lists.
+    drafts_per_minute: float = 30.0
+    drafts_burst: int = 10
+    draft_concurrency: int = 2
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ LAYERS = {
     "recsys.service": 6,
     "recsys": 6,  # the package face re-exports the service
     "recsys.http": 7,
+    "recsys.server": 7,
     "recsys.cli": 7,
     "recsys.evaluation": 7,
 }

@@ -34,6 +34,8 @@ def run_server(
     import uvicorn
 
     from recsys.archive.layout import IndexLayout
+    from recsys.config import load_settings
+    from recsys.server import uvicorn_options
 
     IndexLayout(index).current()  # fail now, with the how-to-fix message, if there is no index
     os.environ["RECSYS_SERVE_INDEX"] = index
@@ -41,6 +43,7 @@ def run_server(
         os.environ["RECSYS_CONFIG"] = config_path
     if events is not None:
         os.environ["RECSYS_EVENTS__URL"] = events  # every worker process reads it
+    options = uvicorn_options(load_settings().http)  # bounded connections and logs (recsys/server.py)
     typer.echo(f"recsys serving {index} on http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", err=True)
     # log_level "info" prints uvicorn's start-up lines and, with access_log, one line per request:
     # 127.0.0.1:51234 - "GET /related/a1 HTTP/1.1" 200
@@ -52,4 +55,5 @@ def run_server(
         workers=workers,
         log_level="info",
         access_log=access_log,
+        **options,
     )
