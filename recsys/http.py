@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
@@ -174,6 +176,12 @@ class RateLimiter:
         return wait
 
 
+def _too_many(wait: float, what: str) -> JSONResponse:
+    """429 with the seconds to wait, in the body and in Retry-After."""
+    retry = max(1, int(wait + 0.999)) if wait != float("inf") else 3600
+    return JSONResponse({"detail": f"{what}; retry in {retry} s"}, 429, headers={"Retry-After": str(retry)})
+
+
 def client_source(request: Request) -> str:
     """An untrusted client's identity in the events store: a hash of its address (no raw IPs on disk)."""
     host = request.client.host if request.client else "unknown"
@@ -224,6 +232,8 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     http = settings.http
     limiter = RateLimiter(http.events_per_minute, max(http.events_burst, 1))
+    drafts = RateLimiter(http.drafts_per_minute, max(http.drafts_burst, 1))
+    draft_slots = threading.BoundedSemaphore(max(1, http.draft_concurrency))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -232,6 +242,13 @@ def create_app(
             for e in exc.errors()[:20]
         ]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body it cannot decode (e.g. starting with a \xff byte): a validation error
+            return JSONResponse({"detail": "the body is not UTF-8 JSON"}, status_code=422)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(UnknownArticle)
     async def unknown(_: Request, exc: UnknownArticle) -> JSONResponse:
@@ -284,7 +301,7 @@ def create_app(
         since: str | None = None,
         until: str | None = None,
         exclude: IdList = None,
-        max_age_days: Annotated[float | None, Query(gt=0)] = None,
+        max_age_days: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
     ) -> list[dict[str, Any]]:
         """Articles about the same story or topic."""
         return _hits(
@@ -304,7 +321,7 @@ def create_app(
     def ranking(
         k: K = None,
         category: IdList = None,
-        window_hours: Annotated[float | None, Query(gt=0, le=24 * 365)] = None,
+        window_hours: Annotated[float | None, Query(gt=0, le=24 * 365, allow_inf_nan=False)] = None,
         exclude: IdList = None,
     ) -> list[dict[str, Any]]:
         """Popular now, from views, clicks and reactions."""
@@ -355,12 +372,7 @@ def create_app(
                 raise HTTPException(429, f"at most {int(limiter.burst)} events per request from this client")
             wait = limiter.take(client_source(request), len(batch.events))
             if wait > 0:
-                retry = max(1, int(wait + 0.999)) if wait != float("inf") else 3600
-                return JSONResponse(
-                    {"detail": f"too many events from this client; retry in {retry} s"},
-                    429,
-                    headers={"Retry-After": str(retry)},
-                )
+                return _too_many(wait, "too many events from this client")
         for number, event in enumerate(batch.events):
             if event.count > http.max_event_count:
                 raise HTTPException(422, f"bad event: event {number}: count must be at most {http.max_event_count}")
@@ -380,9 +392,20 @@ def create_app(
         }
 
     @app.post("/related-to-text", response_model=list[Hit])
-    def related_to_text(draft: DraftIn) -> list[dict[str, Any]]:
-        """Related for an unpublished draft (loads the embedding model on first use)."""
-        return _hits(rec.related_to_text(draft.title, draft.body, draft.k))
+    def related_to_text(request: Request, draft: DraftIn) -> Any:
+        """Related for an unpublished draft (loads the embedding model on first use). Without the write key a
+        client may embed ``[http] drafts_burst`` drafts at once, refilled at ``drafts_per_minute``; at most
+        ``draft_concurrency`` drafts are embedded at a time (429 with Retry-After beyond)."""
+        if not _has_key(request, http):
+            wait = drafts.take(client_source(request), 1)
+            if wait > 0:
+                return _too_many(wait, "too many drafts from this client")
+        if not draft_slots.acquire(timeout=0.5):
+            return _too_many(1.0, "the model is busy with other drafts")
+        try:
+            return _hits(rec.related_to_text(draft.title, draft.body, draft.k))
+        finally:
+            draft_slots.release()
 
     web = static_dir()
     app.mount("/static", StaticFiles(directory=web), name="static")

@@ -6,7 +6,8 @@ every good article and the key of every good event (none may be lost), and the `
 every bad record (each must be reported exactly there). The bad records are the ones hostile input
 and real feeds produced in the hardening issue: lone surrogates, undecodable bytes, wrong JSON types,
 non-finite and huge counts, times in the distant future or past, unclosed CSV quotes, oversized cells,
-rows with the wrong number of columns. Good records carry U+2028/U+0085 inside strings, emoji, commas
+rows with the wrong number of columns, titles with no visible character, UTF-16 files and CSV headers that
+name a column twice. Good records carry U+2028/U+0085 inside strings, emoji, commas
 and quotes, multi-line CSV cells, CRLF line ends and a UTF-8 BOM, so over-eager rejection shows too.
 
 Run ``python -m tests.fuzz_corpus DIR`` to write one for poking at by hand.
@@ -71,7 +72,7 @@ def _good_article(rng: random.Random, article_id: str) -> dict:
 def _bad_article_json(rng: random.Random, article_id: str) -> str:
     """One JSON line that must be refused (never a good record in disguise)."""
     good = _good_article(rng, article_id)
-    kind = rng.randrange(12)
+    kind = rng.randrange(13)
     if kind == 0:
         return json.dumps(good)[:-5]  # truncated
     if kind == 1:
@@ -96,6 +97,8 @@ def _bad_article_json(rng: random.Random, article_id: str) -> str:
         return json.dumps({**good, "body": 3.5})
     if kind == 10:
         return json.dumps({**good, "id": ""})
+    if kind == 11:
+        return json.dumps({**good, "title": rng.choice(["\u200b", " \u2060\u200b ", "\u00ad", "\ufeff\u200d"])})
     return json.dumps({**good, "category": ["sport"]})
 
 
@@ -304,6 +307,14 @@ def write_corpus(folder: Path, seed: int = 0, scale: int = 1) -> Expected:
         path = folder / name
         writer(path, rng, n * scale, expected, name.split(".")[1][0] + "-")
         expected.article_files.append(path)
+    # Whole files a reader must refuse with one problem on line 1: UTF-16 text, a CSV header naming a column twice.
+    utf16 = folder / "articles-utf16.jsonl"
+    utf16.write_text(json.dumps(_good_article(rng, "u16")) + "\n", encoding="utf-16")
+    twice = folder / "header-twice.csv"
+    twice.write_text("id,title,id\nx1,storm harbour,x2\n", encoding="utf-8")
+    for path in (utf16, twice):
+        expected.article_files.append(path)
+        expected.bad_article_lines.add((str(path), 1))
     article_ids = sorted(expected.good_articles)
     for name, writer, n in (
         ("events.jsonl", _write_events, 2000),

@@ -509,3 +509,96 @@ def test_an_events_database_from_before_sources_is_migrated_in_place(tmp_path):
     assert next(row[1] for row in store.since(0)) == [("a", "view", "", 1790000000.0, 1, "u1")]
     assert store.add([("k2", Event("a", "view", 1790000001.0, source="ip:x"))]) == 1
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_undecodable_bodies_and_nan_parameters_are_validation_errors(client):
+    bad = client.post("/related-to-text", content=b"\xff", headers={"content-type": "application/json"})
+    assert bad.status_code == 422 and "UTF-8" in bad.json()["detail"]
+    for path in ("/ranking?window_hours=nan", "/ranking?window_hours=inf", "/related/fb1?max_age_days=nan"):
+        answer = client.get(path)
+        assert answer.status_code == 422 and "finite" in answer.text, path
+
+
+def test_drafts_are_rate_limited_per_client_and_the_model_is_shared_fairly(index):
+    import threading
+
+    class Slow(KeywordEmbedder):
+        def encode(self, texts, progress=None):
+            time.sleep(0.3)
+            return super().encode(texts, progress)
+
+    settings = Settings().replace("http", drafts_burst=3, drafts_per_minute=1.0, draft_concurrency=1)
+    with TestClient(create_app(index, settings, KeywordEmbedder())) as client:
+        draft = {"title": "football derby tonight", "body": "football goal"}
+        assert [client.post("/related-to-text", json=draft).status_code for _ in range(3)] == [200] * 3
+        limited = client.post("/related-to-text", json=draft)
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        other = TestClient(client.app, client=("10.2.2.2", 1000))
+        assert other.post("/related-to-text", json=draft).status_code == 200  # another client has its own bucket
+    keyed = Settings().replace("http", write_key="k", draft_concurrency=1)
+    with TestClient(create_app(index, keyed, Slow())) as client:
+        codes: list[int] = []
+        headers = {"X-Recsys-Key": "k"}
+
+        def post() -> None:
+            codes.append(client.post("/related-to-text", json=draft, headers=headers).status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(codes)[0] == 200 and 429 in codes  # one model slot: the others are told to retry
+
+
+def test_input_files_are_streamed_record_by_record(tmp_path):
+    import tracemalloc
+
+    from recsys.ingest.articles import iter_records
+    from recsys.ingest.events import iter_event_batches
+
+    body = "storm harbour election " * 200  # ~4.6 KB a record
+    articles = tmp_path / "big.jsonl"
+    with open(articles, "w") as out:
+        for i in range(6000):
+            out.write(json.dumps({"id": f"a{i}", "title": f"title {i}", "body": body}) + "\n")
+    csv_file = tmp_path / "big.csv"
+    with open(csv_file, "w") as out:
+        out.write("id,title,body\n")
+        for i in range(6000):
+            out.write(f'a{i},title {i},"{body}"\n')
+    events = tmp_path / "events.jsonl"
+    with open(events, "w") as out:
+        for i in range(60_000):
+            out.write(
+                json.dumps({"article_id": f"a{i % 50}", "type": "view", "ts": 1.79e9 + i, "user_id": body[:200]}) + "\n"
+            )
+    for path in (articles, csv_file):
+        tracemalloc.start()
+        count = sum(1 for _ in iter_records(path))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert count == 6000 and peak < path.stat().st_size / 10, (path.name, peak)
+    tracemalloc.start()
+    read = sum(len(b.events) for b in iter_event_batches([events], size=1000))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    # what grows is the occurrence counter of events without an event_id (~110 bytes each); reading whole took 2x
+    assert read == 60_000 and peak < events.stat().st_size / 2, peak
+
+
+def test_utf16_files_duplicate_csv_columns_and_invisible_titles_are_refused_with_the_reason(tmp_path):
+    utf16 = tmp_path / "a.jsonl"
+    utf16.write_text('{"id": "a", "title": "storm"}\n{"id": "b", "title": "flood"}\n', encoding="utf-16")
+    problems = read_articles([utf16]).problems
+    assert len(problems) == 1 and problems[0].line == 1 and "UTF-16" in problems[0].reason
+    events = tmp_path / "e.csv"
+    events.write_text("article_id,type,ts\na,view,1\n", encoding="utf-32")
+    assert read_events([events]).problems[0].reason.startswith("the file is UTF-32")
+    twice = tmp_path / "b.csv"
+    twice.write_text("id,title,id\na,storm,b\n")
+    problems = read_articles([twice]).problems
+    assert len(problems) == 1 and "'id' more than once" in problems[0].reason
+    invisible = write_jsonl(tmp_path / "c.jsonl", [{"id": "z", "title": "\u200b"}, {"id": "y", "title": "storm"}])
+    result = read_articles([invisible])
+    assert [a.id for a in result.articles] == ["y"] and "no visible character" in result.problems[0].reason

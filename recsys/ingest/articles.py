@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,6 +24,7 @@ from recsys.ingest.text import (
     FORMATS,
     LATEST_YEAR,
     SURROGATE,
+    ForeignEncoding,
     bad_text_reason,
     detect_format,
     format_timestamp,
@@ -31,6 +33,7 @@ from recsys.ingest.text import (
     parse_timestamp,
     read_text,
     split_lines,
+    text_lines,
 )
 from recsys.types import Article, InputProblem, RecsysError
 
@@ -63,6 +66,12 @@ def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"field {name!r} must be a string, not {type(value).__name__} {_short(value)}")
     return value.strip()
+
+
+def visible(text: str) -> bool:
+    """True if some character would show: not only spaces, zero-width or other format and control characters
+    (a title of U+200B alone is empty on the page)."""
+    return any(not ch.isspace() and unicodedata.category(ch)[0] not in "CZ" for ch in text)
 
 
 def _identifier(value: Any, name: str) -> str:
@@ -102,6 +111,8 @@ def article_from_record(record: dict[str, Any]) -> Article:
     title = _text(record.get("title"), "title")
     if not title:
         raise ValueError(f"article {article_id!r}: missing required field 'title'")
+    if not visible(title):
+        raise ValueError(f"article {article_id!r}: the title has no visible character ({title!r})")
     published = record.get("published_at")
     published_at = None
     if published not in (None, ""):
@@ -148,7 +159,12 @@ def _mind_tags(*cells: str) -> list[str]:
 
 
 def _iter_mind(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    for number, line in enumerate(split_lines(read_text(path)), start=1):
+    try:
+        lines = text_lines(path)
+    except ForeignEncoding as exc:
+        yield 1, str(exc)
+        return
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         cells = line.split("\t")
@@ -184,7 +200,11 @@ def _iter_txtdir(root: Path) -> Iterator[tuple[Path, int, dict[str, Any] | str]]
             yield found[0], 1, found[1]
             continue
         path = found
-        lines = split_lines(read_text(path))
+        try:
+            lines = split_lines(read_text(path))  # one article per file: read whole
+        except ForeignEncoding as exc:
+            yield path, 1, str(exc)
+            continue
         if not lines or not lines[0].strip():
             yield path, 1, "first line must be the headline"
             continue

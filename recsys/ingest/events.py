@@ -15,20 +15,20 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from recsys.config import EventsConfig
 from recsys.ingest.text import (
+    ForeignEncoding,
     bad_text_reason,
     detect_format,
     iter_csv,
     iter_jsonl,
     parse_timestamp,
-    read_text,
-    split_lines,
+    text_lines,
 )
 from recsys.signals.records import EVENT_TYPES, Event, EventBatch, Impression, impression_events
 from recsys.types import InputProblem, RecsysError
@@ -133,14 +133,20 @@ def detect_event_format(path: Path) -> str:
     return fmt
 
 
-def _lines(path: Path) -> list[str]:
-    return split_lines(read_text(path))
-
-
 def read_impressions(path: Path, problems: list[InputProblem] | None = None) -> list[Impression]:
     """Parse a MIND behaviors.tsv; bad rows go to ``problems`` (file:line: reason) and are skipped."""
-    found: list[Impression] = []
-    for number, line in enumerate(_lines(path), start=1):
+    return list(iter_impressions(path, problems))
+
+
+def iter_impressions(path: Path, problems: list[InputProblem] | None = None) -> Iterator[Impression]:
+    """The rows of a MIND behaviors.tsv one at a time (memory: one row), bad ones to ``problems``."""
+    try:
+        lines = text_lines(path)
+    except ForeignEncoding as exc:
+        if problems is not None:
+            problems.append(InputProblem(str(path), 1, str(exc)))
+        return
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         cells = line.split("\t")
@@ -166,58 +172,89 @@ def read_impressions(path: Path, problems: list[InputProblem] | None = None) -> 
             if problems is not None:
                 problems.append(InputProblem(str(path), number, problem))
             continue
-        found.append(
-            Impression(
-                impression_id,
-                user_id,
-                ts,
-                tuple(history.split()),
-                tuple(n for n, _, _ in pairs),
-                tuple(label == "1" for _, _, label in pairs),
-            )
+        yield Impression(
+            impression_id,
+            user_id,
+            ts,
+            tuple(history.split()),
+            tuple(n for n, _, _ in pairs),
+            tuple(label == "1" for _, _, label in pairs),
         )
-    return found
 
 
-def _mind_rows(path: Path, batch: EventBatch) -> None:
-    for impression in read_impressions(path, batch.problems):
+def _mind_rows(path: Path, problems: list[InputProblem]) -> Iterator[EventBatch]:
+    """One batch per impression row: its impression and click events and the reader's history."""
+    for impression in iter_impressions(path, problems):
         if not math.isfinite(impression.ts):
-            batch.problems.append(
+            problems.append(
                 InputProblem(str(path), 0, f"impression {impression.impression_id} has no time; not stored as events")
             )
             continue
-        batch.events.extend(impression_events(impression))
-        # History is oldest first with no times: keep its order by spacing reads a second apart before the row's time.
+        # History is oldest first with no times: keep its order by spacing reads a second apart before the
+        # row's time.
         n = len(impression.history)
-        batch.history.extend(
+        history = [
             (impression.user_id, news_id, impression.ts - (n - i)) for i, news_id in enumerate(impression.history)
-        )
+        ]
+        yield EventBatch(impression_events(impression), history)
 
 
-def read_events(paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None) -> EventBatch:
-    """Read event files into keyed events (see module docstring for the keys)."""
-    batch = EventBatch()
+def _record_rows(
+    path: Path, kind: str, config: EventsConfig | None, now: float, problems: list[InputProblem]
+) -> Iterator[EventBatch]:
+    """Keyed events of a JSON Lines or CSV event file, one at a time."""
+    # Identical records in one file are distinct events, told apart by their occurrence: the one structure that
+    # grows with the file (8-byte keys, about 110 bytes an event without an event_id; nothing for those with one).
+    seen: Counter[int] = Counter()
+    records = iter_jsonl(path) if kind == "jsonl" else iter_csv(path, ("article_id", "type", "ts"))
+    for number, item in records:
+        if isinstance(item, str):
+            problems.append(InputProblem(str(path), number, item))
+            continue
+        try:
+            event = event_from_record(item, config, now)
+        except ValueError as exc:
+            problems.append(InputProblem(str(path), number, str(exc)))
+            continue
+        if event.event_id:
+            yield EventBatch([(event.fingerprint(), event)])
+            continue
+        base = int(event.fingerprint()[3:19], 16)
+        yield EventBatch([(event.fingerprint(seen[base]), event)])
+        seen[base] += 1
+
+
+def iter_event_batches(
+    paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None, size: int = 50_000
+) -> Iterator[EventBatch]:
+    """Event files read as a stream, in batches of about ``size`` keyed events (with the history entries
+    and problems found while reading them): memory is one batch, whatever the size of the files."""
     now = time.time()
+    batch = EventBatch()
+    problems: list[InputProblem] = []  # the readers report here; each batch takes what was found meanwhile
     for raw in paths:
         path = Path(raw)
         kind = fmt or detect_event_format(path)
         if kind not in EVENT_FORMATS:
             raise RecsysError(f"unknown event format {kind!r}; use one of {', '.join(EVENT_FORMATS)}")
-        if kind == "mind":
-            _mind_rows(path, batch)
-            continue
-        seen: Counter[str] = Counter()
-        records = iter_jsonl(path) if kind == "jsonl" else iter_csv(path, ("article_id", "type", "ts"))
-        for number, item in records:
-            if isinstance(item, str):
-                batch.problems.append(InputProblem(str(path), number, item))
-                continue
-            try:
-                event = event_from_record(item, config, now)
-            except ValueError as exc:
-                batch.problems.append(InputProblem(str(path), number, str(exc)))
-                continue
-            base = event.fingerprint()
-            batch.events.append((event.fingerprint(seen[base]), event))
-            seen[base] += 1
-    return batch
+        rows = _mind_rows(path, problems) if kind == "mind" else _record_rows(path, kind, config, now, problems)
+        for row in rows:
+            batch.events.extend(row.events)
+            batch.history.extend(row.history)
+            if len(batch.events) >= size:
+                batch.problems, problems[:] = list(problems), []
+                yield batch
+                batch = EventBatch()
+    batch.problems = list(problems)
+    if batch.events or batch.history or batch.problems:
+        yield batch
+
+
+def read_events(paths: Iterable[str | Path], fmt: str | None = None, config: EventsConfig | None = None) -> EventBatch:
+    """Read event files into keyed events (see module docstring for the keys), all at once."""
+    whole = EventBatch()
+    for batch in iter_event_batches(paths, fmt, config):
+        whole.events.extend(batch.events)
+        whole.history.extend(batch.history)
+        whole.problems.extend(batch.problems)
+    return whole

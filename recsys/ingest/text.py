@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections import deque
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from recsys.types import RecsysError
 
@@ -95,17 +96,98 @@ def bad_text_reason(record: Any) -> str | None:
     return "lone UTF-16 surrogate (e.g. a broken emoji escape like \\ud83d) in this record; fix the text"
 
 
-def read_text(path: Path) -> str:
-    """A file as text: UTF-8 with ``surrogateescape`` (see module docstring), a leading BOM dropped."""
+class ForeignEncoding(RecsysError):
+    """The file is UTF-16 or UTF-32: one problem for the whole file, not one per line."""
+
+
+def foreign_encoding(head: bytes) -> str | None:
+    """Why the first bytes of a file say it is not UTF-8 (a UTF-16/32 byte order mark, or the NUL bytes
+    of UTF-16 text without one), or None."""
+    for mark, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                       (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):  # fmt: skip
+        if head.startswith(mark):
+            return f"the file is {name} (it starts with the byte order mark {mark.hex(' ').upper()}); save it as UTF-8"
+    sample = head[:64]
+    if len(sample) >= 8 and sample.count(0) * 3 >= len(sample):
+        return "the file looks like UTF-16 or UTF-32 (every other byte is NUL); save it as UTF-8"
+    return None
+
+
+def _open_text(path: Path) -> BinaryIO:
     if not path.is_file():
         raise RecsysError(f"{path}: no such file")
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    handle = open(path, "rb")
+    problem = foreign_encoding(handle.read(64))
+    if problem is not None:
+        handle.close()
+        raise ForeignEncoding(problem)
+    handle.seek(0)
+    return handle
+
+
+def read_text(path: Path) -> str:
+    """A small file as text: UTF-8 with ``surrogateescape`` (see module docstring), a leading BOM dropped.
+    Raises ``ForeignEncoding`` for UTF-16/32. Input files are streamed with ``text_lines`` instead."""
+    with _open_text(path) as handle:
+        text = handle.read().decode("utf-8", errors="surrogateescape")
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """The file's physical lines, read one at a time (memory: one line): split at \n only, a trailing \r
+    dropped, UTF-8 with ``surrogateescape``, a leading BOM dropped. The encoding is checked now (raises
+    ``ForeignEncoding``), the lines are read as the iterator is consumed."""
+    handle = _open_text(path)
+
+    def lines() -> Iterator[str]:
+        with handle:
+            for number, raw in enumerate(handle):
+                line = raw.decode("utf-8", errors="surrogateescape")
+                if line.endswith("\n"):
+                    line = line[:-1]
+                if line.endswith("\r"):
+                    line = line[:-1]
+                yield line[1:] if number == 0 and line.startswith("\ufeff") else line
+
+    return lines()
+
+
+class LineWindow:
+    """Lines of a stream by number, read as far ahead as a reader looks and forgotten once passed, so a
+    reader can look ahead (a CSV record over several lines) in memory bounded by what it looks at."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self._held: deque[str] = deque()
+        self._first = 0  # number (0-based) of the first held line
+        self._done = False
+
+    def get(self, index: int) -> str | None:
+        """Line ``index`` (0-based), or None past the end."""
+        while not self._done and index >= self._first + len(self._held):
+            try:
+                self._held.append(next(self._lines))
+            except StopIteration:
+                self._done = True
+        offset = index - self._first
+        if offset < 0:
+            raise IndexError(f"line {index + 1} was already passed")
+        return self._held[offset] if offset < len(self._held) else None
+
+    def forget_before(self, index: int) -> None:
+        while self._held and self._first < index:
+            self._held.popleft()
+            self._first += 1
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """``(line, record or problem)`` per non-blank line of a JSON Lines file."""
-    for number, line in enumerate(split_lines(read_text(path)), start=1):
+    try:
+        lines = text_lines(path)
+    except ForeignEncoding as exc:
+        yield 1, str(exc)
+        return
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -119,13 +201,13 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         yield number, record
 
 
-def _csv_row(lines: list[str], start: int) -> tuple[list[str] | None, int, str | None]:
-    """Parse one CSV record beginning at ``lines[start]``: (cells, lines consumed, problem)."""
+def _csv_row(lines: LineWindow, start: int) -> tuple[list[str] | None, int, str | None]:
+    """Parse one CSV record beginning at line ``start``: (cells, lines consumed, problem)."""
     consumed = 0
 
     def feed() -> Iterator[str]:
         nonlocal consumed
-        for line in lines[start:]:
+        while (line := lines.get(start + consumed)) is not None:
             consumed += 1
             yield line + "\n"
 
@@ -136,10 +218,11 @@ def _csv_row(lines: list[str], start: int) -> tuple[list[str] | None, int, str |
     return row, max(consumed, 1), None
 
 
-def _swallows_rows(lines: list[str], start: int, consumed: int, width: int) -> bool:
+def _swallows_rows(lines: LineWindow, start: int, consumed: int, width: int) -> bool:
     """A record over several lines whose inner lines each parse as a whole row of the header's width:
     the mark of a quote that was opened and never closed, not of a cell with line breaks."""
-    for line in lines[start + 1 : start + consumed]:
+    for index in range(start + 1, start + consumed):
+        line = lines.get(index) or ""
         try:
             cells = next(csv.reader([line]), [])
         except csv.Error:
@@ -153,24 +236,34 @@ def _swallows_rows(lines: list[str], start: int, consumed: int, width: int) -> b
 
 
 def iter_csv(path: Path, required: Sequence[str] = ("id", "title")) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line, record or problem)`` per CSV row; the header must name the ``required`` columns.
+    """``(line, record or problem)`` per CSV row; the header must name the ``required`` columns, each
+    column once.
 
-    Records are parsed one at a time so that a bad one costs itself: a cell longer than
-    ``MAX_CELL_CHARS``, a malformed quote, or an opening quote that never closes (which would
-    otherwise swallow the following rows into one cell) is reported and reading resumes on the
-    next line.
+    Records are parsed one at a time from a stream (memory: one record) so that a bad one costs itself: a
+    cell longer than ``MAX_CELL_CHARS``, a malformed quote, or an opening quote that never closes (which
+    would otherwise swallow the following rows into one cell) is reported and reading resumes on the next
+    line.
     """
     csv.field_size_limit(MAX_CELL_CHARS)
-    lines = split_lines(read_text(path))
-    header, used, problem = _csv_row(lines, 0) if lines else (None, 1, None)
+    try:
+        lines = LineWindow(text_lines(path))
+    except ForeignEncoding as exc:
+        yield 1, str(exc)
+        return
+    header, used, problem = _csv_row(lines, 0) if lines.get(0) is not None else (None, 1, None)
     if problem or header is None or not set(required) <= {h.strip() for h in header}:
         yield 1, f"CSV header must name the columns and include {', '.join(required)}"
         return
     header = [h.strip() for h in header]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        yield 1, f"CSV header names {', '.join(repr(n) for n in repeated)} more than once; name each column once"
+        return
     position = used
-    while position < len(lines):
+    while (line := lines.get(position)) is not None:
+        lines.forget_before(position)
         number = position + 1
-        if not lines[position].strip():
+        if not line.strip():
             position += 1
             continue
         cells, consumed, problem = _csv_row(lines, position)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import EventsConfig
-from recsys.ingest.events import read_events
+from recsys.ingest.events import iter_event_batches
 from recsys.signals.records import Event, Impression, IngestReport
 from recsys.types import InputError, RecsysError
 
@@ -184,14 +184,18 @@ class EventStore(ABC):
         """Read and store event files; with on_error='fail' any bad record stores nothing."""
         if on_error not in ("skip", "fail"):
             raise RecsysError(f"--on-error must be 'skip' or 'fail', not {on_error!r}")
-        batch = read_events(paths, fmt, self.config)
-        if batch.problems and on_error == "fail":
-            raise InputError(batch.problems)
-        stored = 0
-        for start in range(0, max(len(batch.events), 1), 50_000):  # bounded transactions on big files
-            history = batch.history if start == 0 else []
-            stored += self.add(batch.events[start : start + 50_000], history)
-        return IngestReport(len(batch.events), stored, len(batch.events) - stored, len(batch.history), batch.problems)
+        paths = list(paths)
+        if on_error == "fail":  # a first pass finds the problems, so that a bad file stores nothing
+            problems = [p for batch in iter_event_batches(paths, fmt, self.config) for p in batch.problems]
+            if problems:
+                raise InputError(problems)
+        read = stored = history = 0
+        problems = []
+        for batch in iter_event_batches(paths, fmt, self.config):  # streamed: one batch, one transaction
+            stored += self.add(batch.events, batch.history)
+            read, history = read + len(batch.events), history + len(batch.history)
+            problems += batch.problems
+        return IngestReport(read, stored, read - stored, history, problems)
 
     # -- reads ------------------------------------------------------------------------------------
 
