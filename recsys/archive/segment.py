@@ -100,17 +100,17 @@ class Segment:
         )
 
     def _probe_store(self) -> None:
-        """One query that reads the SQLite header, schema and both ends of the rows (a damaged file fails
-        here, at open, rather than on some later request)."""
+        """Queries that read the SQLite header, schema and both ends of the rows (a damaged file fails here,
+        at open, rather than on some later request)."""
         try:
             found = self.store.probe()
         except sqlite3.Error as exc:
             self.store.close()
             raise IndexStateError(f"{self.path / DB_FILE}: unreadable ({exc}); {DAMAGE_FIX}") from None
-        expected = (self.rows, 0, self.rows - 1) if self.rows else (0, None, None)
-        if tuple(found) != expected:
+        expected = (0, self.rows - 1) if self.rows else (None, None)
+        if found[:2] != expected or (self.rows and not found[2]):
             self.store.close()
-            raise IndexStateError(f"{self.path / DB_FILE}: holds rows {tuple(found)}, not {expected}; {DAMAGE_FIX}")
+            raise IndexStateError(f"{self.path / DB_FILE}: holds rows {found[:2]}, not {expected}; {DAMAGE_FIX}")
 
     def close(self) -> None:
         self.store.close()

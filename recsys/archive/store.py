@@ -155,11 +155,16 @@ class ArticleStore:
     def _conn(self) -> sqlite3.Connection:
         return self._connections.get()
 
-    def probe(self) -> tuple[int, int | None, int | None]:
-        """(count, first row, last row) of the articles table: reads the header, schema and both ends of
-        the row index, so a damaged file raises ``sqlite3.Error`` here."""
-        count, first, last = self._conn.execute("SELECT count(*), min(row), max(row) FROM articles").fetchone()
-        return int(count), first, last
+    def probe(self) -> tuple[int | None, int | None, str | None]:
+        """(first row, last row, id of the last row): reads the header, the schema and both ends of the table
+        in O(log n) pages, so a damaged file raises ``sqlite3.Error`` here, at open."""
+        first, last = self._conn.execute("SELECT min(row), max(row) FROM articles").fetchone()
+        found = (
+            self._conn.execute("SELECT id FROM articles WHERE row = ?", (last,)).fetchone()
+            if last is not None
+            else None
+        )
+        return first, last, None if found is None else str(found[0])
 
     def row_of(self, article_id: str) -> int | None:
         found = self._conn.execute("SELECT row FROM articles WHERE id = ?", (article_id,)).fetchone()
