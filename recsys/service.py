@@ -31,7 +31,17 @@ from recsys.ingest.events import event_from_record
 from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
 from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
-from recsys.lists.base import TimeLike, check_k, epoch, iso, make_filters, newest_hits, now_seconds
+from recsys.lists.base import (
+    MAX_K,
+    TimeLike,
+    check_k,
+    drop_repeated_stories,
+    epoch,
+    iso,
+    make_filters,
+    newest_hits,
+    now_seconds,
+)
 from recsys.lists.ranking import ranking_reason
 from recsys.signals.activity import EventBuffer, PopularityTracker
 from recsys.signals.popularity import Popularity, PopularityScore
@@ -42,6 +52,7 @@ from recsys.types import Filters, Hit, IndexStateError, RecsysError, UnknownArti
 
 __all__ = ["EventsAccepted", "Page", "Recommender", "TimeLike", "ranking_reason"]
 logger = logging.getLogger(__name__)
+PAGE_SPARE = 5  # extra articles each later box of a page asks for, to replace repeats of a story
 
 
 class Recommender:
@@ -243,30 +254,39 @@ class Recommender:
         k_recommend: int | None = None,
         now: TimeLike = None,
     ) -> Page:
-        """The three lists for one page view: the current article in none, no article in two.
+        """The three lists for one page view: the current article in none, no article and no story in two.
 
         Filled most specific first: Related, then Recommendation, then Ranking. Ranking stays the
-        same for every reader (a "most read" box), less what the other two lists already show.
+        same for every reader (a "most read" box), less what the other two lists already show. A story is
+        told once on the page: a later box drops an article with the canonical URL of one already shown, or a
+        cosine of at least ``[related] duplicate_similarity`` to it (a syndicated copy, a rewrite).
         """
         now_s = now_seconds(now)
         view = self.view  # one version for the whole page
+        threshold = self.settings.related.duplicate_similarity
         recent = make_filters(max_age_days=self.settings.related.max_age_days, now_s=now_s)
         related = self._related.for_article(view, article_id, k_related, recent, now_s)
         shown = [article_id, *(h.id for h in related)]
+        k_rank = check_k(self.settings.recommend.k if k_ranking is None else k_ranking)
+        k_rec = check_k(self.settings.recommend.k if k_recommend is None else k_recommend)
+        spare = PAGE_SPARE  # each later box asks for a few more, to drop what repeats a story already shown
         reads = self._reads(history, user_id, now_s)
         if not view.store.rows_of(reads):
             # A first visit: Ranking keeps the popular articles, and Recommendation shows what is new
             # rather than repeating Ranking's fallback.
-            ranked = self._ranking.top(view, k_ranking, Filters(exclude_ids=tuple(shown)), None, now_s)
+            ranked = self._ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
+            ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
             shown += [h.id for h in ranked]
-            k = check_k(self.settings.recommend.k if k_recommend is None else k_recommend)
             banned = set(view.store.rows_of(shown).values())
-            recommended = newest_hits(view, k, Filters(), banned, now_s) if k else []
+            newest = newest_hits(view, min(k_rec + spare, MAX_K), Filters(), banned, now_s) if k_rec else []
+            recommended = drop_repeated_stories(view, newest, shown, threshold, k_rec)
             return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
         unshown = Filters(exclude_ids=tuple(shown))
-        recommended = self._recommendation.for_reader(view, reads, k_recommend, unshown, now_s)
+        found = self._recommendation.for_reader(view, reads, min(k_rec + spare, MAX_K), unshown, now_s)
+        recommended = drop_repeated_stories(view, found, shown, threshold, k_rec)
         shown += [h.id for h in recommended]
-        ranked = self._ranking.top(view, k_ranking, Filters(exclude_ids=tuple(shown)), None, now_s)
+        ranked = self._ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
+        ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
         return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
 
     def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:

@@ -1,5 +1,7 @@
 """What Related promises, on small hand-made articles with a keyword embedder."""
 
+import time
+
 import pytest
 
 from recsys.config import Settings
@@ -170,3 +172,39 @@ def test_mmr_spreads_the_list(make_indexer, tmp_path):
     diverse = Recommender.open(tmp_path / "index", no_dedup.replace("related", mmr_lambda=0.5))
     assert "schools" not in ids(plain.related("q", 2))
     assert "schools" in ids(diverse.related("q", 2))
+
+
+def test_no_story_is_told_twice_on_a_page(make_indexer, tmp_path):
+    from recsys.config import Settings as _Settings
+    from tests.conftest import art as _art
+
+    articles = [
+        _art(
+            "nk1",
+            "north korea denies selling artillery shells",
+            "north korea artillery shells russia denies",
+            canonical_url="https://wire.example/nk",
+        ),
+        _art(
+            "nk2",
+            "north korea denies selling artillery shells",
+            "north korea artillery shells russia denies",
+            canonical_url="https://wire.example/nk",
+        ),  # the syndicated copy
+        _art("nk3", "north korea denies selling artillery shells to russia", "north korea artillery shells russia"),
+        _art("milley", "milley warns on north korea arms", "north korea arms milley warns artillery"),
+        *[_art(f"x{i}", f"unrelated story {i} harbour", f"harbour boats {i}") for i in range(12)],
+    ]
+    make_indexer().add_articles(articles)
+    settings = _Settings().replace("popularity", refresh_seconds=0.0)
+    with Recommender.open(tmp_path / "index", settings) as rec:
+        when = time.time() - 60
+        readers = [
+            {"article_id": a, "type": "view", "user_id": f"r{i}", "ts": when} for i in range(5) for a in ("nk2", "nk3")
+        ]
+        rec.record_events(readers, durable=True)
+        page = rec.page("milley", ["x1"], k_related=1, k_ranking=5, k_recommend=5)
+        shown = [h.id for h in (*page.related, *page.recommendation, *page.ranking)]
+        nk = [a for a in shown if a.startswith("nk")]
+        assert len(nk) == 1, shown  # one of the three copies, in one box
+        assert len(page.ranking) == 5 and len(set(shown)) == len(shown)

@@ -203,3 +203,34 @@ def to_hit(
         similarity=None if similarity is None else round(similarity, 6),
         metadata=metadata,
     )
+
+
+def drop_repeated_stories(
+    view: VersionReader, hits: Sequence[Hit], shown: Sequence[str], threshold: float, k: int
+) -> list[Hit]:
+    """The first ``k`` of ``hits`` that tell no story already on the page: not the same canonical URL (story
+    key) and not a cosine >= ``threshold`` to an article shown so far (``shown``, then the hits kept)."""
+    ids = [*shown, *(h.id for h in hits)]
+    rows_by_id = view.store.rows_of(ids)
+    known = [a for a in ids if a in rows_by_id]
+    if not known:
+        return list(hits[:k])
+    rows = np.asarray([rows_by_id[a] for a in known], dtype=np.int64)
+    position = {a: i for i, a in enumerate(known)}
+    vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+    stories = np.asarray(view.rows["story"])[rows]
+    kept_at = [position[a] for a in shown if a in position]
+    out: list[Hit] = []
+    for hit in hits:
+        if len(out) == k:
+            break
+        at = position.get(hit.id)
+        if at is not None and kept_at:
+            earlier = np.asarray(kept_at)
+            same_story = stories[at] != 0 and bool((stories[earlier] == stories[at]).any())
+            if same_story or float((vectors[earlier] @ vectors[at]).max()) >= threshold:
+                continue
+        out.append(hit)
+        if at is not None:
+            kept_at.append(at)
+    return out
