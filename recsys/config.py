@@ -132,8 +132,11 @@ class PopularityConfig:
     ctr_prior: float = 0.04
     ctr_prior_strength: float = 10.0
     ctr_weight: float = 2.0
-    # Ranking lists articles with activity in this window, and quotes its figures over it.
+    # The Ranking box's clock: it lists articles with activity in window_hours, ordered by popularity at
+    # ranking_half_life_hours, and quotes its figures over the window. `recsys train` stores the clock that
+    # caught the most of the held-back days' next clicks (clock.json in the index), which wins over these.
     window_hours: float = 24.0
+    ranking_half_life_hours: float = 24.0
     # Popularity p enters other lists' scores as p / (|p| + squash_scale), in (-1, 1).
     squash_scale: float = 10.0
     # Ranking counts readers, not requests: one reader's events of one kind on one article count once per

@@ -49,11 +49,12 @@ MANIFEST = "manifest.json"
 VERSIONS = "versions"
 SEGMENTS = "segments"
 STAGING_PREFIX = ".staging-"
-# Files beside versions/ that recsys train writes (owned by recsys.learning.ranker and
-# recsys.signals.coreads, named here so a replica copies them without importing what reads them).
+# Files beside versions/ that recsys train writes (owned by recsys.learning.ranker, recsys.learning.clock
+# and recsys.signals.coreads, named here so a replica copies them without importing what reads them).
 RANKER_FILE = "ranker.json"
 COREADS_FILE = "coreads.json"
-TRAINED_FILES = (RANKER_FILE, COREADS_FILE)
+CLOCK_FILE = "clock.json"
+TRAINED_FILES = (RANKER_FILE, COREADS_FILE, CLOCK_FILE)
 CRASH_ENV = "RECSYS_CRASH_AT"
 VERSION_NAME = re.compile(r"v[0-9]{6}-[0-9A-Za-z-]{1,64}")
 CHECKSUM_CHUNK = 1 << 20

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import typer
 
+from recsys.archive.layout import CLOCK_FILE
 from recsys.archive.store import NO_TIME
 from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, print_json, settings_of
+from recsys.config import Settings
 from recsys.evaluation.report import Run, markdown_table, text_table
 from recsys.ingest.events import read_impressions
+from recsys.learning.clock import MIN_HELD_CLICKS, RankingClock, choose_clock
 from recsys.learning.ranker import RANKER_FILE, write_json_atomic
 from recsys.learning.training import ArticleLookup, TrainingResult, coreads_from_reads, train
 from recsys.service import Recommender
@@ -64,7 +68,8 @@ def train_command(
     if not behaviors:  # every stored read, not only the impressions' histories, makes the co-read table
         result.coreads = coreads_from_reads(store.reads_by_reader())
         result.report["coread_articles"] = len(result.coreads.neighbours)
-    stored = _store(result, Path(index))
+    clock = _clock(impressions, test_days, settings)
+    stored = _store(result, Path(index), clock)
     report = result.report
     run.metrics.update({"training": report, "source": source, "stored": stored, "bad_rows": len(problems)})
     rows, columns = _table(result)
@@ -76,6 +81,8 @@ def train_command(
         f"{report['coread_articles']:,} articles with neighbours.",
     )
     run.add("Model", f"{report['model']}; stored: {', '.join(stored) or 'nothing'}.")
+    run.metrics["ranking_clock"] = None if clock is None else clock.to_json()
+    run.add("Ranking clock", _clock_text(clock, settings))
     if rows:
         run.add(
             "Each feature alone and the model, on the held-back impressions (mean per-impression AUC)",
@@ -91,13 +98,45 @@ def train_command(
         if rows:
             typer.echo(f"{report.get('split', '')}\n")
             typer.echo(text_table(rows, columns))
+        typer.echo(f"\n{_clock_text(clock, settings)}")
         typer.echo(f"\nstored in {index}: {', '.join(stored) or 'nothing'}; report in {folder}/report.md")
     if problems:
         raise typer.Exit(EXIT_SKIPPED)
 
 
-def _store(result: TrainingResult, root: Path) -> list[str]:
+def _clock(impressions: list[Impression], test_days: float, settings: Settings) -> RankingClock | None:
+    """The Ranking clock that caught the most clicks on the held-back days (None: too few to choose)."""
+    timed = [i for i in impressions if math.isfinite(i.ts)]
+    if not timed:
+        return None
+    held_from = max(i.ts for i in timed) - test_days * 86400.0
+    return choose_clock(timed, held_from, settings.popularity)
+
+
+def _clock_text(clock: RankingClock | None, settings: Settings) -> str:
+    if clock is None:
+        config = settings.popularity
+        return (
+            f"Ranking clock: too few timed, clicked impressions on the held-back days to choose one "
+            f"(at least {MIN_HELD_CLICKS}); the box keeps half-life {config.ranking_half_life_hours:g} h, "
+            f"window {config.window_hours:g} h ([popularity])."
+        )
+    best = sorted(clock.candidates, key=lambda r: -r["hit_rate"])[:5]
+    others = "; ".join(f"{r['half_life_hours']:g} h / {r['window_hours']:g} h: {r['hit_rate']:.3f}" for r in best)
+    return (
+        f"Ranking clock: half-life {clock.half_life_hours:g} h, window {clock.window_hours:g} h: its top "
+        f"{clock.k} held a clicked article in {clock.hit_rate:.1%} of {clock.held_clicks:,} held-back clicked "
+        f"impressions (replayed in time order). Best candidates: {others}."
+    )
+
+
+def _store(result: TrainingResult, root: Path, clock: RankingClock | None = None) -> list[str]:
     stored = []
+    if clock is not None:
+        write_json_atomic(root / CLOCK_FILE, clock.to_json())
+        stored.append(CLOCK_FILE)
+    else:
+        (root / CLOCK_FILE).unlink(missing_ok=True)  # too little data now: the configured clock serves
     if result.coreads.neighbours:
         write_json_atomic(root / COREADS_FILE, result.coreads.to_json())
         stored.append(COREADS_FILE)

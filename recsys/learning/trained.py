@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recsys.archive.layout import CLOCK_FILE
+from recsys.learning.clock import RankingClock
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
 from recsys.signals.coreads import COREADS_FILE, CoReadTable
 from recsys.types import RecsysError
@@ -17,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 class StoredModels:
-    """What ``recsys train`` stored in the index root (ranker.json, coreads.json), loaded on first use and
+    """What ``recsys train`` stored in the index root (ranker.json, coreads.json, clock.json), loaded on first use and
     reloaded when the file changes (checked at most every ``refresh_seconds``)."""
 
     def __init__(self, root: Path, refresh_seconds: float) -> None:
@@ -56,3 +58,6 @@ class StoredModels:
 
     def coreads(self) -> CoReadTable | None:
         return self._get(COREADS_FILE, CoReadTable.load)
+
+    def clock(self) -> RankingClock | None:
+        return self._get(CLOCK_FILE, RankingClock.load)

@@ -23,29 +23,35 @@ class RankingList:
     def __init__(self, context: ListContext) -> None:
         self.context = context
 
+    def clock(self) -> tuple[float, float]:
+        """(half-life, window) in hours: the clock ``recsys train`` stored, else ``[popularity]``'s."""
+        stored = self.context.models.clock()
+        if stored is not None:
+            return stored.half_life_hours, stored.window_hours
+        config = self.context.settings.popularity
+        return config.ranking_half_life_hours, config.window_hours
+
     def top(
         self, view: VersionReader, k: int | None, filters: Filters, window_hours: float | None, now_s: float
     ) -> list[Hit]:
         settings = self.context.settings
         k = check_k(settings.recommend.k if k is None else k)
-        window = (settings.popularity.window_hours if window_hours is None else window_hours) * 3600.0
+        half_life, default_window = self.clock()
+        window = (default_window if window_hours is None else window_hours) * 3600.0
         banned = banned_rows(view, filters)
         activity = self.context.activity
-        popularity = activity.current()
+        popularity = activity.view(half_life)
         picked: list[tuple[int, str, float]] = []  # row, id, score
         if len(popularity) and k:
-            active = np.flatnonzero(popularity.last_engaged[: len(popularity)] >= now_s - window)
-            active_ids = [popularity.ids[i] for i in active]
+            active_ids, active_scores = popularity.ranked_active(now_s, window)  # best first
             rows_by_id = view.store.rows_of(active_ids)
-            found = [(rows_by_id[a], a) for a in active_ids if a in rows_by_id]
+            found = [
+                (rows_by_id[a], a, score) for a, score in zip(active_ids, active_scores, strict=True) if a in rows_by_id
+            ]
             if found:
-                rows = np.array([r for r, _ in found], dtype=np.int64)
+                rows = np.array([r for r, _, _ in found], dtype=np.int64)
                 ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
-                ids = [a for (_, a), good in zip(found, ok, strict=True) if good]
-                scores = popularity.scores(ids, now_s, ranking=True)
-                rows = rows[ok]
-                for pos in np.argsort(-scores, kind="stable")[:k]:
-                    picked.append((int(rows[pos]), ids[pos], float(scores[pos])))
+                picked = [(int(r), a, float(score)) for (r, a, score), good in zip(found, ok, strict=True) if good][:k]
         counts = activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)
         articles = view.store.get_rows([r for r, _, _ in picked], with_text=False)
         hours = window / 3600.0

@@ -10,7 +10,7 @@ import uuid
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from recsys.config import PopularityConfig
 from recsys.signals.logstate import LogState
@@ -128,6 +128,7 @@ class PopularityTracker:
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int, int], tuple[float, WindowCounts]] = {}
         self._counts_lock = threading.Lock()
+        self._views: dict[float, tuple[Popularity, int]] = {}  # other half-lives (hours): view, last seq folded
 
     @property
     def popularity(self) -> Popularity:
@@ -160,7 +161,41 @@ class PopularityTracker:
             for last_seq, rows in self.store.since(self._seq, min_ts, latest):
                 self.state.fold(rows)
                 self._seq = last_seq
+            for hours, (view, seq) in list(self._views.items()):
+                self._views[hours] = (view, self._fold_view(view, seq, latest))
             self._checked = now
+
+    def _fold_view(self, view: Popularity, seq: int, latest: float) -> int:
+        min_ts = -float("inf")
+        if seq == 0:
+            newest = self.store.last_event_time(latest)
+            min_ts = -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * view.half_life
+        for last_seq, rows in self.store.since(seq, min_ts, latest):
+            view.fold(rows)
+            seq = last_seq
+        return seq
+
+    def view(self, half_life_hours: float) -> Popularity:
+        """Popularity at another half-life (the Ranking box's clock), brought up to date: the 24 h and 2 h
+        views are the state's own; any other is folded from the store on first use, then kept current."""
+        state = self.current_state()
+        for popularity in (state.day, state.hours):
+            if abs(popularity.half_life - half_life_hours * 3600.0) < 1e-6:
+                return popularity
+        found = self._views.get(half_life_hours)
+        if found is None:
+            with self._lock:
+                found = self._views.get(half_life_hours)
+                if found is None:
+                    view = Popularity(replace(self.config, half_life_hours=half_life_hours))
+                    latest = time.time() + self.max_future_seconds
+                    try:
+                        seq = self._fold_view(view, 0, latest) if self.store.exists() else 0
+                    except EventsUnavailable as exc:
+                        logger.warning("popularity at %g h not folded: %s", half_life_hours, exc)
+                        seq = 0
+                    found = self._views[half_life_hours] = (view, seq)
+        return found[0]
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:
         """Views, reactions by name, clicks and impressions per article in [since, until], counted like

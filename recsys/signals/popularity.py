@@ -218,6 +218,17 @@ class Popularity:
             out[where] = self.ranking_decayed(sums) if ranking else self.score_decayed(sums)
         return out
 
+    def ranked_active(self, at: float, window: float) -> tuple[list[str], np.ndarray]:
+        """The Ranking box's candidates at ``at``: articles engaged within ``window`` seconds before it, with
+        their Ranking order's scores, best first (the box filters them; the clock search scores them)."""
+        engaged = self.last_engaged[: len(self)]
+        active = np.flatnonzero((engaged >= at - window) & (engaged <= at))
+        if not active.size:
+            return [], np.zeros(0)
+        scores = self.ranking_decayed(self.decayed(at, active))
+        order = np.argsort(-scores, kind="stable")
+        return [self.ids[i] for i in active[order]], scores[order]
+
     def explain(self, article_id: str, at: float) -> PopularityScore:
         row = self.index.get(article_id)
         sums = np.zeros((1, len(CHANNELS))) if row is None else self.decayed(at, np.array([row]))
