@@ -122,9 +122,13 @@ def _clock_text(clock: RankingClock | None, settings: Settings) -> str:
             f"window {config.window_hours:g} h ([popularity])."
         )
     best = sorted(clock.candidates, key=lambda r: -r["hit_rate"])[:5]
-    others = "; ".join(f"{r['half_life_hours']:g} h / {r['window_hours']:g} h: {r['hit_rate']:.3f}" for r in best)
+    others = "; ".join(
+        f"{r['half_life_hours']:g} h / {r['window_hours']:g} h / CTR cap {r['ctr_cap']:g}: {r['hit_rate']:.3f}"
+        for r in best
+    )
     return (
-        f"Ranking clock: half-life {clock.half_life_hours:g} h, window {clock.window_hours:g} h: its top "
+        f"Ranking clock: half-life {clock.half_life_hours:g} h, window {clock.window_hours:g} h, CTR cap "
+        f"{clock.ctr_cap:g}: its top "
         f"{clock.k} held a clicked article in {clock.hit_rate:.1%} of {clock.held_clicks:,} held-back clicked "
         f"impressions (replayed in time order). Best candidates: {others}."
     )

@@ -278,7 +278,8 @@ def _score(
     queried = time.perf_counter()
     served = boxes(rec, impression, page, now, k)
     report.query_ms.append((time.perf_counter() - queried) * 1000.0)
-    last = impression.history[-1] if impression.history else None
+    clicks = log.last_clicks.get(impression.user_id)
+    last = clicks[-1] if clicks else impression.history[-1] if impression.history else None  # their latest read
     baselines = {f"most clicked in the last {w}": log.most_clicked(w, k, read) for w in WINDOWS}
     baselines["newest of the clicked (24 h)"] = log.newest_clicked(k, read)
     baselines["co-reads of the last read"] = log.co_read(last, k, read)

@@ -27,8 +27,9 @@ from recsys.signals.records import Impression
 from recsys.types import IndexStateError
 
 CLOCK_FORMAT = 1
-HALF_LIVES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 24.0)  # hours
+HALF_LIVES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 24.0)  # hours
 WINDOWS = (1.0, 2.0, 6.0, 24.0)  # hours
+CTR_CAPS = (0.0, 0.5)  # how far the click-through rate may move an article (0: engagement alone)
 MIN_HELD_CLICKS = 200  # fewer clicked impressions on the held-back days: keep the configured clock
 MAX_SCORED = 3000  # clicked impressions scored per candidate (a seeded sample beyond)
 
@@ -39,6 +40,7 @@ class RankingClock:
 
     half_life_hours: float
     window_hours: float
+    ctr_cap: float = 0.5
     hit_rate: float = 0.0
     k: int = 10
     held_clicks: int = 0
@@ -56,7 +58,10 @@ class RankingClock:
             raise IndexStateError(
                 f"clock half-life {half_life} / window {window} must be positive; re-run `recsys train`"
             )
-        return cls(half_life, window, float(data.get("hit_rate", 0.0)), int(data.get("k", 10)),
+        cap = float(data.get("ctr_cap", 0.5))
+        if not (math.isfinite(cap) and cap >= 0):
+            raise IndexStateError(f"clock ctr_cap {cap} must be >= 0; re-run `recsys train`")
+        return cls(half_life, window, cap, float(data.get("hit_rate", 0.0)), int(data.get("k", 10)),
                    int(data.get("held_clicks", 0)), list(data.get("candidates", [])))  # fmt: skip
 
     @classmethod
@@ -92,6 +97,7 @@ def choose_clock(
     seed: int = 0,
     half_lives: Sequence[float] = HALF_LIVES,
     windows: Sequence[float] = WINDOWS,
+    ctr_caps: Sequence[float] = CTR_CAPS,
 ) -> RankingClock | None:
     """The (half-life, window) whose Ranking top ``k`` held a clicked article most often among the clicked
     impressions at or after ``held_from`` (every impression before each one folded in first). None when the
@@ -103,8 +109,12 @@ def choose_clock(
     if len(held) > MAX_SCORED:
         held = sorted(random.Random(seed).sample(held, MAX_SCORED))
     scored = set(held)
-    views = {h: Popularity(dataclasses.replace(config, half_life_hours=h)) for h in half_lives}
-    hits = {(h, w): 0 for h in half_lives for w in windows}
+    views = {
+        (h, c): Popularity(dataclasses.replace(config, half_life_hours=h, ranking_ctr_cap=c))
+        for h in half_lives
+        for c in ctr_caps
+    }
+    hits = {(h, c, w): 0 for h, c in views for w in windows}
     pending: list[Impression] = []
     for n, impression in enumerate(timed):
         if n in scored:
@@ -112,16 +122,21 @@ def choose_clock(
             pending = [p for p in pending if p.ts >= impression.ts]
             rows = [e for p in ready for e in _events(p)]
             clicked = {a for a, c in zip(impression.candidates, impression.clicked, strict=True) if c}
-            for h, view in views.items():
+            for (h, c), view in views.items():
                 view.fold(rows)
                 for w in windows:
                     ids, _ = view.ranked_active(impression.ts, w * 3600.0)
-                    hits[(h, w)] += bool(clicked.intersection(ids[:k]))
+                    hits[(h, c, w)] += bool(clicked.intersection(ids[:k]))
         pending.append(impression)
     table = [
-        {"half_life_hours": h, "window_hours": w, "hit_rate": round(count / len(held), 4)}
-        for (h, w), count in hits.items()
+        {"half_life_hours": h, "window_hours": w, "ctr_cap": c, "hit_rate": round(count / len(held), 4)}
+        for (h, c, w), count in hits.items()
     ]
-    # best hit rate; on a tie the slower clock (steadier lists)
-    best = max(table, key=lambda r: (r["hit_rate"], r["half_life_hours"], r["window_hours"]))
-    return RankingClock(best["half_life_hours"], best["window_hours"], best["hit_rate"], k, len(held), table)
+    # best hit rate; on a tie the slower clock (steadier lists), then the configured CTR cap
+    best = max(
+        table,
+        key=lambda r: (r["hit_rate"], r["half_life_hours"], r["window_hours"], r["ctr_cap"] == config.ranking_ctr_cap),
+    )
+    return RankingClock(
+        best["half_life_hours"], best["window_hours"], best["ctr_cap"], best["hit_rate"], k, len(held), table
+    )

@@ -87,6 +87,7 @@ class Dataset:
     times: np.ndarray  # the impression's time (file order when the log has none)
     timed: bool
     impressions: int
+    shown: np.ndarray | None = None  # rows of the lists the site showed; False: a served-pool group; None: all
 
     def take(self, mask_of_groups: np.ndarray) -> Dataset:
         """The rows of the impressions whose numbers are True in ``mask_of_groups``."""
@@ -98,6 +99,16 @@ class Dataset:
             self.times[rows],
             self.timed,
             int(mask_of_groups.sum()),
+            None if self.shown is None else self.shown[rows],
+        )
+
+    def in_view(self) -> Dataset:
+        """Only the rows the site showed (what in-view AUC is measured on)."""
+        if self.shown is None:
+            return self
+        rows = self.shown
+        return Dataset(
+            self.features[rows], self.labels[rows], self.groups[rows], self.times[rows], self.timed, self.impressions
         )
 
 
@@ -138,12 +149,39 @@ def learn(state: LogState, batch: Sequence[Impression]) -> None:
         state.coreads.add_reads(impression.user_id, reads)
 
 
+# The pool a served box draws from besides the site's own list, as known at the impression's time: what is
+# hot now, what the logs saw last, what readers of the reader's last reads read next.
+POOL_HOT = 50
+POOL_NEWEST = 30
+POOL_COREAD = 20
+POOL_HOT_WINDOW = 6 * 3600.0
+
+
+def pool_candidates(state: LogState, impression: Impression, exclude: set[str]) -> list[str]:
+    """Articles a served list could show at the impression's time (from the logs up to then only)."""
+    at = impression.ts
+    hot, _ = state.hours.ranked_active(at, POOL_HOT_WINDOW)
+    newest = list(reversed(state.seen_order[-3 * POOL_NEWEST :]))
+    coread = [o for read in impression.history[-3:] for o, _ in state.coreads.neighbours(read, at, POOL_COREAD)]
+    out: list[str] = []
+    for source, limit in ((hot, POOL_HOT), (newest, POOL_NEWEST), (coread, POOL_COREAD)):
+        taken = 0
+        for article in source:
+            if taken >= limit:
+                break
+            if article not in exclude and article not in out:
+                out.append(article)
+                taken += 1
+    return out
+
+
 def build_dataset(
     impressions: Sequence[Impression],
     lookup: ArticleLookup,
     popularity: PopularityConfig,
     recommend: RecommendConfig,
     keep: Callable[[Impression], bool] | None = None,
+    pools: bool = False,
 ) -> tuple[Dataset, LogState]:
     """Replay the impressions (see module docstring) and featurise every candidate of each kept one;
     also returns the state at the end of the log (for the co-read table)."""
@@ -153,6 +191,7 @@ def build_dataset(
     blocks: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
+    shown: list[np.ndarray] = []
     times: list[float] = []
     number = 0
     for _, group in itertools.groupby(ordered, key=lambda i: i.ts):
@@ -160,32 +199,47 @@ def build_dataset(
         for impression in batch:
             if keep is not None and not keep(impression):
                 continue
-            candidates = impression.candidates
             reader = reader_context(impression.history, lookup)
-            published = np.array([lookup.published.get(c, np.nan) for c in candidates], dtype=np.float64)
-            blocks.append(
-                candidate_features(
-                    candidates,
-                    state,
-                    impression.ts,
-                    reader,
-                    content(reader.history, candidates),
-                    [lookup.category(c) for c in candidates],
-                    published,
-                    timed=timed,
+            lists = [(impression.candidates, impression.clicked, True)]  # the list the site showed
+            if pools and any(impression.clicked):
+                # The served task as a second group: the clicked articles among what a box could have shown.
+                exclude = {*impression.candidates, *impression.history}
+                extra = [a for a in pool_candidates(state, impression, exclude) if a in lookup.rows]
+                chosen = [c for c, clicked in zip(impression.candidates, impression.clicked, strict=True) if clicked]
+                if extra:
+                    lists.append(((*chosen, *extra), (True,) * len(chosen) + (False,) * len(extra), False))
+            for candidates, clicked, site in lists:
+                published = np.array([lookup.published.get(c, np.nan) for c in candidates], dtype=np.float64)
+                blocks.append(
+                    candidate_features(
+                        candidates,
+                        state,
+                        impression.ts,
+                        reader,
+                        content(reader.history, candidates),
+                        [lookup.category(c) for c in candidates],
+                        published,
+                        timed=timed,
+                    )
                 )
-            )
-            labels.append(np.asarray(impression.clicked, dtype=np.int8))
-            groups.append(np.full(len(candidates), number, dtype=np.int64))
-            times.append(impression.ts)
-            number += 1
+                labels.append(np.asarray(clicked, dtype=np.int8))
+                shown.append(np.full(len(candidates), site))
+                groups.append(np.full(len(candidates), number, dtype=np.int64))
+                times.append(impression.ts)
+                number += 1
         learn(state, batch)
     if not blocks:
         empty = np.zeros((0, len(FEATURES)))
         return Dataset(empty, np.zeros(0, np.int8), np.zeros(0, np.int64), np.zeros(0), timed, 0), state
     group_array = np.concatenate(groups)
     dataset = Dataset(
-        np.vstack(blocks), np.concatenate(labels), group_array, np.asarray(times)[group_array], timed, number
+        np.vstack(blocks),
+        np.concatenate(labels),
+        group_array,
+        np.asarray(times)[group_array],
+        timed,
+        number,
+        np.concatenate(shown) if pools else None,
     )
     return dataset, state
 
@@ -250,21 +304,30 @@ def train(
     recommend: RecommendConfig,
     test_days: float = 2.0,
     seed: int = 0,
+    pools: bool = True,
 ) -> TrainingResult:
     """Fit the ranker on logged impressions, split by time (see README, "Learning from readers").
+
+    With ``pools`` each clicked impression also gives a second group: its clicked articles among what a served
+    box could have shown then (what is hot, newest and co-read, from the logs up to that moment;
+    ``pool_candidates``), so the model learns both to order the site's list and to pick the next click from
+    the catalogue, as the boxes must. In-view AUC is measured on the site's lists only, the pool hit rate on
+    the pool groups.
 
     Timed logs: the last ``test_days`` (or the last quarter, for a short log) are held back and only
     reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. Logs without times:
     ``FOLDS``-fold cross-validation by impression for the figures, then one model on all of it.
     """
-    dataset, state = build_dataset(impressions, lookup, popularity, recommend)
+    dataset, state = build_dataset(impressions, lookup, popularity, recommend, pools=pools)
     last = float(dataset.times.max()) if dataset.impressions else 0.0
     coreads = CoReadTable(state.coreads.table(last), last if dataset.timed else float("nan"))
     useful = _informative(dataset) if dataset.impressions else np.zeros(0, dtype=bool)
+    shown_rows = dataset.shown if dataset.shown is not None else np.ones(dataset.labels.size, dtype=bool)
     report: dict[str, Any] = {
-        "impressions": dataset.impressions,
-        "rows": int(dataset.labels.size),
-        "clicks": int(dataset.labels.sum()),
+        "impressions": int(np.unique(dataset.groups[shown_rows]).size),  # logged ones (pool groups aside)
+        "pool_groups": int(np.unique(dataset.groups[~shown_rows]).size),
+        "rows": int(shown_rows.sum()),
+        "clicks": int(dataset.labels[shown_rows].sum()),
         "informative_impressions": int(useful.sum()),
         "timed": dataset.timed,
         "features": list(FEATURES),
@@ -295,10 +358,17 @@ def train(
             test = np.zeros_like(test)
         ranker = LearnedRanker.fit(_parts(dataset, fit & ~valid & useful), _parts(dataset, valid & useful))
         held = dataset.take(test & useful)
+        shown = held.in_view()
         report["held_out"] = {
             "impressions": held.impressions,
-            "auc": _scores_table(held, ranker.score(held.features)) if held.impressions else {},
+            "auc": _scores_table(shown, ranker.score(shown.features)) if held.impressions else {},
         }
+        if pools and held.impressions and held.shown is not None:
+            pool_groups = np.zeros(dataset.impressions, dtype=bool)
+            pool_groups[dataset.groups[~dataset.shown]] = True
+            pooled = dataset.take(test & useful & pool_groups)
+            if pooled.impressions:
+                report["held_out"]["pool_hit@10"] = pool_hit_rate(pooled, ranker.score(pooled.features), 10)
     else:
         fold = rng.permutation(dataset.impressions) % FOLDS
         predictions = np.zeros(dataset.labels.size)
@@ -310,9 +380,12 @@ def train(
             predictions[rows] = model.score(dataset.features[rows])
         report["split"] = f"no times in the log: {FOLDS}-fold cross-validation by impression (file order replay)"
         whole = dataset.take(useful)
+        predicted = predictions[useful[dataset.groups]]
+        if whole.shown is not None:
+            predicted = predicted[whole.shown]
         report["held_out"] = {
             "impressions": whole.impressions,
-            "auc": _scores_table(whole, predictions[useful[dataset.groups]]),
+            "auc": _scores_table(whole.in_view(), predicted),
         }
         inner = rng.random(dataset.impressions) < VALID_SHARE
         ranker = LearnedRanker.fit(_parts(dataset, useful & ~inner), _parts(dataset, useful & inner))
@@ -323,6 +396,16 @@ def train(
     report["rounds"] = ranker.meta["rounds"]
     report["model"] = "fitted"
     return TrainingResult(ranker, coreads, report)
+
+
+def pool_hit_rate(dataset: Dataset, scores: np.ndarray, k: int) -> float:
+    """Share of impressions whose top ``k`` by ``scores`` (over the whole pool) holds a clicked candidate."""
+    hits = 0
+    bounds = np.flatnonzero(np.diff(dataset.groups, prepend=-1, append=-1))
+    for start, stop in itertools.pairwise(bounds.tolist()):
+        top = np.argsort(-scores[start:stop], kind="stable")[:k]
+        hits += bool(dataset.labels[start:stop][top].any())
+    return round(hits / max(1, len(bounds) - 1), 4)
 
 
 def _iso(epoch: float) -> str:

@@ -4,8 +4,8 @@ Used by ``RecommendationList`` when the index holds a ``ranker.json`` (see recsy
 one the hand-set blend of recsys/lists/recommendation.py serves. The steps, each a plain function over arrays:
 
 1. **Candidates** (``gather``): the nearest articles to each of the reader's interests, the neighbours of
-   the last reads in the co-read table ("readers also read"), the most popular articles now, and the
-   newest, all passing the filters and none already read.
+   the last reads in the co-read table ("readers also read"), the most popular articles now (at a day's
+   half-life, and at the Ranking box's clock), and the newest, all passing the filters and none already read.
 2. **Score** (``score``): ``candidate_features`` (recsys/learning/features.py) as of now, then the model: the same
    function ``recsys train`` fitted and ``recsys eval impressions`` replays.
 3. **Spread**: one article per story, then maximal marginal relevance over the model's rank, so a list is
@@ -28,6 +28,7 @@ from recsys.signals.logstate import LogState
 # How many candidates each source brings; about 150 in all, which the model scores in about a millisecond.
 PER_INTEREST = 25
 POPULAR_CANDIDATES = 40
+HOT_CANDIDATES = 40  # what the Ranking clock puts first now (recsys/learning/clock.py)
 NEWEST_CANDIDATES = 20
 COREAD_READS = 10
 COREAD_CANDIDATES = 40

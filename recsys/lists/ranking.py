@@ -23,24 +23,24 @@ class RankingList:
     def __init__(self, context: ListContext) -> None:
         self.context = context
 
-    def clock(self) -> tuple[float, float]:
-        """(half-life, window) in hours: the clock ``recsys train`` stored, else ``[popularity]``'s."""
+    def clock(self) -> tuple[float, float, float]:
+        """(half-life, window) in hours and the CTR cap: the clock ``recsys train`` stored, else ``[popularity]``'s."""
         stored = self.context.models.clock()
         if stored is not None:
-            return stored.half_life_hours, stored.window_hours
+            return stored.half_life_hours, stored.window_hours, stored.ctr_cap
         config = self.context.settings.popularity
-        return config.ranking_half_life_hours, config.window_hours
+        return config.ranking_half_life_hours, config.window_hours, config.ranking_ctr_cap
 
     def top(
         self, view: VersionReader, k: int | None, filters: Filters, window_hours: float | None, now_s: float
     ) -> list[Hit]:
         settings = self.context.settings
         k = check_k(settings.recommend.k if k is None else k)
-        half_life, default_window = self.clock()
+        half_life, default_window, ctr_cap = self.clock()
         window = (default_window if window_hours is None else window_hours) * 3600.0
         banned = banned_rows(view, filters)
         activity = self.context.activity
-        popularity = activity.view(half_life)
+        popularity = activity.view(half_life, ctr_cap)
         picked: list[tuple[int, str, float]] = []  # row, id, score
         if len(popularity) and k:
             active_ids, active_scores = popularity.ranked_active(now_s, window)  # best first

@@ -19,6 +19,7 @@ from recsys.archive.version import VersionReader
 from recsys.config import RecommendConfig
 from recsys.learning.features import ReaderContext, content_columns
 from recsys.learning.ranker import LearnedRanker
+from recsys.learning.training import POOL_HOT, POOL_HOT_WINDOW, POOL_NEWEST
 from recsys.lists import learned
 from recsys.lists.base import (
     ListContext,
@@ -32,6 +33,7 @@ from recsys.lists.base import (
 )
 from recsys.lists.ranking import RankingList
 from recsys.lists.scoring import freshness
+from recsys.signals.logstate import LogState
 from recsys.signals.profile import Interest, build_interests
 from recsys.types import Filters, Hit
 
@@ -110,6 +112,21 @@ class RecommendationList:
             hits.append(to_hit(articles[int(rows[pos])], float(scores[pos]), reason, float(sims[pos])))
         return hits
 
+    def _hot_rows(self, view: VersionReader, now_s: float, n: int) -> list[int]:
+        """Rows of the ``n`` articles the Ranking box's clock puts first now (what is hot this hour on a fast site)."""
+        half_life, window, ctr_cap = self.ranking.clock()
+        ids, _ = self.context.activity.view(half_life, ctr_cap).ranked_active(now_s, window * 3600.0)
+        rows_of = view.store.rows_of(ids[: 2 * n])  # spare ones for ids no longer indexed
+        return [rows_of[a] for a in ids[: 2 * n] if a in rows_of][:n]
+
+    @staticmethod
+    def _logged_rows(view: VersionReader, state: LogState, now_s: float) -> list[int]:
+        """Rows of what was hot in the last hours and what the logs saw last: ``pool_candidates``' sources."""
+        hot, _ = state.hours.ranked_active(now_s, POOL_HOT_WINDOW)
+        ids = [*hot[: 2 * POOL_HOT], *reversed(state.seen_order[-3 * POOL_NEWEST :])]
+        rows_of = view.store.rows_of(ids)
+        return [rows_of[a] for a in ids if a in rows_of]
+
     def _learned(
         self,
         view: VersionReader,
@@ -123,7 +140,10 @@ class RecommendationList:
     ) -> list[Hit]:
         """Recommendation by the learned ranker (recsys/lists/learned.py)."""
         state = self.context.activity.current_state()
-        coreads = self.context.models.coreads()
+        # "Readers also read": folded live from the events as they arrive (as training folds them), the
+        # table `recsys train` stored only until the live one knows something.
+        live = len(state.coreads) > 0
+        coreads = None if live else self.context.models.coreads()
         read_rows, known = reader.read_rows, reader.known
         by_interest: dict[int, list[tuple[float, int]]] = {}
         for row, (sim, owner) in found.items():
@@ -132,17 +152,24 @@ class RecommendationList:
             row for near in by_interest.values() for _, row in sorted(near, reverse=True)[: learned.PER_INTEREST]
         ]
         coread_from: dict[int, str] = {}
-        if coreads is not None:
+        if live or coreads is not None:
             reads = reader.reads[: learned.COREAD_READS]
-            neighbours = [(read, other) for read in reads for other, _ in coreads.of(read)]
+            per_read = learned.COREAD_CANDIDATES
+            neighbours = [
+                (read, other)
+                for read in reads
+                for other, _ in (state.coreads.neighbours(read, now_s, per_read) if live else coreads.of(read))  # type: ignore[union-attr]
+            ]
             neighbours = neighbours[: learned.COREAD_CANDIDATES]
             rows_of = view.store.rows_of([other for _, other in neighbours])
             for read, other in neighbours:
                 if other in rows_of:
                     coread_from.setdefault(rows_of[other], read)
         popular = learned.popular_rows(state, view.store.rows_of, now_s, learned.POPULAR_CANDIDATES)
+        hot = self._hot_rows(view, now_s, learned.HOT_CANDIDATES)
+        hot += self._logged_rows(view, state, now_s)  # the sources training draws its pools from
         fresh = newest_rows(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
-        rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *popular, *fresh.tolist()]), dtype=np.int64)
+        rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *hot, *popular, *fresh.tolist()]), dtype=np.int64)
         if rows.size:
             rows = rows[view.allowed(filters, rows) & ~np.isin(rows, list(banned))]
         if rows.size == 0:
@@ -169,7 +196,7 @@ class RecommendationList:
         picked_rows = [int(rows[p]) for p in picked.tolist()]
         sources = {read_rows[a] for a in known} | {read_rows[r] for r in coread_from.values() if r in read_rows}
         articles = view.store.get_rows([*picked_rows, *sources], with_text=False)
-        popular_set = set(popular[: max(20, 2 * k)])
+        popular_set = set(popular[: max(20, 2 * k)]) | set(hot[: max(20, 2 * k)])
         fresh_set = set(fresh.tolist())
         hits = []
         for pos, row in zip(picked.tolist(), picked_rows, strict=True):

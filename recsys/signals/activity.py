@@ -122,13 +122,14 @@ class PopularityTracker:
         self.store = store
         self.config = config
         self.max_future_seconds = store.config.max_future_seconds
-        self.state = LogState(config)
+        self.state = LogState(config, live_coreads=True)
         self._seq = 0
         self._checked = -float("inf")
         self._lock = threading.Lock()
         self._counts: dict[tuple[str, int, int], tuple[float, WindowCounts]] = {}
         self._counts_lock = threading.Lock()
-        self._views: dict[float, tuple[Popularity, int]] = {}  # other half-lives (hours): view, last seq folded
+        # other clocks, (half-life in hours, CTR cap): the view and the last sequence number folded into it
+        self._views: dict[tuple[float, float], tuple[Popularity, int]] = {}
 
     @property
     def popularity(self) -> Popularity:
@@ -175,26 +176,30 @@ class PopularityTracker:
             seq = last_seq
         return seq
 
-    def view(self, half_life_hours: float) -> Popularity:
-        """Popularity at another half-life (the Ranking box's clock), brought up to date: the 24 h and 2 h
-        views are the state's own; any other is folded from the store on first use, then kept current."""
+    def view(self, half_life_hours: float, ctr_cap: float | None = None) -> Popularity:
+        """Popularity at another clock (the Ranking box's: a half-life, and how far the CTR may move an
+        article), brought up to date: the state's own views where they match, else one folded from the store
+        on first use and kept current."""
         state = self.current_state()
-        for popularity in (state.day, state.hours):
-            if abs(popularity.half_life - half_life_hours * 3600.0) < 1e-6:
-                return popularity
-        found = self._views.get(half_life_hours)
+        cap = self.config.ranking_ctr_cap if ctr_cap is None else ctr_cap
+        if cap == self.config.ranking_ctr_cap:
+            for popularity in (state.day, state.hours):
+                if abs(popularity.half_life - half_life_hours * 3600.0) < 1e-6:
+                    return popularity
+        key = (half_life_hours, cap)
+        found = self._views.get(key)
         if found is None:
             with self._lock:
-                found = self._views.get(half_life_hours)
+                found = self._views.get(key)
                 if found is None:
-                    view = Popularity(replace(self.config, half_life_hours=half_life_hours))
+                    view = Popularity(replace(self.config, half_life_hours=half_life_hours, ranking_ctr_cap=cap))
                     latest = time.time() + self.max_future_seconds
                     try:
                         seq = self._fold_view(view, 0, latest) if self.store.exists() else 0
                     except EventsUnavailable as exc:
                         logger.warning("popularity at %g h not folded: %s", half_life_hours, exc)
                         seq = 0
-                    found = self._views[half_life_hours] = (view, seq)
+                    found = self._views[key] = (view, seq)
         return found[0]
 
     def window_counts(self, article_ids: Sequence[str], since: float, until: float) -> dict[str, WindowCounts]:

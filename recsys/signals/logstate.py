@@ -18,7 +18,9 @@ from recsys.signals.popularity import Popularity
 class LogState:
     """What the logs said up to now, folded in time order: the one source of behavioural features."""
 
-    def __init__(self, config: PopularityConfig, coreads: CoReads | None = None) -> None:
+    def __init__(self, config: PopularityConfig, coreads: CoReads | None = None, live_coreads: bool = False) -> None:
+        """``live_coreads``: every view or click folded also feeds the co-reads (a serving process, whose
+        "readers also read" then follows the events as they arrive; offline training adds reads itself)."""
         self.day = Popularity(config)
         self.hours = Popularity(replace(config, half_life_hours=2.0))
         self.ever = Popularity(replace(config, half_life_hours=1e9))
@@ -26,7 +28,9 @@ class LogState:
         self.ever.follow(self.day)
         self.config = config
         self.first_seen: dict[str, float] = {}
+        self.seen_order: list[str] = []  # articles in the order the logs first mentioned them (newest last)
         self.coreads = coreads if coreads is not None else CoReads()
+        self.live_coreads = live_coreads
 
     def fold(self, events: Iterable[Sequence]) -> None:
         """Events as (article, type, reaction, ts, count[, reader]), as stored. The three popularity views are
@@ -39,8 +43,12 @@ class LogState:
             popularity.add(batch)
         for row in rows:
             seen = self.first_seen.get(row[0])
+            if seen is None:
+                self.seen_order.append(row[0])
             if seen is None or row[3] < seen:
                 self.first_seen[row[0]] = row[3]
+            if self.live_coreads and row[1] in ("view", "click") and len(row) > 5 and row[5]:
+                self.coreads.add_reads(row[5], [(row[0], row[3])])
 
     def saw(self, article_ids: Iterable[str], ts: float) -> None:
         """Articles the logs mention at ``ts`` (shown, or in a history): their first sighting if earlier."""
@@ -49,3 +57,4 @@ class LogState:
         for article in article_ids:
             if article not in self.first_seen:
                 self.first_seen[article] = ts
+                self.seen_order.append(article)
