@@ -42,14 +42,18 @@ FEATURES = (
     "category_share",  # share of the reader's known reads in the candidate's category; NaN if unknown
     "in_history",  # the reader already read it
     "history_length",  # log(1 + reads known)
+    "clicks_15m",  # log(1 + decayed clicks), 15 min half-life: what readers click this quarter hour
+    "rising",  # clicks_15m - clicks_2h: accelerating (> 0) or fading
     "popularity_rel",
     "clicks_2h_rel",
     "ctr_24h_rel",
     "age_hours_rel",
     "content_max_rel",
     "coread_rel",
+    "clicks_15m_rel",
 )
 RELATIVE = {name: FEATURES.index(name[: -len("_rel")]) for name in FEATURES if name.endswith("_rel")}
+_CLICKS_15M, _RISING = FEATURES.index("clicks_15m"), FEATURES.index("rising")
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def candidate_features(
     if n == 0:
         return out
     config = state.config
-    # The three views are folded together, so an article has the same row in each.
+    # The views are folded together, so an article has the same row in each.
     index = state.day.index
     rows = np.fromiter((index.get(a, -1) for a in ids), dtype=np.int64, count=n)
     day = _sums(state.day, rows, at)
@@ -137,6 +141,9 @@ def candidate_features(
     read = set(history)
     out[:, 13] = [float(a in read) for a in ids]
     out[:, 14] = math.log1p(len(history))
+    quarter = _sums(state.minutes, rows, at)
+    out[:, _CLICKS_15M] = _log_counts(quarter, _CLICKS)
+    out[:, _RISING] = out[:, _CLICKS_15M] - out[:, 4]
     for column, source in RELATIVE.items():
         values = out[:, source]
         finite = np.isfinite(values)

@@ -23,9 +23,10 @@ class LogState:
         "readers also read" then follows the events as they arrive; offline training adds reads itself)."""
         self.day = Popularity(config)
         self.hours = Popularity(replace(config, half_life_hours=2.0))
+        self.minutes = Popularity(replace(config, half_life_hours=0.25))
         self.ever = Popularity(replace(config, half_life_hours=1e9))
-        self.hours.follow(self.day)  # one reader memory and one row per article for all three views
-        self.ever.follow(self.day)
+        for view in (self.hours, self.minutes, self.ever):
+            view.follow(self.day)  # one reader memory and one row per article for every view
         self.config = config
         self.first_seen: dict[str, float] = {}
         self.seen_order: list[str] = []  # articles in the order the logs first mentioned them (newest last)
@@ -33,13 +34,13 @@ class LogState:
         self.live_coreads = live_coreads
 
     def fold(self, events: Iterable[Sequence]) -> None:
-        """Events as (article, type, reaction, ts, count[, reader]), as stored. The three popularity views are
+        """Events as (article, type, reaction, ts, count[, reader]), as stored. The popularity views are
         always folded together, so an article has the same row in each (candidate_features relies on it)."""
         rows = [e for e in events if math.isfinite(e[3])]
         batch = self.day.prepare(rows)
         if batch is None:
             return
-        for popularity in (self.day, self.hours, self.ever):
+        for popularity in (self.day, self.hours, self.minutes, self.ever):
             popularity.add(batch)
         for row in rows:
             seen = self.first_seen.get(row[0])
