@@ -206,3 +206,36 @@ def test_a_site_that_logs_only_views_still_gets_readers_also_read(index, tmp_pat
     assert [other for other, _ in table.of("fb1")] == ["ck2"] and [o for o, _ in table.of("ck2")] == ["fb1"]
     hits = Recommender.open(index).related("fb1", 30)  # a signal among same-topic articles, not a trump card
     assert next(h for h in hits if h.id == "ck2").reason == "readers of this also read"
+
+
+def test_pools_are_built_only_from_what_the_logs_knew_before_each_impression():
+    from recsys.learning.training import pool_candidates
+    from recsys.signals.logstate import LogState
+
+    state = LogState(Settings().popularity)
+    t0 = 1_790_000_000.0
+    state.fold([("old", "click", "", t0, 1, "r1"), ("old", "impression", "", t0, 1, "r1")])
+    impression = Impression("i", "r2", t0 + 60, ("x",), ("shown",), (True,))
+    pool = pool_candidates(state, impression, {"shown"})
+    assert pool == ["old"]  # what was clicked before; nothing later, nothing shown
+    state.fold([("later", "click", "", t0 + 120, 1, "r3")])
+    assert "later" in pool_candidates(state, Impression("j", "r2", t0 + 180, (), (), ()), set())
+
+
+def test_live_coreads_follow_events_as_they_arrive_symmetric_and_decaying(tmp_path, make_indexer):
+    from recsys.signals.activity import PopularityTracker
+    from recsys.signals.records import Event
+    from recsys.signals.store import open_event_store
+
+    make_indexer().add_articles([art("a", "storm"), art("b", "flood"), art("c", "vote")])
+    store = open_event_store(tmp_path / "index")
+    now = time.time() - 3600
+    events = [Event("a", "click", now, user_id="r1"), Event("b", "click", now + 60, user_id="r1")]
+    events += [Event("a", "click", now, user_id="r2"), Event("b", "view", now + 30, user_id="r2")]
+    store.add([(e.fingerprint(), e) for e in events])
+    tracker = PopularityTracker(store, Settings().popularity)
+    coreads = tracker.current_state(force=True).coreads
+    ab, ba = coreads.association("a", "b", now + 120), coreads.association("b", "a", now + 120)
+    assert ab > 0 and ab == ba and coreads.association("a", "c", now + 120) == 0
+    assert coreads.association("a", "b", now + 30 * 86400) < ab  # decays as the pairs age
+    assert [o for o, _ in coreads.neighbours("a", now + 120, 5)] == ["b"]
