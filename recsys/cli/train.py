@@ -51,7 +51,8 @@ def train_command(
     out: str = typer.Option(None, "--out", help="Report folder (default: a new runs/<time>-train/)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Fit how Recommendation mixes its signals from logged impressions; store it in the index."""
+    """Fit how Recommendation mixes its signals and how fast Ranking forgets, from logged impressions; store both
+    in the index (ranker.json, clock.json, coreads.json)."""
     run = Run("train", Path(out) if out else None)
     settings = settings_of(ctx, events)
     problems: list[InputProblem] = []
