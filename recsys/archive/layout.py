@@ -33,16 +33,17 @@ import re
 import secrets
 import shutil
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import xxhash
 
 from recsys.types import IndexStateError
 
+T = TypeVar("T")
 FORMAT_VERSION = 2  # 2: segments
 POINTER = "CURRENT"
 MANIFEST = "manifest.json"
@@ -67,6 +68,23 @@ DAMAGE_FIX = (
     "(`recsys index optimize` or `recsys index build ARTICLES`), or point CURRENT back at the previous version "
     "in versions/"
 )  # test hook: SIGKILL ourselves at a named build stage
+
+
+def load_trained(root: str | Path, name: str, parse: Callable[[Any], T]) -> T | None:
+    """A trained file beside the versions (``ranker.json``, ``coreads.json``, ``clock.json``) parsed by its
+    owner's ``parse``; None when there is none. Unreadable text, bad JSON or fields ``parse`` cannot use are
+    one ``IndexStateError`` naming the file and the fix."""
+    path = Path(root) / name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+    try:
+        return parse(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
 
 
 def crash_point(stage: str) -> None:

@@ -32,8 +32,8 @@ from recsys.ingest.text import (
     iter_jsonl,
     parse_timestamp,
     read_text,
+    record_lines,
     split_lines,
-    text_lines,
 )
 from recsys.types import Article, InputProblem, RecsysError
 
@@ -159,13 +159,9 @@ def _mind_tags(*cells: str) -> list[str]:
 
 
 def _iter_mind(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    try:
-        lines = text_lines(path)
-    except ForeignEncoding as exc:
-        yield 1, str(exc)
-        return
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, line, problem in record_lines(path):
+        if problem is not None:
+            yield number, problem
             continue
         cells = line.split("\t")
         if not 4 <= len(cells) <= len(MIND_NEWS_COLUMNS):

@@ -22,13 +22,12 @@ from typing import Any
 
 from recsys.config import EventsConfig
 from recsys.ingest.text import (
-    ForeignEncoding,
     bad_text_reason,
     detect_format,
     iter_csv,
     iter_jsonl,
     parse_timestamp,
-    text_lines,
+    record_lines,
 )
 from recsys.signals.records import EVENT_TYPES, Event, EventBatch, Impression, impression_events
 from recsys.types import InputProblem, RecsysError
@@ -140,14 +139,10 @@ def read_impressions(path: Path, problems: list[InputProblem] | None = None) -> 
 
 def iter_impressions(path: Path, problems: list[InputProblem] | None = None) -> Iterator[Impression]:
     """The rows of a MIND behaviors.tsv one at a time (memory: one row), bad ones to ``problems``."""
-    try:
-        lines = text_lines(path)
-    except ForeignEncoding as exc:
-        if problems is not None:
-            problems.append(InputProblem(str(path), 1, str(exc)))
-        return
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, line, unreadable in record_lines(path):
+        if unreadable is not None:
+            if problems is not None:
+                problems.append(InputProblem(str(path), number, unreadable))
             continue
         cells = line.split("\t")
         problem = bad_text_reason(line)

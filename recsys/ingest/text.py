@@ -180,15 +180,23 @@ class LineWindow:
             self._first += 1
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line, record or problem)`` per non-blank line of a JSON Lines file."""
+def record_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """``(line number, line, problem)`` per non-blank line, streamed; a UTF-16/32 file is one problem at line 1."""
     try:
         lines = text_lines(path)
     except ForeignEncoding as exc:
-        yield 1, str(exc)
+        yield 1, "", str(exc)
         return
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        if line.strip():
+            yield number, line, None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``(line, record or problem)`` per non-blank line of a JSON Lines file."""
+    for number, line, problem in record_lines(path):
+        if problem is not None:
+            yield number, problem
             continue
         try:
             record = json.loads(line)

@@ -12,7 +12,6 @@ every candidate; the Ranking box uses it, and the configured ``[popularity] rank
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import random
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recsys.archive.layout import CLOCK_FILE
+from recsys.archive.layout import CLOCK_FILE, load_trained
 from recsys.config import PopularityConfig
 from recsys.signals.popularity import Popularity
 from recsys.signals.records import Impression
@@ -66,17 +65,7 @@ class RankingClock:
 
     @classmethod
     def load(cls, root: str | Path) -> RankingClock | None:
-        path = Path(root) / CLOCK_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
-        try:
-            return cls.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+        return load_trained(root, CLOCK_FILE, cls.from_json)
 
 
 def _events(impression: Impression) -> list[tuple[str, str, str, float, int, str]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.archive.layout import RANKER_FILE
+from recsys.archive.layout import RANKER_FILE, load_trained
 from recsys.learning.features import FEATURES
 from recsys.types import IndexStateError
 
@@ -133,17 +133,7 @@ class LearnedRanker:
     @classmethod
     def load(cls, root: str | Path) -> LearnedRanker | None:
         """The index's ranker, or None when ``recsys train`` has not stored one."""
-        path = Path(root) / RANKER_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
-        try:
-            return cls.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+        return load_trained(root, RANKER_FILE, cls.from_json)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:

@@ -17,7 +17,6 @@ each article's ``keep`` strongest neighbours.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.archive.layout import COREADS_FILE
+from recsys.archive.layout import COREADS_FILE, load_trained
 from recsys.types import IndexStateError
 
 COREADS_FORMAT = 1
@@ -165,14 +164,4 @@ class CoReadTable:
 
     @classmethod
     def load(cls, root: Path) -> CoReadTable | None:
-        path = Path(root) / COREADS_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
-        try:
-            return cls.from_json(json.loads(text))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+        return load_trained(root, COREADS_FILE, cls.from_json)
