@@ -239,3 +239,23 @@ def test_live_coreads_follow_events_as_they_arrive_symmetric_and_decaying(tmp_pa
     assert ab > 0 and ab == ba and coreads.association("a", "c", now + 120) == 0
     assert coreads.association("a", "b", now + 30 * 86400) < ab  # decays as the pairs age
     assert [o for o, _ in coreads.neighbours("a", now + 120, 5)] == ["b"]
+
+
+def test_an_impressions_list_and_its_pool_group_share_a_side_of_every_split():
+    rng = np.random.default_rng(3)
+    articles = [f"a{i}" for i in range(30)]
+    vectors = rng.normal(size=(30, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    lookup = ArticleLookup({a: i for i, a in enumerate(articles)}, vectors)
+    rows = []
+    for n in range(60):
+        shown = tuple(rng.choice(articles, 5, replace=False).tolist())
+        rows.append(Impression(str(n), f"u{n % 5}", float("nan"), (), shown, (True, False, False, False, False)))
+    settings = Settings()
+    dataset, _ = build_dataset(rows, lookup, settings.popularity, settings.recommend, pools=True)
+    assert dataset.owners is not None and dataset.impressions > len(rows)  # pool groups were added
+    side = dataset.by_impression(np.arange(len(rows)) % 2 == 0)
+    for group in range(dataset.impressions):
+        assert side[group] == (dataset.owners[group] % 2 == 0)
+    pooled = dataset.shown is not None and (~dataset.shown).any()
+    assert pooled and set(np.unique(dataset.owners)) == set(range(len(rows)))

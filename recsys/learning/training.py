@@ -88,6 +88,7 @@ class Dataset:
     timed: bool
     impressions: int
     shown: np.ndarray | None = None  # rows of the lists the site showed; False: a served-pool group; None: all
+    owners: np.ndarray | None = None  # per group, the logged impression it comes from (a pool group shares it)
 
     def take(self, mask_of_groups: np.ndarray) -> Dataset:
         """The rows of the impressions whose numbers are True in ``mask_of_groups``."""
@@ -101,6 +102,12 @@ class Dataset:
             int(mask_of_groups.sum()),
             None if self.shown is None else self.shown[rows],
         )
+
+    def by_impression(self, per_impression: np.ndarray) -> np.ndarray:
+        """A per-group array from one value per logged impression: the groups of one impression (its list and
+        its pool group) always land on the same side of a split, so no group reveals another's label."""
+        owners = self.owners if self.owners is not None else np.arange(self.impressions)
+        return per_impression[owners]
 
     def in_view(self) -> Dataset:
         """Only the rows the site showed (what in-view AUC is measured on)."""
@@ -192,8 +199,10 @@ def build_dataset(
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
     shown: list[np.ndarray] = []
+    owners: list[int] = []
     times: list[float] = []
     number = 0
+    logged = 0
     for _, group in itertools.groupby(ordered, key=lambda i: i.ts):
         batch = list(group)
         for impression in batch:
@@ -225,8 +234,10 @@ def build_dataset(
                 labels.append(np.asarray(clicked, dtype=np.int8))
                 shown.append(np.full(len(candidates), site))
                 groups.append(np.full(len(candidates), number, dtype=np.int64))
+                owners.append(logged)
                 times.append(impression.ts)
                 number += 1
+            logged += 1
         learn(state, batch)
     if not blocks:
         empty = np.zeros((0, len(FEATURES)))
@@ -240,6 +251,7 @@ def build_dataset(
         timed,
         number,
         np.concatenate(shown) if pools else None,
+        np.asarray(owners, dtype=np.int64),
     )
     return dataset, state
 
@@ -370,10 +382,11 @@ def train(
             if pooled.impressions:
                 report["held_out"]["pool_hit@10"] = pool_hit_rate(pooled, ranker.score(pooled.features), 10)
     else:
-        fold = rng.permutation(dataset.impressions) % FOLDS
+        logged = int(dataset.owners.max()) + 1 if dataset.owners is not None and dataset.owners.size else 0
+        fold = dataset.by_impression(rng.permutation(logged) % FOLDS)
         predictions = np.zeros(dataset.labels.size)
         for k in range(FOLDS):
-            inner = rng.random(dataset.impressions) < VALID_SHARE
+            inner = dataset.by_impression(rng.random(logged) < VALID_SHARE)
             rest = (fold != k) & useful
             model = LearnedRanker.fit(_parts(dataset, rest & ~inner), _parts(dataset, rest & inner))
             rows = fold[dataset.groups] == k
@@ -387,7 +400,7 @@ def train(
             "impressions": whole.impressions,
             "auc": _scores_table(whole.in_view(), predicted),
         }
-        inner = rng.random(dataset.impressions) < VALID_SHARE
+        inner = dataset.by_impression(rng.random(logged) < VALID_SHARE)
         ranker = LearnedRanker.fit(_parts(dataset, useful & ~inner), _parts(dataset, useful & inner))
     ranker.meta.update(
         {"fitted_on": report["split"], "impressions": dataset.impressions, "held_out": report["held_out"]}
