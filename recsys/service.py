@@ -259,7 +259,8 @@ class Recommender:
         Filled most specific first: Related, then Recommendation, then Ranking. Ranking stays the
         same for every reader (a "most read" box), less what the other two lists already show. A story is
         told once on the page: a later box drops an article with the canonical URL of one already shown, or a
-        cosine of at least ``[related] duplicate_similarity`` to it (a syndicated copy, a rewrite).
+        cosine of at least ``[related] duplicate_similarity`` to one an earlier box showed (a syndicated copy,
+        a rewrite).
         """
         now_s = now_seconds(now)
         view = self.view  # one version for the whole page

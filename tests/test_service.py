@@ -208,3 +208,19 @@ def test_no_story_is_told_twice_on_a_page(make_indexer, tmp_path):
         nk = [a for a in shown if a.startswith("nk")]
         assert len(nk) == 1, shown  # one of the three copies, in one box
         assert len(page.ranking) == 5 and len(set(shown)) == len(shown)
+
+
+def test_recommendation_never_shows_a_copy_of_a_story_the_reader_read(make_indexer, tmp_path):
+    from tests.conftest import art as _art
+
+    make_indexer().add_articles(
+        [
+            _art("ecb", "ecb holds rates steady", "ecb rates inflation steady", canonical_url="https://x/ecb"),
+            _art("ecb-wire", "ecb holds rates steady", "ecb rates inflation steady", canonical_url="https://x/ecb"),
+            _art("ecb-rewrite", "ecb holds rates steady", "ecb rates inflation steady"),  # same text, no URL
+            *[_art(f"b{i}", f"bank rates story {i}", f"rates bank inflation {i}") for i in range(8)],
+        ]
+    )
+    with Recommender.open(tmp_path / "index") as rec:
+        ids = [h.id for h in rec.recommend(["ecb"], k=8)]
+        assert ids and not {"ecb", "ecb-wire", "ecb-rewrite"} & set(ids), ids

@@ -208,8 +208,9 @@ def to_hit(
 def drop_repeated_stories(
     view: VersionReader, hits: Sequence[Hit], shown: Sequence[str], threshold: float, k: int
 ) -> list[Hit]:
-    """The first ``k`` of ``hits`` that tell no story already on the page: not the same canonical URL (story
-    key) and not a cosine >= ``threshold`` to an article shown so far (``shown``, then the hits kept)."""
+    """The first ``k`` of ``hits`` that tell no story already on the page: not the canonical URL (story key) of
+    an article shown so far (``shown``, then the hits kept), and no cosine >= ``threshold`` to one of ``shown``
+    (the earlier boxes: a box's own order, e.g. Ranking's two articles about one subject, is its own)."""
     ids = [*shown, *(h.id for h in hits)]
     rows_by_id = view.store.rows_of(ids)
     known = [a for a in ids if a in rows_by_id]
@@ -219,18 +220,18 @@ def drop_repeated_stories(
     position = {a: i for i, a in enumerate(known)}
     vectors = np.asarray(view.vectors[rows], dtype=np.float32)
     stories = np.asarray(view.rows["story"])[rows]
-    kept_at = [position[a] for a in shown if a in position]
+    before = np.asarray([position[a] for a in shown if a in position], dtype=np.int64)
+    told = {int(stories[i]) for i in before.tolist()} - {0}
     out: list[Hit] = []
     for hit in hits:
         if len(out) == k:
             break
         at = position.get(hit.id)
-        if at is not None and kept_at:
-            earlier = np.asarray(kept_at)
-            same_story = stories[at] != 0 and bool((stories[earlier] == stories[at]).any())
-            if same_story or float((vectors[earlier] @ vectors[at]).max()) >= threshold:
-                continue
-        out.append(hit)
         if at is not None:
-            kept_at.append(at)
+            story = int(stories[at])
+            if story in told or (before.size and float((vectors[before] @ vectors[at]).max()) >= threshold):
+                continue
+            if story:
+                told.add(story)
+        out.append(hit)
     return out

@@ -90,6 +90,9 @@ class RecommendationList:
         """The hand-set blend (``[recommend]`` weights), used until a ranker is trained."""
         config = self.context.settings.recommend
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        rows = rows[~self._copies_of_reads(view, rows, reader)]
+        if not rows.size:
+            return []
         sims = np.array([found[r][0] for r in rows.tolist()])
         owner = np.array([found[r][1] for r in rows.tolist()])
         published = np.asarray(view.rows["published"][rows])
@@ -118,6 +121,19 @@ class RecommendationList:
         ids, _ = self.context.activity.view(half_life, ctr_cap).ranked_active(now_s, window * 3600.0)
         rows_of = view.store.rows_of(ids[: 2 * n])  # spare ones for ids no longer indexed
         return [rows_of[a] for a in ids[: 2 * n] if a in rows_of][:n]
+
+    def _copies_of_reads(self, view: VersionReader, rows: np.ndarray, reader: _Reader) -> np.ndarray:
+        """True for candidates that tell a story the reader has read: the canonical URL of a read, or a cosine
+        of at least ``duplicate_similarity`` to one (a syndicated copy of an article they read is not new)."""
+        if not rows.size or not reader.known:
+            return np.zeros(rows.size, dtype=bool)
+        read = np.asarray([reader.read_rows[a] for a in reader.known], dtype=np.int64)
+        stories = np.asarray(view.rows["story"])
+        told = set(stories[read].tolist()) - {0}
+        same = np.isin(stories[rows], list(told)) if told else np.zeros(rows.size, dtype=bool)
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        close = (vectors @ reader.vectors.T).max(axis=1) >= self.context.settings.related.duplicate_similarity
+        return same | close
 
     @staticmethod
     def _logged_rows(view: VersionReader, state: LogState, now_s: float) -> list[int]:
@@ -172,6 +188,7 @@ class RecommendationList:
         rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *hot, *popular, *fresh.tolist()]), dtype=np.int64)
         if rows.size:
             rows = rows[view.allowed(filters, rows) & ~np.isin(rows, list(banned))]
+            rows = rows[~self._copies_of_reads(view, rows, reader)]
         if rows.size == 0:
             return []
         ids_by_row = view.store.ids_of(rows)
