@@ -320,8 +320,8 @@ def train(
 ) -> TrainingResult:
     """Fit the ranker on logged impressions, split by time (see README, "Learning from readers").
 
-    With ``pools`` each clicked impression also gives a second group: its clicked articles among what a served
-    box could have shown then (what is hot, newest and co-read, from the logs up to that moment;
+    With ``pools`` (timed logs only) each clicked impression also gives a second group: its clicked articles
+    among what a served box could have shown then (what is hot, newest and co-read, from the logs up to then;
     ``pool_candidates``), so the model learns both to order the site's list and to pick the next click from
     the catalogue, as the boxes must. In-view AUC is measured on the site's lists only, the pool hit rate on
     the pool groups.
@@ -330,7 +330,9 @@ def train(
     reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. Logs without times:
     ``FOLDS``-fold cross-validation by impression for the figures, then one model on all of it.
     """
-    dataset, state = build_dataset(impressions, lookup, popularity, recommend, pools=pools)
+    # A pool is what was hot at a moment: a log without times has no moments (file order is not time), so
+    # it is fitted on its lists alone.
+    dataset, state = build_dataset(impressions, lookup, popularity, recommend, pools=pools and is_timed(impressions))
     last = float(dataset.times.max()) if dataset.impressions else 0.0
     coreads = CoReadTable(state.coreads.table(last), last if dataset.timed else float("nan"))
     useful = _informative(dataset) if dataset.impressions else np.zeros(0, dtype=bool)
