@@ -76,7 +76,6 @@ class ConnectionGuard:
             self.refused += 1
             return False
         self.wait(connection)
-        self._schedule(connection.loop)
         return True
 
     def _evict_one(self) -> bool:
@@ -91,9 +90,10 @@ class ConnectionGuard:
         return False
 
     def wait(self, connection: GuardedH11Protocol) -> None:
-        """The connection now waits for a (next) request: it gets a fresh deadline."""
+        """The connection now waits for a (next) request: it gets a fresh deadline (and the sweep runs)."""
         self.waiting.pop(connection, None)
         self.waiting[connection] = time.monotonic() + self.request_timeout
+        self._schedule(connection.loop)
 
     def close(self, connection: GuardedH11Protocol) -> None:
         if not connection.closed_by_guard:
