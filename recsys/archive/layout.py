@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import platform
 import re
@@ -330,25 +331,35 @@ def read_manifest(version: Path) -> dict[str, Any]:
             "only within one format)"
         )
     check_sealed(manifest, version / MANIFEST)
-    check_sizes(version, manifest.get("files", {}))
-    check_checksums(version, manifest.get("files", {}), manifest.get("checksums", {}), OPEN_CHECKSUM_BYTES)
+    check_files(version, manifest.get("files", {}), manifest.get("checksums", {}), OPEN_CHECKSUM_BYTES)
     return manifest
 
 
-def check_sizes(folder: Path, files: dict[str, int]) -> None:
-    """Every file a version or segment lists is there at its recorded size (what ``file_sizes`` wrote)."""
-    for name, size in files.items():
+def file_problems(
+    folder: Path, sizes: dict[str, int], checksums: dict[str, str], up_to: float = math.inf
+) -> Iterator[tuple[Path, str]]:
+    """``(path, what is wrong)`` per listed file of ``folder`` that is missing, not at its recorded
+    size, or (files of at most ``up_to`` bytes) not at its recorded checksum. A folder written before checksums
+    were recorded has none and is checked on sizes alone."""
+    for name, size in sizes.items():
         path = folder / name
-        if not path.is_file() or path.stat().st_size != size:
-            raise IndexStateError(
-                f"{folder}: {name} is missing or has the wrong size (the index was modified after it was "
-                f"written); {DAMAGE_FIX}"
-            )
+        if not path.is_file():
+            yield path, "missing"
+            continue
+        found = path.stat().st_size
+        if found != size:
+            yield path, f"{found:,} bytes, not the {size:,} it was written with"
+        elif name in checksums and size <= up_to and file_checksum(path) != checksums[name]:
+            yield path, "does not match its checksum"
 
 
-def check_checksums(folder: Path, sizes: dict[str, int], checksums: dict[str, str], up_to: float) -> None:
-    """Files of at most ``up_to`` bytes (``math.inf``: all) match their recorded checksum. A folder written
-    before checksums were recorded has none and passes on sizes alone."""
-    for name, expected in checksums.items():
-        if sizes.get(name, 0) <= up_to and file_checksum(folder / name) != expected:
-            raise IndexStateError(f"{folder}: {name} does not match its checksum (it was damaged); {DAMAGE_FIX}")
+def check_files(folder: Path, sizes: dict[str, int], checksums: dict[str, str], up_to: float) -> None:
+    """Every file a version or segment lists is there at its recorded size, and files up to ``up_to`` bytes
+    at their checksum; the first one that is not raises ``IndexStateError`` with the fix."""
+    for path, problem in file_problems(folder, sizes, checksums, up_to):
+        if problem.startswith("does not match"):
+            raise IndexStateError(f"{folder}: {path.name} does not match its checksum (it was damaged); {DAMAGE_FIX}")
+        raise IndexStateError(
+            f"{folder}: {path.relative_to(folder)} is missing or has the wrong size (the index was modified after "
+            f"it was written); {DAMAGE_FIX}"
+        )

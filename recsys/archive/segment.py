@@ -34,7 +34,7 @@ import numpy as np
 
 from recsys.archive import lexical
 from recsys.archive.ann import ANNIndex, ExactIndex, FaissIVFIndex
-from recsys.archive.layout import DAMAGE_FIX, OPEN_CHECKSUM_BYTES, check_checksums, check_sealed, check_sizes
+from recsys.archive.layout import DAMAGE_FIX, OPEN_CHECKSUM_BYTES, check_files, check_sealed
 from recsys.archive.store import DB_FILE, ROW_DTYPE, ROWS_FILE, ArticleStore
 from recsys.types import IndexStateError
 
@@ -60,8 +60,7 @@ class Segment:
             raise IndexStateError(f"{path}: unreadable {SEGMENT_FILE} ({exc}); {DAMAGE_FIX}") from None
         check_sealed(self.info, path / SEGMENT_FILE)
         sizes = self.info.get("files", {})
-        check_sizes(path, sizes)
-        check_checksums(path, sizes, self.info.get("checksums", {}), OPEN_CHECKSUM_BYTES)
+        check_files(path, sizes, self.info.get("checksums", {}), OPEN_CHECKSUM_BYTES)
         self.rows = int(self.info["rows"])
         self.vectors = mapped(path / VECTORS_FILE)
         self.columns = mapped(path / ROWS_FILE)

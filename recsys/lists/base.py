@@ -205,33 +205,41 @@ def to_hit(
     )
 
 
+def repeats_story(view: VersionReader, rows: np.ndarray, told: np.ndarray, threshold: float) -> np.ndarray:
+    """Per row of ``rows``: does it tell a story one of ``told`` tells (the same canonical URL, or a cosine of
+    at least ``threshold``: a syndicated copy, a rewrite)?"""
+    rows, told = np.asarray(rows, dtype=np.int64), np.asarray(told, dtype=np.int64)
+    if not rows.size or not told.size:
+        return np.zeros(rows.size, dtype=bool)
+    stories = np.asarray(view.rows["story"])
+    keys = set(stories[told].tolist()) - {0}
+    same = np.isin(stories[rows], list(keys)) if keys else np.zeros(rows.size, dtype=bool)
+    vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+    close = (vectors @ np.asarray(view.vectors[told], dtype=np.float32).T).max(axis=1) >= threshold
+    return same | close
+
+
 def drop_repeated_stories(
     view: VersionReader, hits: Sequence[Hit], shown: Sequence[str], threshold: float, k: int
 ) -> list[Hit]:
-    """The first ``k`` of ``hits`` that tell no story already on the page: not the canonical URL (story key) of
-    an article shown so far (``shown``, then the hits kept), and no cosine >= ``threshold`` to one of ``shown``
-    (the earlier boxes: a box's own order, e.g. Ranking's two articles about one subject, is its own)."""
-    ids = [*shown, *(h.id for h in hits)]
-    rows_by_id = view.store.rows_of(ids)
-    known = [a for a in ids if a in rows_by_id]
-    if not known:
-        return list(hits[:k])
-    rows = np.asarray([rows_by_id[a] for a in known], dtype=np.int64)
-    position = {a: i for i, a in enumerate(known)}
-    vectors = np.asarray(view.vectors[rows], dtype=np.float32)
-    stories = np.asarray(view.rows["story"])[rows]
-    before = np.asarray([position[a] for a in shown if a in position], dtype=np.int64)
-    told = {int(stories[i]) for i in before.tolist()} - {0}
+    """The first ``k`` of ``hits`` that tell no story already on the page: none that ``repeats_story`` of an
+    article shown so far (``shown``: the earlier boxes), and no canonical URL twice within the box (a box's own
+    order, e.g. Ranking's two articles about one subject, is otherwise its own)."""
+    rows_by_id = view.store.rows_of([*shown, *(h.id for h in hits)])
+    told = [rows_by_id[a] for a in shown if a in rows_by_id]
+    rows = np.asarray([rows_by_id.get(h.id, -1) for h in hits], dtype=np.int64)
+    indexed = rows >= 0
+    repeats = np.zeros(len(hits), dtype=bool)
+    repeats[indexed] = repeats_story(view, rows[indexed], np.asarray(told, dtype=np.int64), threshold)
+    stories = np.asarray(view.rows["story"])
+    kept_keys: set[int] = set()
     out: list[Hit] = []
-    for hit in hits:
+    for hit, row, repeated in zip(hits, rows.tolist(), repeats.tolist(), strict=True):
         if len(out) == k:
             break
-        at = position.get(hit.id)
-        if at is not None:
-            story = int(stories[at])
-            if story in told or (before.size and float((vectors[before] @ vectors[at]).max()) >= threshold):
-                continue
-            if story:
-                told.add(story)
+        key = int(stories[row]) if row >= 0 else 0
+        if repeated or (key and key in kept_keys):
+            continue
+        kept_keys.add(key)
         out.append(hit)
     return out

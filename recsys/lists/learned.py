@@ -57,9 +57,15 @@ def popular_rows(state: LogState, rows_of: Callable[[Sequence[str]], dict[str, i
         return []
     scores = popularity.score_decayed(popularity.decayed(at, recent))
     best = recent[np.argsort(-scores, kind="stable")[: 2 * n]]  # spare ones for ids no longer indexed
-    ids = [popularity.ids[i] for i in best.tolist()]
-    found = rows_of(ids)
-    return [found[a] for a in ids if a in found][:n]
+    return indexed_rows(rows_of, [popularity.ids[i] for i in best.tolist()], n)
+
+
+def indexed_rows(rows_of: Callable[[Sequence[str]], dict[str, int]], ids: Sequence[str], n: int) -> list[int]:
+    """Index rows of the first ``n`` of ``ids`` that are indexed, in order (2n are looked up: spares for ids
+    no longer indexed)."""
+    wanted = list(ids[: 2 * n])
+    found = rows_of(wanted)
+    return [found[a] for a in wanted if a in found][:n]
 
 
 def score(

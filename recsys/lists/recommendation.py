@@ -29,6 +29,7 @@ from recsys.lists.base import (
     newest_rows,
     newness_reason,
     popularity_of_rows,
+    repeats_story,
     to_hit,
 )
 from recsys.lists.ranking import RankingList
@@ -119,29 +120,20 @@ class RecommendationList:
         """Rows of the ``n`` articles the Ranking box's clock puts first now (what is hot this hour on a fast site)."""
         half_life, window, ctr_cap = self.ranking.clock()
         ids, _ = self.context.activity.view(half_life, ctr_cap).ranked_active(now_s, window * 3600.0)
-        rows_of = view.store.rows_of(ids[: 2 * n])  # spare ones for ids no longer indexed
-        return [rows_of[a] for a in ids[: 2 * n] if a in rows_of][:n]
+        return learned.indexed_rows(view.store.rows_of, ids, n)
 
     def _copies_of_reads(self, view: VersionReader, rows: np.ndarray, reader: _Reader) -> np.ndarray:
-        """True for candidates that tell a story the reader has read: the canonical URL of a read, or a cosine
-        of at least ``duplicate_similarity`` to one (a syndicated copy of an article they read is not new)."""
-        if not rows.size or not reader.known:
-            return np.zeros(rows.size, dtype=bool)
+        """True for candidates that tell a story the reader has read (a syndicated copy of an article they read
+        is not new): ``repeats_story`` of their reads."""
         read = np.asarray([reader.read_rows[a] for a in reader.known], dtype=np.int64)
-        stories = np.asarray(view.rows["story"])
-        told = set(stories[read].tolist()) - {0}
-        same = np.isin(stories[rows], list(told)) if told else np.zeros(rows.size, dtype=bool)
-        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
-        close = (vectors @ reader.vectors.T).max(axis=1) >= self.context.settings.related.duplicate_similarity
-        return same | close
+        return repeats_story(view, rows, read, self.context.settings.related.duplicate_similarity)
 
     @staticmethod
     def _logged_rows(view: VersionReader, state: LogState, now_s: float) -> list[int]:
         """Rows of what was hot in the last hours and what the logs saw last: ``pool_candidates``' sources."""
         hot, _ = state.hours.ranked_active(now_s, POOL_HOT_WINDOW)
         ids = [*hot[: 2 * POOL_HOT], *reversed(state.seen_order[-3 * POOL_NEWEST :])]
-        rows_of = view.store.rows_of(ids)
-        return [rows_of[a] for a in ids if a in rows_of]
+        return learned.indexed_rows(view.store.rows_of, ids, len(ids))
 
     def _learned(
         self,

@@ -9,8 +9,9 @@ import time
 import uuid
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from recsys.config import PopularityConfig
 from recsys.signals.logstate import LogState
@@ -115,7 +116,7 @@ COUNTS_TTL = 10  # seconds a reason's figures may be reused
 
 
 class PopularityTracker:
-    """Keeps the logs' state (popularity at 24 h, 2 h and all-time, first sightings; recsys/learning/features.py)
+    """Keeps the logs' state (popularity at 24 h, 2 h, 15 min and all-time, first sightings, co-reads; features.py)
     folded up to the latest stored event, at most ``refresh_seconds`` stale."""
 
     def __init__(self, store: EventStore, config: PopularityConfig) -> None:
@@ -151,28 +152,24 @@ class PopularityTracker:
         return self.state
 
     def _fold_new(self, now: float) -> None:
-        """Fold every event stored since the last fold into the state."""
+        """Fold every event stored since the last fold into the state and into each clock's view."""
         with self._lock:
-            min_ts = -float("inf")
             # Events stamped later than the clock allows (stored before that was refused) never count.
             latest = time.time() + self.max_future_seconds
-            if self._seq == 0:  # first fold: events 40 half-lives older than the newest weigh < 1e-12
-                newest = self.store.last_event_time(latest)
-                min_ts = -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * self.popularity.half_life
-            for last_seq, rows in self.store.since(self._seq, min_ts, latest):
-                self.state.fold(rows)
-                self._seq = last_seq
-            for hours, (view, seq) in list(self._views.items()):
-                self._views[hours] = (view, self._fold_view(view, seq, latest))
+            self._seq = self._fold_since(self._seq, self.popularity.half_life, latest, self.state.fold)
+            for key, (view, seq) in list(self._views.items()):
+                self._views[key] = (view, self._fold_since(seq, view.half_life, latest, view.fold))
             self._checked = now
 
-    def _fold_view(self, view: Popularity, seq: int, latest: float) -> int:
+    def _fold_since(self, seq: int, half_life: float, latest: float, fold: Callable[[list], Any]) -> int:
+        """Hand ``fold`` every event stored after ``seq`` (a first fold starts 40 half-lives before the newest
+        event: older ones weigh < 1e-12); returns the last sequence number folded."""
         min_ts = -float("inf")
         if seq == 0:
             newest = self.store.last_event_time(latest)
-            min_ts = -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * view.half_life
+            min_ts = -float("inf") if newest is None else newest - HORIZON_HALF_LIVES * half_life
         for last_seq, rows in self.store.since(seq, min_ts, latest):
-            view.fold(rows)
+            fold(rows)
             seq = last_seq
         return seq
 
@@ -183,7 +180,7 @@ class PopularityTracker:
         state = self.current_state()
         cap = self.config.ranking_ctr_cap if ctr_cap is None else ctr_cap
         if cap == self.config.ranking_ctr_cap:
-            for popularity in (state.day, state.hours):
+            for popularity in (state.day, state.hours, state.minutes):
                 if abs(popularity.half_life - half_life_hours * 3600.0) < 1e-6:
                     return popularity
         key = (half_life_hours, cap)
@@ -195,7 +192,7 @@ class PopularityTracker:
                     view = Popularity(replace(self.config, half_life_hours=half_life_hours, ranking_ctr_cap=cap))
                     latest = time.time() + self.max_future_seconds
                     try:
-                        seq = self._fold_view(view, 0, latest) if self.store.exists() else 0
+                        seq = self._fold_since(0, view.half_life, latest, view.fold) if self.store.exists() else 0
                     except EventsUnavailable as exc:
                         logger.warning("popularity at %g h not folded: %s", half_life_hours, exc)
                         seq = 0
