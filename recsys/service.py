@@ -260,7 +260,8 @@ class Recommender:
         same for every reader (a "most read" box), less what the other two lists already show. A story is
         told once on the page: a later box drops an article with the canonical URL of one already shown, or a
         cosine of at least ``[related] duplicate_similarity`` to one an earlier box showed (a syndicated copy,
-        a rewrite).
+        a rewrite). Recommendation takes the article being read as the reader's newest read (its co-reads and
+        its subject are the best context there is for what they read next).
         """
         now_s = now_seconds(now)
         view = self.view  # one version for the whole page
@@ -272,9 +273,10 @@ class Recommender:
         k_rec = check_k(self.settings.recommend.k if k_recommend is None else k_recommend)
         spare = PAGE_SPARE  # each later box asks for a few more, to drop what repeats a story already shown
         reads = self._reads(history, user_id, now_s)
-        if not view.store.rows_of(reads):
-            # A first visit: Ranking keeps the popular articles, and Recommendation shows what is new
-            # rather than repeating Ranking's fallback.
+        if not view.store.rows_of(reads) and self._models.ranker() is None:
+            # A first visit without a trained ranker: Ranking keeps the popular articles, and Recommendation
+            # shows what is new rather than repeating Ranking's fallback (with a ranker, the article being
+            # read is context enough: its co-reads, what is hot around it).
             ranked = self._ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
             ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
             shown += [h.id for h in ranked]
@@ -283,6 +285,8 @@ class Recommender:
             recommended = drop_repeated_stories(view, newest, shown, threshold, k_rec)
             return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
         unshown = Filters(exclude_ids=tuple(shown))
+        # The article being read is the reader's newest read: its co-reads and its subject are context.
+        reads = [article_id, *(r for r in reads if r != article_id)]
         found = self._recommendation.for_reader(view, reads, min(k_rec + spare, MAX_K), unshown, now_s)
         recommended = drop_repeated_stories(view, found, shown, threshold, k_rec)
         shown += [h.id for h in recommended]

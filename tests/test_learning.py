@@ -2,6 +2,7 @@
 
 import json
 import math
+import random
 import time
 
 import numpy as np
@@ -209,7 +210,7 @@ def test_a_site_that_logs_only_views_still_gets_readers_also_read(index, tmp_pat
 
 
 def test_pools_are_built_only_from_what_the_logs_knew_before_each_impression():
-    from recsys.learning.training import pool_candidates
+    from recsys.learning.pools import POOL_NEWEST, POOL_RANDOM, draw_seen, pool_candidates
     from recsys.signals.logstate import LogState
 
     state = LogState(Settings().popularity)
@@ -220,6 +221,13 @@ def test_pools_are_built_only_from_what_the_logs_knew_before_each_impression():
     assert pool == ["old"]  # what was clicked before; nothing later, nothing shown
     state.fold([("later", "click", "", t0 + 120, 1, "r3")])
     assert "later" in pool_candidates(state, Impression("j", "r2", t0 + 180, (), (), ()), set())
+    # the random part draws from what the logs had seen by then (yesterday's quiet articles too)
+    state.fold([(f"quiet{n}", "impression", "", t0 - 86_400 + n, 1, "r9") for n in range(200)])
+    drawn = draw_seen(state, random.Random(0), POOL_RANDOM, {"quiet7"})
+    assert len(drawn) == POOL_RANDOM == len(set(drawn)) and set(drawn) <= set(state.seen_order)
+    assert "quiet7" not in drawn and drawn == draw_seen(state, random.Random(0), POOL_RANDOM, {"quiet7"})  # seeded
+    pool = pool_candidates(state, Impression("k", "r2", t0 + 240, (), (), ()), set(), drawn=drawn)
+    assert set(drawn) <= set(pool) and len(pool) <= len(drawn) + POOL_NEWEST + 2  # a draw is kept whole
 
 
 def test_live_coreads_follow_events_as_they_arrive_symmetric_and_decaying(tmp_path, make_indexer):

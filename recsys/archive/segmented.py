@@ -159,7 +159,8 @@ class SegmentedANN:
         if self._exact_matrix is not None:
             sims = (self._exact_matrix @ queries.T).T
         else:
-            sims = np.concatenate([queries @ self.segments[i].vectors.T for i in self._exact], axis=1)
+            # (vectors @ queries.T): BLAS reads the row-major vectors as they lie on disk, no transposed copy
+            sims = np.concatenate([(self.segments[i].vectors @ queries.T).T for i in self._exact], axis=1)
         if self._exact_dead.any():
             sims[:, self._exact_dead] = -np.inf
         want = min(k, sims.shape[1])
@@ -178,6 +179,9 @@ class SegmentedANN:
         return int(self.live.sum())
 
 
+LOOKUP_CACHE = 200_000  # ids (and rows) a version remembers from lookups, about 30 MB at most
+
+
 class SegmentedStore:
     """Article lookups over the segments of a version, in global rows; deleted rows are not found by id."""
 
@@ -187,6 +191,8 @@ class SegmentedStore:
         self.live = live
         self._takedowns = takedowns
         self._newest_first = list(range(len(self.segments)))[::-1]
+        self._row_cache: dict[str, int] = {}  # id -> row, -1: not live in this version
+        self._id_cache: dict[int, str] = {}
 
     def _global(self, segment: int, local: int) -> int | None:
         row = int(self.offsets[segment]) + local
@@ -202,7 +208,24 @@ class SegmentedStore:
         return None
 
     def rows_of(self, article_ids: Iterable[str]) -> dict[str, int]:
-        return {article_id: row for article_id, (row, _) in self.hashes_of(article_ids).items()}
+        """``id -> row`` of the live ones among these ids. A version never changes, so what was looked up is
+        remembered (bounded): the lists of every request ask for the same hot articles again."""
+        ids = list(dict.fromkeys(article_ids))
+        cache = self._row_cache
+        missing = [a for a in ids if a not in cache]
+        if missing:
+            if len(cache) + len(missing) > LOOKUP_CACHE:
+                cache.clear()
+            found = self.hashes_of(missing)
+            for article_id in missing:
+                hit = found.get(article_id)
+                cache[article_id] = -1 if hit is None else hit[0]
+        out = {}
+        for article_id in ids:
+            row = cache.get(article_id, -1)
+            if row >= 0:
+                out[article_id] = row
+        return out
 
     def hashes_of(self, article_ids: Iterable[str]) -> dict[str, tuple[int, str]]:
         """``id -> (row, content hash)`` of the live rows of these ids (what an index job compares)."""
@@ -233,12 +256,18 @@ class SegmentedStore:
             yield part, local.tolist()
 
     def ids_of(self, rows: Iterable[int]) -> dict[int, str]:
-        found: dict[int, str] = {}
-        for part, local in self._by_segment(list(rows)):
-            offset = int(self.offsets[part])
-            for row, article_id in self.segments[part].store.ids_of(local).items():
-                found[row + offset] = article_id
-        return found
+        """``row -> id`` of these rows (remembered like ``rows_of``)."""
+        rows = [int(r) for r in rows]
+        cache = self._id_cache
+        missing = [r for r in dict.fromkeys(rows) if r not in cache]
+        if missing:
+            if len(cache) + len(missing) > LOOKUP_CACHE:
+                cache.clear()
+            for part, local in self._by_segment(missing):
+                offset = int(self.offsets[part])
+                for row, article_id in self.segments[part].store.ids_of(local).items():
+                    cache[row + offset] = article_id
+        return {r: cache[r] for r in rows if r in cache}
 
     def get_rows(self, rows: Sequence[int], with_text: bool = True) -> dict[int, StoredArticle]:
         found: dict[int, StoredArticle] = {}

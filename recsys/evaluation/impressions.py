@@ -19,8 +19,9 @@ import numpy as np
 from recsys.config import PopularityConfig, RecommendConfig, Settings
 from recsys.evaluation.metrics import auc, mrr, ndcg_at_k
 from recsys.learning.features import candidate_features
+from recsys.learning.pools import ArticleLookup, ContentMatch
 from recsys.learning.ranker import LearnedRanker
-from recsys.learning.training import ArticleLookup, ContentMatch, learn, reader_context
+from recsys.learning.training import learn, reader_context
 from recsys.service import Recommender
 from recsys.signals.logstate import LogState
 from recsys.signals.popularity import Popularity, squash

@@ -6,9 +6,10 @@ said up to the moment: popularity at two half-lives and all-time, first sighting
 the caller knows of the reader and the candidates (content similarity, categories, publication times).
 
 Every feature is a number or NaN (unknown); NaN is what LightGBM treats as missing, never an error.
-Features named ``*_rel`` are the candidate's value minus the mean over the list it is ranked in, so
-the model compares candidates of one impression with each other, which is what per-impression AUC
-and a served list need.
+A candidate's features never depend on the other candidates beside it: the site's list of ten, a training
+pool of a hundred and a served pool of a few hundred give an article the same row at the same moment
+(features relative to the list's mean, tried, made the served score depend on the pool's make-up and cost
+a third of the served hit rate).
 """
 
 from __future__ import annotations
@@ -44,16 +45,11 @@ FEATURES = (
     "history_length",  # log(1 + reads known)
     "clicks_15m",  # log(1 + decayed clicks), 15 min half-life: what readers click this quarter hour
     "rising",  # clicks_15m - clicks_2h: accelerating (> 0) or fading
-    "popularity_rel",
-    "clicks_2h_rel",
-    "ctr_24h_rel",
-    "age_hours_rel",
-    "content_max_rel",
-    "coread_rel",
-    "clicks_15m_rel",
+    "impressions_2h",  # log(1 + decayed impressions), 2 h half-life: what the site is showing lately
+    "impressions_15m",  # ... 15 min half-life: what it shows right now (a served box competes with it)
 )
-RELATIVE = {name: FEATURES.index(name[: -len("_rel")]) for name in FEATURES if name.endswith("_rel")}
 _CLICKS_15M, _RISING = FEATURES.index("clicks_15m"), FEATURES.index("rising")
+_SHOWN_2H, _SHOWN_15M = FEATURES.index("impressions_2h"), FEATURES.index("impressions_15m")
 
 
 @dataclass(frozen=True)
@@ -70,9 +66,9 @@ def content_columns(vectors: np.ndarray, interests: np.ndarray | None, recent: n
     interests and mean cosine to the last reads; NaN without a history."""
     out = np.full((vectors.shape[0], 2), np.nan)
     if interests is not None and interests.size:
-        out[:, 0] = (vectors @ interests.T).max(axis=1)
+        out[:, 0] = (interests @ vectors.T).max(axis=0)  # few interests against many candidates (see repeats_story)
     if recent is not None and recent.size:
-        out[:, 1] = (vectors @ recent.T).mean(axis=1)
+        out[:, 1] = (recent @ vectors.T).mean(axis=0)
     return out
 
 
@@ -144,9 +140,6 @@ def candidate_features(
     quarter = _sums(state.minutes, rows, at)
     out[:, _CLICKS_15M] = _log_counts(quarter, _CLICKS)
     out[:, _RISING] = out[:, _CLICKS_15M] - out[:, 4]
-    for column, source in RELATIVE.items():
-        values = out[:, source]
-        finite = np.isfinite(values)
-        if finite.any():
-            out[:, FEATURES.index(column)] = values - values[finite].mean()
+    out[:, _SHOWN_2H] = _log_counts(hours, _IMPRESSIONS)
+    out[:, _SHOWN_15M] = _log_counts(quarter, _IMPRESSIONS)
     return out

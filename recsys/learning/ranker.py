@@ -59,7 +59,9 @@ class LearnedRanker:
     model_text: str
     features: tuple[str, ...] = FEATURES
     meta: dict[str, Any] = field(default_factory=dict)
+    box_text: str | None = None  # the box model (None: boxes use the click model)
     _booster: Any = field(default=None, repr=False, compare=False)
+    _box: Any = field(default=None, repr=False, compare=False)
 
     @property
     def booster(self) -> Any:
@@ -70,12 +72,21 @@ class LearnedRanker:
         return self._booster
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """Scores of feature rows (higher = more likely clicked; comparable within one list)."""
-        if features.shape[0] == 0:
-            return np.zeros(0)
-        # one thread: a list is a few hundred rows, where OpenMP start-up costs more than it saves
-        scores = self.booster.predict(features, num_threads=1)
-        return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        """Click scores of feature rows, given that the reader sees them (higher = more likely clicked;
+        comparable within one list): how the site's own lists are re-ordered, what in-view AUC measures."""
+        return _predict(self.booster, features)
+
+    def score_box(self, features: np.ndarray) -> np.ndarray:
+        """Scores for a box chosen from the whole catalogue: the box model's, fitted on what a box could have
+        shown at each logged moment (recsys/learning/pools.py); without one, the click score. The click model
+        alone picks badly from a catalogue: it learned to compare articles a reader was already shown."""
+        if self.box_text is None:
+            return self.score(features)
+        if self._box is None:
+            import lightgbm
+
+            self._box = lightgbm.Booster(model_str=self.box_text)
+        return _predict(self._box, features)
 
     def importance(self) -> dict[str, float]:
         """Each feature's share of the total split gain."""
@@ -87,33 +98,35 @@ class LearnedRanker:
     def fit(
         cls,
         train: tuple[np.ndarray, np.ndarray, np.ndarray],
-        valid: tuple[np.ndarray, np.ndarray, np.ndarray],
+        valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
         params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
+        rounds: int | None = None,
     ) -> LearnedRanker:
-        """Fit on ``train`` (features, labels, groups), stopping early on ``valid``."""
+        """Fit on ``train`` (features, labels, groups), stopping early on ``valid``; or, for a refit on
+        everything once validated, exactly ``rounds`` rounds with no ``valid``."""
         import lightgbm
 
         settings = {**DEFAULT_PARAMS, **(params or {})}
         x, y, g = train
-        vx, vy, vg = valid
         train_set = lightgbm.Dataset(x, y, group=group_sizes(g), feature_name=list(FEATURES), free_raw_data=True)
-        valid_set = lightgbm.Dataset(vx, vy, group=group_sizes(vg), reference=train_set)
-        booster = lightgbm.train(
-            settings,
-            train_set,
-            MAX_ROUNDS,
-            valid_sets=[valid_set],
-            callbacks=[lightgbm.early_stopping(EARLY_STOPPING, verbose=False)],
-        )
-        text = booster.model_to_string(num_iteration=booster.best_iteration)
-        info = {**(meta or {}), "rounds": int(booster.best_iteration), "params": settings}
+        booster = _boost(lightgbm, settings, train_set, valid, rounds)
+        text = booster.model_to_string(num_iteration=booster.best_iteration or None)
+        used = int(booster.best_iteration or booster.current_iteration())
+        info = {**(meta or {}), "rounds": used, "params": settings}
         return cls(text, FEATURES, info)
+
+    def with_box(self, box_text: str | None) -> LearnedRanker:
+        """This click model with a box model (``fit``'s ``model_text`` on pool groups)."""
+        return LearnedRanker(self.model_text, self.features, self.meta, box_text)
 
     # -- storage -------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": RANKER_FORMAT, "features": list(self.features), "meta": self.meta, "model": self.model_text}
+        data = {"format": RANKER_FORMAT, "features": list(self.features), "meta": self.meta, "model": self.model_text}
+        if self.box_text is not None:
+            data["box_model"] = self.box_text
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LearnedRanker:
@@ -124,7 +137,10 @@ class LearnedRanker:
             raise IndexStateError(
                 "the stored ranker was fitted on other features than this recsys computes; re-run `recsys train`"
             )
-        return cls(str(data["model"]), features, dict(data.get("meta", {})))
+        box = data.get("box_model")
+        if box is not None and not isinstance(box, str):
+            raise IndexStateError("ranker.json: box_model must be LightGBM model text; re-run `recsys train`")
+        return cls(str(data["model"]), features, dict(data.get("meta", {})), box)
 
     def save(self, root: str | Path) -> Path:
         """Write ``<root>/ranker.json`` atomically (a reader sees the old model or the new one, never half)."""
@@ -134,6 +150,34 @@ class LearnedRanker:
     def load(cls, root: str | Path) -> LearnedRanker | None:
         """The index's ranker, or None when ``recsys train`` has not stored one."""
         return load_trained(root, RANKER_FILE, cls.from_json)
+
+
+def _boost(
+    lightgbm: Any,
+    settings: dict[str, Any],
+    train_set: Any,
+    valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    rounds: int | None,
+) -> Any:
+    """``lightgbm.train``: early-stopped on ``valid`` (features, labels, groups), or ``rounds`` rounds flat."""
+    if valid is None:
+        return lightgbm.train(settings, train_set, max(1, rounds or 1))
+    valid_set = lightgbm.Dataset(valid[0], valid[1], group=group_sizes(valid[2]), reference=train_set)
+    return lightgbm.train(
+        settings,
+        train_set,
+        MAX_ROUNDS,
+        valid_sets=[valid_set],
+        callbacks=[lightgbm.early_stopping(EARLY_STOPPING, verbose=False)],
+    )
+
+
+def _predict(booster: Any, features: np.ndarray) -> np.ndarray:
+    if features.shape[0] == 0:
+        return np.zeros(0)
+    # one thread: a list is a few hundred rows, where OpenMP start-up costs more than it saves
+    scores = booster.predict(features, num_threads=1)
+    return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:

@@ -11,70 +11,23 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from recsys.config import PopularityConfig, RecommendConfig
 from recsys.evaluation.metrics import mean_auc_by_group
-from recsys.learning.features import FEATURES, ReaderContext, candidate_features, content_columns
+from recsys.learning.features import FEATURES, ReaderContext, candidate_features
+from recsys.learning.pools import POOL_CONTENT, POOL_RANDOM, ArticleLookup, ContentMatch, draw_seen, pool_candidates
 from recsys.learning.ranker import LearnedRanker
 from recsys.signals.coreads import CoReads, CoReadTable
 from recsys.signals.logstate import LogState
-from recsys.signals.profile import build_interests
 from recsys.signals.records import Impression, impression_events
-
-
-@dataclass
-class ArticleLookup:
-    """What the index knows of the logged articles: vector rows, categories, publication times."""
-
-    rows: Mapping[str, int]
-    vectors: np.ndarray  # the index's unit vectors (memory-mapped is fine)
-    categories: Mapping[str, str] = field(default_factory=dict)
-    published: Mapping[str, float] = field(default_factory=dict)
-
-    def category(self, article: str) -> str:
-        return self.categories.get(article, "")
-
-
-class ContentMatch:
-    """Best and mean cosine of candidates to a reader's reads (interests as in recsys/signals/profile.py),
-    per history."""
-
-    def __init__(self, lookup: ArticleLookup, config: RecommendConfig) -> None:
-        self.lookup = lookup
-        self.config = config
-        self._cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray] | None] = {}
-
-    def profile(self, history: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-        """(interest centroids, last reads' vectors) of a history given newest first, or None if none is known."""
-        if history in self._cache:
-            return self._cache[history]
-        rows = [self.lookup.rows[h] for h in history if h in self.lookup.rows][: self.config.history_limit]
-        found = None
-        if rows:
-            vectors = np.asarray(self.lookup.vectors[rows], dtype=np.float32)
-            interests = build_interests(vectors, self.config)
-            found = (np.stack([i.vector for i in interests]), vectors[:5])
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[history] = found
-        return found
-
-    def __call__(self, history: tuple[str, ...], candidates: Sequence[str]) -> np.ndarray:
-        out = np.full((len(candidates), 2), np.nan)
-        profile = self.profile(history)
-        known = [i for i, c in enumerate(candidates) if c in self.lookup.rows]
-        if profile is None or not known:
-            return out
-        vectors = np.asarray(self.lookup.vectors[[self.lookup.rows[candidates[i]] for i in known]], dtype=np.float32)
-        out[known] = content_columns(vectors, *profile)
-        return out
 
 
 @dataclass
@@ -102,6 +55,13 @@ class Dataset:
             int(mask_of_groups.sum()),
             None if self.shown is None else self.shown[rows],
         )
+
+    def pool_groups(self) -> np.ndarray:
+        """Per group: True for a served-pool group (what a box could have shown), False for a site's list."""
+        pools = np.zeros(self.impressions, dtype=bool)
+        if self.shown is not None:
+            pools[self.groups[~self.shown]] = True
+        return pools
 
     def by_impression(self, per_impression: np.ndarray) -> np.ndarray:
         """A per-group array from one value per logged impression: the groups of one impression (its list and
@@ -156,32 +116,6 @@ def learn(state: LogState, batch: Sequence[Impression]) -> None:
         state.coreads.add_reads(impression.user_id, reads)
 
 
-# The pool a served box draws from besides the site's own list, as known at the impression's time: what is
-# hot now, what the logs saw last, what readers of the reader's last reads read next.
-POOL_HOT = 50
-POOL_NEWEST = 30
-POOL_COREAD = 20
-POOL_HOT_WINDOW = 6 * 3600.0
-
-
-def pool_candidates(state: LogState, impression: Impression, exclude: set[str]) -> list[str]:
-    """Articles a served list could show at the impression's time (from the logs up to then only)."""
-    at = impression.ts
-    hot, _ = state.hours.ranked_active(at, POOL_HOT_WINDOW)
-    newest = list(reversed(state.seen_order[-3 * POOL_NEWEST :]))
-    coread = [o for read in impression.history[-3:] for o, _ in state.coreads.neighbours(read, at, POOL_COREAD)]
-    out: list[str] = []
-    for source, limit in ((hot, POOL_HOT), (newest, POOL_NEWEST), (coread, POOL_COREAD)):
-        taken = 0
-        for article in source:
-            if taken >= limit:
-                break
-            if article not in exclude and article not in out:
-                out.append(article)
-                taken += 1
-    return out
-
-
 def build_dataset(
     impressions: Sequence[Impression],
     lookup: ArticleLookup,
@@ -189,12 +123,14 @@ def build_dataset(
     recommend: RecommendConfig,
     keep: Callable[[Impression], bool] | None = None,
     pools: bool = False,
+    seed: int = 0,
 ) -> tuple[Dataset, LogState]:
     """Replay the impressions (see module docstring) and featurise every candidate of each kept one;
     also returns the state at the end of the log (for the co-read table)."""
     ordered, timed = in_time_order(impressions)
     state = LogState(popularity)
     content = ContentMatch(lookup, recommend)
+    draws = random.Random(seed)  # the random part of the pools: seeded, so a training run is repeatable
     blocks: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
@@ -211,12 +147,18 @@ def build_dataset(
             reader = reader_context(impression.history, lookup)
             lists = [(impression.candidates, impression.clicked, True)]  # the list the site showed
             if pools and any(impression.clicked):
-                # The served task as a second group: the clicked articles among what a box could have shown.
+                # The served task as a second group: the site's list among what a box could have shown then,
+                # labelled by the clicks (the shown but unclicked compete too, as they do in a served box).
                 exclude = {*impression.candidates, *impression.history}
-                extra = [a for a in pool_candidates(state, impression, exclude) if a in lookup.rows]
-                chosen = [c for c, clicked in zip(impression.candidates, impression.clicked, strict=True) if clicked]
+                nearest = content.nearest(reader.history, POOL_CONTENT)
+                drawn = draw_seen(state, draws, POOL_RANDOM, exclude)
+                extra = [a for a in pool_candidates(state, impression, exclude, nearest, drawn) if a in lookup.rows]
                 if extra:
-                    lists.append(((*chosen, *extra), (True,) * len(chosen) + (False,) * len(extra), False))
+                    # shuffled: the site's list first would let any tie in a score (one coarse tree, an
+                    # unseen article) fall to the shown, clicked ones, and early stopping would reward that
+                    rows = [*zip(impression.candidates, impression.clicked, strict=True), *((a, False) for a in extra)]
+                    draws.shuffle(rows)
+                    lists.append((tuple(a for a, _ in rows), tuple(c for _, c in rows), False))
             for candidates, clicked, site in lists:
                 published = np.array([lookup.published.get(c, np.nan) for c in candidates], dtype=np.float64)
                 blocks.append(
@@ -317,6 +259,7 @@ def train(
     test_days: float = 2.0,
     seed: int = 0,
     pools: bool = True,
+    refit: bool = True,
 ) -> TrainingResult:
     """Fit the ranker on logged impressions, split by time (see README, "Learning from readers").
 
@@ -327,29 +270,33 @@ def train(
     the pool groups.
 
     Timed logs: the last ``test_days`` (or the last quarter, for a short log) are held back and only
-    reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. Logs without times:
+    reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. With ``refit``, the model
+    stored is then fitted again on every day with the validated rounds and weight (the held-back days are
+    the freshest news there is); the report keeps the held-back figures of the validated fit. Logs without times:
     ``FOLDS``-fold cross-validation by impression for the figures, then one model on all of it.
     """
     # A pool is what was hot at a moment: a log without times has no moments (file order is not time), so
     # it is fitted on its lists alone.
-    dataset, state = build_dataset(impressions, lookup, popularity, recommend, pools=pools and is_timed(impressions))
+    timed_pools = pools and is_timed(impressions)
+    dataset, state = build_dataset(impressions, lookup, popularity, recommend, pools=timed_pools, seed=seed)
     last = float(dataset.times.max()) if dataset.impressions else 0.0
     coreads = CoReadTable(state.coreads.table(last), last if dataset.timed else float("nan"))
     useful = _informative(dataset) if dataset.impressions else np.zeros(0, dtype=bool)
+    listed = useful & ~dataset.pool_groups()  # the site's own lists with a click and a non-click
     shown_rows = dataset.shown if dataset.shown is not None else np.ones(dataset.labels.size, dtype=bool)
     report: dict[str, Any] = {
         "impressions": int(np.unique(dataset.groups[shown_rows]).size),  # logged ones (pool groups aside)
         "pool_groups": int(np.unique(dataset.groups[~shown_rows]).size),
         "rows": int(shown_rows.sum()),
         "clicks": int(dataset.labels[shown_rows].sum()),
-        "informative_impressions": int(useful.sum()),
+        "informative_impressions": int(listed.sum()),
         "timed": dataset.timed,
         "features": list(FEATURES),
         "coread_articles": len(coreads.neighbours),
     }
-    if useful.sum() < MIN_IMPRESSIONS:
+    if listed.sum() < MIN_IMPRESSIONS:
         report["model"] = (
-            f"not fitted: {int(useful.sum())} impressions with a click and a non-click, fewer than {MIN_IMPRESSIONS}; "
+            f"not fitted: {int(listed.sum())} impressions with a click and a non-click, fewer than {MIN_IMPRESSIONS}; "
             "Recommendation keeps the hand-set blend ([recommend] in the config)"
         )
         return TrainingResult(None, coreads, report)
@@ -370,19 +317,32 @@ def train(
         valid = fit & (impression_times >= valid_cut)
         if (test & useful).sum() < MIN_TEST_IMPRESSIONS:
             test = np.zeros_like(test)
-        ranker = LearnedRanker.fit(_parts(dataset, fit & ~valid & useful), _parts(dataset, valid & useful))
+        pooled = dataset.pool_groups()
+        # Two models (recsys/learning/ranker.py): the click model learns from the site's lists (what readers chose
+        # among what they were shown; it re-orders a list, what in-view AUC measures), the box model from the
+        # pools (what readers clicked among what a box could have shown then; what the boxes serve).
+        ranker = LearnedRanker.fit(
+            _parts(dataset, fit & ~valid & useful & ~pooled), _parts(dataset, valid & useful & ~pooled)
+        )
+        if pooled[fit & ~valid & useful].any() and pooled[valid & useful].any():
+            box = LearnedRanker.fit(
+                _parts(dataset, fit & ~valid & useful & pooled), _parts(dataset, valid & useful & pooled)
+            )
+            report["box_model"] = {"rounds": box.meta["rounds"], "importance": box.importance()}
+            ranker.meta["box_model"] = {"rounds": box.meta["rounds"]}
+            ranker = ranker.with_box(box.model_text)
         held = dataset.take(test & useful)
         shown = held.in_view()
         report["held_out"] = {
             "impressions": held.impressions,
             "auc": _scores_table(shown, ranker.score(shown.features)) if held.impressions else {},
         }
-        if pools and held.impressions and held.shown is not None:
-            pool_groups = np.zeros(dataset.impressions, dtype=bool)
-            pool_groups[dataset.groups[~dataset.shown]] = True
-            pooled = dataset.take(test & useful & pool_groups)
-            if pooled.impressions:
-                report["held_out"]["pool_hit@10"] = pool_hit_rate(pooled, ranker.score(pooled.features), 10)
+        boxes = dataset.take(test & useful & pooled)
+        if boxes.impressions:
+            report["held_out"]["pool_hit@10"] = pool_hit_rate(boxes, ranker.score_box(boxes.features), 10)
+            report["held_out"]["pool_hit@10 (click model)"] = pool_hit_rate(boxes, ranker.score(boxes.features), 10)
+        if refit and test.any():
+            ranker = _refit(ranker, dataset, useful, pooled, report)
     else:
         logged = int(dataset.owners.max()) + 1 if dataset.owners is not None and dataset.owners.size else 0
         fold = dataset.by_impression(rng.permutation(logged) % FOLDS)
@@ -411,6 +371,23 @@ def train(
     report["rounds"] = ranker.meta["rounds"]
     report["model"] = "fitted"
     return TrainingResult(ranker, coreads, report)
+
+
+def _refit(
+    validated: LearnedRanker, dataset: Dataset, useful: np.ndarray, pooled: np.ndarray, report: dict[str, Any]
+) -> LearnedRanker:
+    """The validated models' recipe (their rounds) fitted on every day."""
+    ranker = LearnedRanker.fit(_parts(dataset, useful & ~pooled), None, rounds=int(validated.meta["rounds"]))
+    if validated.box_text is not None:
+        rounds = int(report["box_model"]["rounds"])
+        ranker = ranker.with_box(LearnedRanker.fit(_parts(dataset, useful & pooled), None, rounds=rounds).model_text)
+    ranker.meta.update({k: v for k, v in validated.meta.items() if k not in ("rounds", "params")})
+    report["refit"] = (
+        f"stored models refitted on all {int((useful & ~pooled).sum()):,} impressions with the validated "
+        f"rounds; held-back figures are the validated fit's"
+    )
+    ranker.meta["refit"] = report["refit"]
+    return ranker
 
 
 def pool_hit_rate(dataset: Dataset, scores: np.ndarray, k: int) -> float:

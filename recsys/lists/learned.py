@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.archive.store import NO_TIME
+from recsys.archive.version import VersionReader
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.ranker import LearnedRanker
 from recsys.signals.coreads import CoReadTable
@@ -81,7 +83,33 @@ def score(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The model's scores of candidates and their feature rows."""
     features = candidate_features(ids, state, at, reader, content, categories, published, coreads)
-    return ranker.score(features), features
+    return ranker.score_box(features), features
+
+
+def row_facts(view: VersionReader, rows: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Categories (names, "" where unknown) and publication times (epoch seconds, NaN where unknown) of index
+    rows: the per-article inputs of ``candidate_features`` that the index holds."""
+    names = view.vocab.get("category", [])
+    codes = np.asarray(view.rows["category"][rows]).tolist()
+    categories = [names[c] if 0 <= c < len(names) else "" for c in codes]
+    published = np.asarray(view.rows["published"][rows])
+    return categories, np.where(published == NO_TIME, np.nan, published.astype(np.float64))
+
+
+def order_for_everyone(
+    ranker: LearnedRanker, view: VersionReader, rows: np.ndarray, ids: Sequence[str], state: LogState, at: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of ``rows`` best first, their box scores) with no reader known (the same for every reader):
+    how the Ranking box orders what is popular now once a box model is trained."""
+    if not len(ids):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    categories, published = row_facts(view, rows)
+    content = np.full((len(ids), 2), np.nan)
+    scores, _ = score(ranker, ids, state, at, NOBODY, content, categories, published, None)
+    return np.argsort(-scores, kind="stable"), scores
+
+
+NOBODY = ReaderContext((), {}, 0)
 
 
 def spread(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float, duplicate: float) -> np.ndarray:

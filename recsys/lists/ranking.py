@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from recsys.archive.version import VersionReader
+from recsys.lists import learned
 from recsys.lists.base import ListContext, banned_rows, check_k, newest_hits, to_hit
 from recsys.signals.activity import WindowCounts
 from recsys.types import Filters, Hit
@@ -51,7 +52,8 @@ class RankingList:
             if found:
                 rows = np.array([r for r, _, _ in found], dtype=np.int64)
                 ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
-                picked = [(int(r), a, float(score)) for (r, a, score), good in zip(found, ok, strict=True) if good][:k]
+                picked = [(int(r), a, float(score)) for (r, a, score), good in zip(found, ok, strict=True) if good]
+                picked = self._learned_order(view, picked, now_s)[:k]
         counts = activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)
         articles = view.store.get_rows([r for r, _, _ in picked], with_text=False)
         hours = window / 3600.0
@@ -62,6 +64,27 @@ class RankingList:
         if len(hits) < k:
             hits += newest_hits(view, k - len(hits), filters, banned | {r for r, _, _ in picked}, now_s)
         return hits
+
+    def _learned_order(
+        self, view: VersionReader, picked: list[tuple[int, str, float]], now_s: float
+    ) -> list[tuple[int, str, float]]:
+        """With a trained box model (recsys/learning/ranker.py), the clock's first ``LEARNED_POOL`` articles are
+        ordered by its score with no reader known (recsys/lists/learned.py): the same for every reader, from the
+        same counts, which is what the served replay found readers click next. Without one, the clock's order."""
+        ranker = self.context.models.ranker()
+        if ranker is None or ranker.box_text is None or len(picked) < 2:
+            return picked
+        head, tail = picked[:LEARNED_POOL], picked[LEARNED_POOL:]
+        rows = np.array([r for r, _, _ in head], dtype=np.int64)
+        state = self.context.activity.current_state()
+        order, scores = learned.order_for_everyone(ranker, view, rows, [a for _, a, _ in head], state, now_s)
+        # the learned score is the one shown (scores stay in list order); the rest keep the clock's below them
+        floor = float(scores.min()) if scores.size else 0.0
+        reordered = [(head[i][0], head[i][1], float(scores[i])) for i in order.tolist()]
+        return reordered + [(r, a, floor - 1.0 - n) for n, (r, a, _) in enumerate(tail)]
+
+
+LEARNED_POOL = 60  # the clock's leaders a trained model re-orders (the hot set a box competes within)
 
 
 def ranking_reason(counts: WindowCounts, hours: float) -> str:

@@ -18,14 +18,14 @@ from recsys.archive.store import NO_TIME
 from recsys.archive.version import VersionReader
 from recsys.config import RecommendConfig
 from recsys.learning.features import ReaderContext, content_columns
+from recsys.learning.pools import POOL_HOT, POOL_HOT_WINDOW, POOL_NEWEST
 from recsys.learning.ranker import LearnedRanker
-from recsys.learning.training import POOL_HOT, POOL_HOT_WINDOW, POOL_NEWEST
 from recsys.lists import learned
 from recsys.lists.base import (
     ListContext,
     banned_rows,
-    candidates,
     check_k,
+    nearest_each,
     newest_rows,
     newness_reason,
     popularity_of_rows,
@@ -73,8 +73,9 @@ class RecommendationList:
         reader = _Reader(reads, known, read_rows, history, build_interests(history, config))
 
         found: dict[int, tuple[float, int]] = {}  # row -> (best cosine, interest)
-        for number, interest in enumerate(reader.interests):
-            rows, sims = candidates(view, interest.vector, filters, banned, config.candidates_per_interest)
+        queries = np.stack([i.vector for i in reader.interests]) if reader.interests else np.zeros((0, 1))
+        nearest = nearest_each(view, queries, filters, banned, config.candidates_per_interest)
+        for number, (rows, sims) in enumerate(nearest):
             for row, sim in zip(rows.tolist(), sims.tolist(), strict=True):
                 if sim >= config.min_similarity and sim > found.get(row, (-1.0, 0))[0]:
                     found[row] = (sim, number)
@@ -184,14 +185,21 @@ class RecommendationList:
         if rows.size == 0:
             return []
         ids_by_row = view.store.ids_of(rows)
+        if state.first_seen:
+            # An undated article the logs have never mentioned has no evidence of being live (a bulk import, or
+            # in a replay an article of later days); the model learned unseen-and-undated from first sightings
+            # of what the site had just put up, so it would take these for fresh front-page news.
+            undated = np.asarray(view.rows["published"][rows]) == NO_TIME
+            unseen = np.fromiter((ids_by_row[int(r)] not in state.first_seen for r in rows), bool, rows.size)
+            rows = rows[~(undated & unseen)]
+            if rows.size == 0:
+                return []
         ids = [ids_by_row[int(r)] for r in rows]
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         centroids = np.stack([i.vector for i in reader.interests]) if reader.interests else None
         content = content_columns(vectors, centroids, reader.vectors[:5])
+        categories, published = learned.row_facts(view, rows)
         names = view.vocab.get("category", [])
-        categories = [names[c] if 0 <= c < len(names) else "" for c in np.asarray(view.rows["category"][rows]).tolist()]
-        published = np.asarray(view.rows["published"][rows])
-        published = np.where(published == NO_TIME, np.nan, published.astype(np.float64))
         read_codes = np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist()
         known_categories = Counter(names[c] for c in read_codes if 0 <= c < len(names))
         context = ReaderContext(tuple(reader.reads), dict(known_categories), sum(known_categories.values()))

@@ -115,10 +115,23 @@ class CoReads:
 
     def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
         """The k articles most associated with ``article`` (strongest first)."""
-        row = self.pairs.get(article, {})
-        found = [(other, self.association(article, other, at)) for other in row]
-        found.sort(key=lambda item: (-item[1], item[0]))
-        return [(other, score) for other, score in found[:k] if score > 0]
+        row = self.pairs.get(article)
+        scale = self._scale(at)
+        if not row or scale == 0.0 or k <= 0:
+            return []
+        # ``association`` over the whole row at once (the same arithmetic, in the same order): a hub article
+        # has thousands of co-reads and this runs for every read of every Recommendation.
+        others = list(row)
+        mass = self.mass
+        together = np.fromiter(row.values(), dtype=np.float64, count=len(others)) * scale
+        masses = np.fromiter((mass[o] for o in others), dtype=np.float64, count=len(others))
+        scores = together / (np.sqrt(mass[article] * scale * masses * scale) + self.config.shrink)
+        positive = np.flatnonzero(scores > 0)
+        if positive.size > k:  # keep every tie of the k-th score: ties are broken by id below
+            kth = -np.partition(-scores[positive], k - 1)[k - 1]
+            positive = positive[scores[positive] >= kth]
+        found = sorted(((others[i], float(scores[i])) for i in positive.tolist()), key=lambda item: (-item[1], item[0]))
+        return found[:k]
 
     # -- the table stored in the index ---------------------------------------------------------
 

@@ -1,0 +1,185 @@
+"""Trained as it serves: features independent of the pool, the box model, the refit on
+every day, the learned Ranking, the page's context, and the lookups that make the served path fast."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from recsys.config import Settings
+from recsys.learning.features import FEATURES, ReaderContext, candidate_features
+from recsys.learning.pools import POOL_CONTENT, ContentMatch
+from recsys.learning.ranker import RANKER_FILE, LearnedRanker
+from recsys.learning.training import train
+from recsys.service import Recommender
+from recsys.signals.coreads import CoReads
+from recsys.signals.logstate import LogState
+from recsys.signals.records import Event
+from recsys.signals.store import open_event_store
+from recsys.types import IndexStateError
+from tests.conftest import art
+from tests.test_learning import index, lookup_of, synthetic_log  # noqa: F401  (the fixture too)
+
+
+def _state(t0: float) -> LogState:
+    state = LogState(Settings().popularity)
+    rng = random.Random(4)
+    events = []
+    for n in range(300):
+        article = f"a{rng.randrange(12)}"
+        ts = t0 + n * 20.0
+        events.append((article, "impression", "", ts, 1, f"r{n % 40}"))
+        if rng.random() < 0.3:
+            events.append((article, "click", "", ts, 1, f"r{n % 40}"))
+    state.fold(events)
+    return state
+
+
+def test_a_candidates_features_do_not_depend_on_the_candidates_beside_it():
+    t0 = 1_790_000_000.0
+    state = _state(t0)
+    at = t0 + 300 * 20.0
+    reader = ReaderContext(("a1",), {"x": 1}, 1)
+
+    def row_of(ids: list[str]) -> np.ndarray:
+        content = np.tile([0.5, 0.4], (len(ids), 1))
+        published = np.full(len(ids), t0)
+        return candidate_features(ids, state, at, reader, content, ["x"] * len(ids), published)[0]
+
+    alone = row_of(["a3"])
+    in_a_pool = row_of(["a3", *(f"a{i}" for i in range(12) if i != 3), "never-seen"])
+    np.testing.assert_array_equal(alone, in_a_pool)  # the site's list of ten or a served pool of hundreds
+    assert alone[FEATURES.index("impressions_15m")] > 0 and alone[FEATURES.index("impressions_2h")] > 0
+
+
+def test_the_box_score_is_the_box_models_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, len(FEATURES)))
+    groups = np.repeat(np.arange(300), 10)
+    lists = (x[:, FEATURES.index("clicks_2h")] + rng.normal(0, 0.5, 3000) > 1.0).astype(np.int8)
+    pools = (x[:, FEATURES.index("impressions_15m")] + rng.normal(0, 0.5, 3000) > 1.0).astype(np.int8)
+    half = groups < 150
+    small = {"min_data_in_leaf": 20}
+    click = LearnedRanker.fit((x[half], lists[half], groups[half]), (x[~half], lists[~half], groups[~half]), small)
+    box = LearnedRanker.fit((x[half], pools[half], groups[half]), (x[~half], pools[~half], groups[~half]), small)
+    ranker = click.with_box(box.model_text)
+    np.testing.assert_array_equal(ranker.score(x), click.score(x))  # re-ordering a list: the click model
+    np.testing.assert_array_equal(ranker.score_box(x), box.score(x))  # a box from the catalogue: the box model
+    np.testing.assert_array_equal(click.score_box(x), click.score(x))  # no box model: the click model
+    ranker.save(tmp_path)
+    loaded = LearnedRanker.load(tmp_path)
+    assert loaded is not None and loaded.box_text == box.model_text
+    np.testing.assert_array_equal(loaded.score_box(x), ranker.score_box(x))
+    data = json.loads((tmp_path / RANKER_FILE).read_text())
+    data["box_model"] = 7
+    with pytest.raises(IndexStateError, match="box_model"):
+        LearnedRanker.from_json(data)
+
+
+def test_a_timed_log_trains_a_box_model_then_refits_on_every_day(index):  # noqa: F811
+    rec = Recommender.open(index)
+    settings = Settings()
+    log = synthetic_log(1500)
+    result = train(log, lookup_of(rec), settings.popularity, settings.recommend, test_days=1.0)
+    ranker = result.ranker
+    assert ranker is not None and ranker.box_text is not None and result.report["box_model"]["rounds"] >= 1
+    held = result.report["held_out"]
+    assert 0 <= held["pool_hit@10 (click model)"] <= 1 and 0 <= held["pool_hit@10"] <= 1
+    assert "refitted on all" in result.report["refit"] and ranker.meta["held_out"] == held
+    validated = train(log, lookup_of(rec), settings.popularity, settings.recommend, test_days=1.0, refit=False)
+    assert validated.ranker is not None and "refit" not in validated.report
+    # the same recipe on more days: the same rounds, other models (the held-back day now teaches them too)
+    assert validated.ranker.meta["rounds"] == ranker.meta["rounds"]
+    assert validated.ranker.model_text != ranker.model_text
+    assert validated.report["held_out"] == held  # the figures are the validated fit's
+
+
+def test_content_neighbours_of_a_history_are_what_training_pools_add(index):  # noqa: F811
+    rec = Recommender.open(index)
+    match = ContentMatch(lookup_of(rec), Settings().recommend)
+    near = match.nearest(("fb1", "fb2"), POOL_CONTENT)
+    assert near and "fb1" not in near and "fb2" not in near
+    assert sum(a.startswith("fb") for a in near[:10]) >= 8  # nearest to a football reader: football
+    assert match.nearest((), POOL_CONTENT) == []  # no known reads, no content search
+
+
+def _served(index_path) -> Recommender:
+    """The index with models trained on the synthetic log, and that log's events ingested."""
+    rec = Recommender.open(index_path)
+    settings = Settings()
+    result = train(synthetic_log(1500), lookup_of(rec), settings.popularity, settings.recommend, test_days=1.0)
+    assert result.ranker is not None and result.ranker.box_text is not None
+    result.ranker.save(index_path)
+    store = open_event_store(index_path)
+    events = []
+    for i in synthetic_log(1500):
+        for article, clicked in zip(i.candidates, i.clicked, strict=True):
+            events.append(Event(article, "impression", i.ts, user_id=i.user_id))
+            if clicked:
+                events.append(Event(article, "click", i.ts, user_id=i.user_id))
+    store.add([(e.fingerprint(), e) for e in events])
+    return Recommender.open(index_path, Settings().replace("popularity", refresh_seconds=0.0))
+
+
+def test_ranking_with_a_trained_box_model_is_one_list_for_everyone_in_score_order(index):  # noqa: F811
+    now = max(i.ts for i in synthetic_log(1500)) + 60
+    rec = _served(index)
+    first = rec.ranking(8, now=now)
+    assert len(first) == 8 and [h.id for h in first] == [h.id for h in rec.ranking(8, now=now)]
+    scores = [h.score for h in first]
+    assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores))
+    assert all(" in the last " in h.reason for h in first)  # the counts behind it, as before
+    # the clock alone orders the same active articles otherwise
+    ranker = rec.learned_ranker()
+    assert ranker is not None
+    ranker.with_box(None).save(index)  # the click model alone
+    clock = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0)).ranking(8, now=now)
+    assert {h.id for h in clock} & {h.id for h in first}
+    assert [h.score for h in clock] != scores
+
+
+def test_the_page_hands_the_article_being_read_to_recommendation(make_indexer, tmp_path):
+    topics = {"fb": "football goal striker derby", "el": "election ballot vote parliament"}
+    make_indexer().add_articles(
+        [
+            art(f"{p}{i}", f"{w.split()[0]} story {i}", f"{w} {i}", category=p)
+            for p, w in topics.items()
+            for i in range(8)
+        ]
+    )
+    rec = Recommender.open(tmp_path / "index")
+    reads = ["fb1", "fb2", "fb3", "fb4"]  # a football reader, oldest first
+    alone = rec.recommend(reads, k=3)
+    assert not any(h.id.startswith("el") for h in alone)
+    page = rec.page("el1", reads, k_related=1, k_recommend=3, k_ranking=2)
+    assert any(h.id.startswith("el") for h in page.recommendation)  # the election story they are reading counts
+    shown = [h.id for h in page.related + page.recommendation + page.ranking]
+    assert "el1" not in shown and len(shown) == len(set(shown))
+
+
+def test_coread_neighbours_are_the_pairwise_associations_best_first():
+    coreads = CoReads()
+    rng = random.Random(1)
+    for r in range(300):
+        coreads.add_reads(f"u{r}", [(f"a{rng.randrange(40)}", 1000.0 + r * 10 + j) for j in range(rng.randrange(1, 7))])
+    at = 5000.0
+    for article in coreads.pairs:
+        for k in (1, 3, 50):
+            expected = sorted(
+                ((o, coreads.association(article, o, at)) for o in coreads.pairs[article]), key=lambda x: (-x[1], x[0])
+            )
+            assert coreads.neighbours(article, at, k) == [(o, s) for o, s in expected[:k] if s > 0]
+
+
+def test_id_lookups_are_remembered_per_version_and_a_removed_article_is_gone(make_indexer, tmp_path):
+    indexer = make_indexer()
+    indexer.add_articles([art("a", "storm over the coast"), art("b", "vote count"), art("c", "derby")])
+    old = Recommender.open(tmp_path / "index").view
+    rows = old.store.rows_of(["a", "b", "nope"])
+    assert set(rows) == {"a", "b"} and old.store.rows_of(["a", "b", "nope"]) == rows  # asked twice, same answer
+    assert old.store.ids_of([rows["a"]]) == {rows["a"]: "a"}
+    indexer.remove(["a"])
+    new = Recommender.open(tmp_path / "index").view
+    assert "a" not in new.store.rows_of(["a", "b"]) and "b" in new.store.rows_of(["a", "b"])
+    assert old.store.rows_of(["a"]) == {"a": rows["a"]}  # a version never changes: the old one still has it
