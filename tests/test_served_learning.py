@@ -183,3 +183,14 @@ def test_id_lookups_are_remembered_per_version_and_a_removed_article_is_gone(mak
     new = Recommender.open(tmp_path / "index").view
     assert "a" not in new.store.rows_of(["a", "b"]) and "b" in new.store.rows_of(["a", "b"])
     assert old.store.rows_of(["a"]) == {"a": rows["a"]}  # a version never changes: the old one still has it
+
+
+def test_learned_recommendation_leaves_out_undated_articles_the_logs_never_mentioned(index, make_indexer):  # noqa: F811
+    rec = _served(index)
+    now = max(i.ts for i in synthetic_log(1500)) + 60
+    make_indexer().add_articles([art("fb-unseen", "football goal striker derby league", "football goal striker")])
+    rec = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0))
+    assert rec.view.store.row_of("fb-unseen") is not None
+    hits = rec.recommend(["fb1", "fb2", "fb3"], k=20, now=now)
+    assert hits and "fb-unseen" not in {h.id for h in hits}
+    assert "fb-unseen" in {h.id for h in rec.related("fb1", 5)}  # still indexed, still related

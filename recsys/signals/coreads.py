@@ -54,6 +54,10 @@ class CoReads:
         self.mass: dict[str, float] = defaultdict(float)
         self._recent: dict[str, list[str]] = defaultdict(list)  # reader -> last `window` reads, newest last
         self._seen: dict[str, set[str]] = defaultdict(set)
+        # neighbours() answers until the next read is added, for the same minute (the association's decay moves
+        # nothing within a minute on a news clock of days): a serving process folds new events every few seconds
+        # and is asked for the same hot articles' neighbours by every request in between.
+        self._answers: dict[tuple[str, int, int], list[tuple[str, float]]] = {}
 
     def __len__(self) -> int:
         return len(self.mass)
@@ -66,6 +70,7 @@ class CoReads:
     def add_reads(self, reader: str, reads: Iterable[tuple[str, float]]) -> int:
         """Add a reader's reads (article, time) in time order; a read already known for this reader is skipped."""
         recent, seen = self._recent[reader], self._seen[reader]
+        self._answers.clear()
         added = 0
         for article, ts in reads:
             if not article or article in seen or not math.isfinite(ts):
@@ -115,6 +120,9 @@ class CoReads:
 
     def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
         """The k articles most associated with ``article`` (strongest first)."""
+        key = (article, k, int(at // 60.0))
+        if key in self._answers:
+            return list(self._answers[key])
         row = self.pairs.get(article)
         scale = self._scale(at)
         if not row or scale == 0.0 or k <= 0:
@@ -131,6 +139,9 @@ class CoReads:
             kth = -np.partition(-scores[positive], k - 1)[k - 1]
             positive = positive[scores[positive] >= kth]
         found = sorted(((others[i], float(scores[i])) for i in positive.tolist()), key=lambda item: (-item[1], item[0]))
+        if len(self._answers) > 100_000:
+            self._answers.clear()
+        self._answers[key] = found[:k]
         return found[:k]
 
     # -- the table stored in the index ---------------------------------------------------------
