@@ -53,7 +53,7 @@ class RankingList:
                 rows = np.array([r for r, _, _ in found], dtype=np.int64)
                 ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
                 picked = [(int(r), a, float(score)) for (r, a, score), good in zip(found, ok, strict=True) if good]
-                picked = self._learned_order(view, picked, now_s)[:k]
+                picked = self._learned_order(view, picked, now_s, k)[:k]
         counts = activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)
         articles = view.store.get_rows([r for r, _, _ in picked], with_text=False)
         hours = window / 3600.0
@@ -66,22 +66,20 @@ class RankingList:
         return hits
 
     def _learned_order(
-        self, view: VersionReader, picked: list[tuple[int, str, float]], now_s: float
+        self, view: VersionReader, picked: list[tuple[int, str, float]], now_s: float, k: int
     ) -> list[tuple[int, str, float]]:
-        """With a trained box model (recsys/learning/ranker.py), the clock's first ``LEARNED_POOL`` articles are
-        ordered by its score with no reader known (recsys/lists/learned.py): the same for every reader, from the
-        same counts, which is what the served replay found readers click next. Without one, the clock's order."""
+        """With a trained box model (recsys/learning/ranker.py), the clock's first ``LEARNED_POOL`` (or ``k``)
+        articles are ordered by its score with no reader known (recsys/lists/learned.py): the same for every
+        reader, from the same counts, which is what the served replay found readers click next. Without one, the
+        clock's order."""
         ranker = self.context.models.ranker()
         if ranker is None or ranker.box_text is None or len(picked) < 2:
             return picked
-        head, tail = picked[:LEARNED_POOL], picked[LEARNED_POOL:]
+        head = picked[: max(LEARNED_POOL, k)]  # the list is cut to k after: nothing below the head is shown
         rows = np.array([r for r, _, _ in head], dtype=np.int64)
         state = self.context.activity.current_state()
         order, scores = learned.order_for_everyone(ranker, view, rows, [a for _, a, _ in head], state, now_s)
-        # the learned score is the one shown (scores stay in list order); the rest keep the clock's below them
-        floor = float(scores.min()) if scores.size else 0.0
-        reordered = [(head[i][0], head[i][1], float(scores[i])) for i in order.tolist()]
-        return reordered + [(r, a, floor - 1.0 - n) for n, (r, a, _) in enumerate(tail)]
+        return [(head[i][0], head[i][1], float(scores[i])) for i in order.tolist()]  # the model's score is shown
 
 
 LEARNED_POOL = 60  # the clock's leaders a trained model re-orders (the hot set a box competes within)
