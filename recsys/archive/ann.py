@@ -58,7 +58,7 @@ def exact_search(
     ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
     if pool.shape[0] == 0:
         return scores, ids
-    sims = (pool @ queries.T).T  # row-major vectors straight into BLAS (no transposed copy)
+    sims = queries @ pool.T
     for i in range(queries.shape[0]):
         best = top_k(sims[i], k)
         scores[i, : best.size] = sims[i, best]

@@ -159,8 +159,7 @@ class SegmentedANN:
         if self._exact_matrix is not None:
             sims = (self._exact_matrix @ queries.T).T
         else:
-            # (vectors @ queries.T): BLAS reads the row-major vectors as they lie on disk, no transposed copy
-            sims = np.concatenate([(self.segments[i].vectors @ queries.T).T for i in self._exact], axis=1)
+            sims = np.concatenate([queries @ self.segments[i].vectors.T for i in self._exact], axis=1)
         if self._exact_dead.any():
             sims[:, self._exact_dead] = -np.inf
         want = min(k, sims.shape[1])
