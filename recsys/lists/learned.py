@@ -6,8 +6,9 @@ one the hand-set blend of recsys/lists/recommendation.py serves. The steps, each
 1. **Candidates** (``gather``): the nearest articles to each of the reader's interests, the neighbours of
    the last reads in the co-read table ("readers also read"), the most popular articles now (at a day's
    half-life, and at the Ranking box's clock), and the newest, all passing the filters and none already read.
-2. **Score** (``score``): ``candidate_features`` (recsys/learning/features.py) as of now, then the model: the same
-   function ``recsys train`` fitted and ``recsys eval impressions`` replays.
+2. **Score** (``score``): ``candidate_features`` (recsys/learning/features.py) as of now, then the box model
+   (``LearnedRanker.score_box``: fitted on what a box could have shown at each logged moment; the click model
+   when there is none), the same features ``recsys train`` fitted on.
 3. **Spread**: one article per story, then maximal marginal relevance over the model's rank, so a list is
    not ten versions of the top story.
 4. **Reason** (``reason_for``): the signal that put the article there, in the reader's terms.
