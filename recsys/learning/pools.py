@@ -43,9 +43,8 @@ class ContentMatch:
         self.lookup = lookup
         self.config = config
         self._cache: dict[tuple[str, ...], tuple[np.ndarray, np.ndarray] | None] = {}
-        self._nearest: dict[tuple[object, ...], list[str]] = {}
-        self._ids: list[str] | None = None
-        self._rows = np.zeros(0, dtype=np.int64)
+        self._nearest: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+        self._ids: list[str] = []  # the lookup's articles and their vectors, copied on the first search
         self._matrix = np.zeros((0, 0), dtype=np.float32)
 
     def profile(self, history: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -66,16 +65,16 @@ class ContentMatch:
     def nearest(self, history: tuple[str, ...], n: int) -> list[str]:
         """The ``n`` logged articles nearest to the reader's interests (what a served box's content search
         finds), best first; remembered per history (a reader's history repeats across their impressions)."""
-        key = ("nearest", n, *history)
+        key = (n, history)
         if key in self._nearest:
             return self._nearest[key]
         profile = self.profile(history)
         found: list[str] = []
         if profile is not None:
-            if self._ids is None:
-                self._rows = np.fromiter(self.lookup.rows.values(), dtype=np.int64, count=len(self.lookup.rows))
+            if not self._ids:
+                rows = np.fromiter(self.lookup.rows.values(), dtype=np.int64, count=len(self.lookup.rows))
                 self._ids = list(self.lookup.rows)
-                self._matrix = np.asarray(self.lookup.vectors[self._rows], dtype=np.float32)
+                self._matrix = np.asarray(self.lookup.vectors[rows], dtype=np.float32)
             sims = (self._matrix @ profile[0].T).max(axis=1)
             want = min(n + len(history), sims.size)
             best = np.argpartition(-sims, want - 1)[:want] if want < sims.size else np.arange(sims.size)

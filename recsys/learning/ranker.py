@@ -1,11 +1,12 @@
-"""The learned ranker: a LightGBM model over the features of recsys/learning/features.py, stored as text in the index.
+"""The learned ranker: LightGBM models over the features of recsys/learning/features.py, stored as text in the index.
 
-``recsys train`` fits it (LambdaRank, one group per impression, so it learns to order the candidates of a
-list, which is what per-impression AUC and a served list measure) with a split by time and early stopping
-on the later part, and writes ``<index>/ranker.json``: the feature names, what it was fitted on, the
-figures it reached, and LightGBM's own text model format. Nothing is pickled; loading needs lightgbm
-and numpy, never torch. A site with too little logged data gets no model file and keeps the hand-set
-blend of recsys/config.py ``[recommend]``.
+``recsys train`` fits two (LambdaRank, one group per list, so each learns to order candidates) with a split by
+time and early stopping on the later part: the click model on the site's own lists (``score``: re-ordering a
+list, what per-impression AUC measures) and the box model on what a box could have shown at each logged moment
+(``score_box``: what the boxes serve). It writes ``<index>/ranker.json``: the feature names, what they were
+fitted on, the figures reached, and both models in LightGBM's own text format. Nothing is pickled; loading
+needs lightgbm and numpy, never torch. A site with too little logged data gets no model file and keeps the
+hand-set blend of recsys/config.py ``[recommend]``.
 """
 
 from __future__ import annotations

@@ -263,16 +263,16 @@ def train(
 ) -> TrainingResult:
     """Fit the ranker on logged impressions, split by time (see README, "Learning from readers").
 
-    With ``pools`` (timed logs only) each clicked impression also gives a second group: its clicked articles
-    among what a served box could have shown then (what is hot, newest and co-read, from the logs up to then;
-    ``pool_candidates``), so the model learns both to order the site's list and to pick the next click from
-    the catalogue, as the boxes must. In-view AUC is measured on the site's lists only, the pool hit rate on
-    the pool groups.
+    With ``pools`` (timed logs only) each clicked impression also gives a pool group: the site's list among
+    what a served box could have shown then (recsys/learning/pools.py, from the logs up to then), labelled by
+    the clicks. Two models come out: the click model, fitted on the site's lists (it re-orders a list; in-view
+    AUC is measured on it), and the box model, fitted on the pool groups (what the boxes serve; the pool hit
+    rate is measured on it).
 
     Timed logs: the last ``test_days`` (or the last quarter, for a short log) are held back and only
-    reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. With ``refit``, the model
-    stored is then fitted again on every day with the validated rounds and weight (the held-back days are
-    the freshest news there is); the report keeps the held-back figures of the validated fit. Logs without times:
+    reported on; the rest is fitted, early-stopping on its last ``VALID_SHARE``. With ``refit``, the models
+    stored are then fitted again on every day with the validated rounds (the held-back days are the freshest
+    news there is); the report keeps the held-back figures of the validated fit. Logs without times:
     ``FOLDS``-fold cross-validation by impression for the figures, then one model on all of it.
     """
     # A pool is what was hot at a moment: a log without times has no moments (file order is not time), so
@@ -282,7 +282,8 @@ def train(
     last = float(dataset.times.max()) if dataset.impressions else 0.0
     coreads = CoReadTable(state.coreads.table(last), last if dataset.timed else float("nan"))
     useful = _informative(dataset) if dataset.impressions else np.zeros(0, dtype=bool)
-    listed = useful & ~dataset.pool_groups()  # the site's own lists with a click and a non-click
+    pooled = dataset.pool_groups()
+    listed = useful & ~pooled  # the site's own lists with a click and a non-click
     shown_rows = dataset.shown if dataset.shown is not None else np.ones(dataset.labels.size, dtype=bool)
     report: dict[str, Any] = {
         "impressions": int(np.unique(dataset.groups[shown_rows]).size),  # logged ones (pool groups aside)
@@ -317,7 +318,6 @@ def train(
         valid = fit & (impression_times >= valid_cut)
         if (test & useful).sum() < MIN_TEST_IMPRESSIONS:
             test = np.zeros_like(test)
-        pooled = dataset.pool_groups()
         # Two models (recsys/learning/ranker.py): the click model learns from the site's lists (what readers chose
         # among what they were shown; it re-orders a list, what in-view AUC measures), the box model from the
         # pools (what readers clicked among what a box could have shown then; what the boxes serve).

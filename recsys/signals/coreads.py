@@ -121,14 +121,19 @@ class CoReads:
     def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
         """The k articles most associated with ``article`` (strongest first)."""
         key = (article, k, int(at // 60.0))
-        if key in self._answers:
-            return list(self._answers[key])
+        if key not in self._answers:
+            if len(self._answers) > 100_000:
+                self._answers.clear()
+            self._answers[key] = self._strongest(article, at, k)
+        return list(self._answers[key])
+
+    def _strongest(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
+        """``neighbours`` computed afresh: ``association`` over the article's whole row at once (the same
+        arithmetic, in the same order; a hub article has thousands of co-reads)."""
         row = self.pairs.get(article)
         scale = self._scale(at)
         if not row or scale == 0.0 or k <= 0:
             return []
-        # ``association`` over the whole row at once (the same arithmetic, in the same order): a hub article
-        # has thousands of co-reads and this runs for every read of every Recommendation.
         others = list(row)
         mass = self.mass
         together = np.fromiter(row.values(), dtype=np.float64, count=len(others)) * scale
@@ -139,16 +144,14 @@ class CoReads:
             kth = -np.partition(-scores[positive], k - 1)[k - 1]
             positive = positive[scores[positive] >= kth]
         found = sorted(((others[i], float(scores[i])) for i in positive.tolist()), key=lambda item: (-item[1], item[0]))
-        if len(self._answers) > 100_000:
-            self._answers.clear()
-        self._answers[key] = found[:k]
         return found[:k]
 
     # -- the table stored in the index ---------------------------------------------------------
 
     def table(self, at: float) -> dict[str, list[tuple[str, float]]]:
-        """Each article's ``keep`` strongest neighbours at ``at``."""
-        return {a: n for a in sorted(self.pairs) if (n := self.neighbours(a, at, self.config.keep))}
+        """Each article's ``keep`` strongest neighbours at ``at`` (each asked once: not through the answers kept
+        for serving)."""
+        return {a: n for a in sorted(self.pairs) if (n := self._strongest(a, at, self.config.keep))}
 
 
 @dataclass(frozen=True)
