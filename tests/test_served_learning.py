@@ -3,21 +3,25 @@ every day, the learned Ranking, the page's context, and the lookups that make th
 
 import json
 import random
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from recsys.archive.ann import exact_search
 from recsys.config import Settings
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.pools import POOL_CONTENT, ContentMatch
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
 from recsys.learning.training import train
+from recsys.lists import learned
+from recsys.lists.base import MomentCache
 from recsys.service import Recommender
 from recsys.signals.coreads import CoReads
 from recsys.signals.logstate import LogState
 from recsys.signals.records import Event
 from recsys.signals.store import open_event_store
-from recsys.types import IndexStateError
+from recsys.types import Filters, IndexStateError
 from tests.conftest import art
 from tests.test_learning import index, lookup_of, synthetic_log  # noqa: F401  (the fixture too)
 
@@ -194,3 +198,99 @@ def test_learned_recommendation_leaves_out_undated_articles_the_logs_never_menti
     hits = rec.recommend(["fb1", "fb2", "fb3"], k=20, now=now)
     assert hits and "fb-unseen" not in {h.id for h in hits}
     assert "fb-unseen" in {h.id for h in rec.related("fb1", 5)}  # still indexed, still related
+
+
+def test_the_live_content_search_is_the_exact_search_over_the_live_articles(make_indexer, tmp_path):
+    day = 86_400.0
+    at = 1_790_000_000.0
+    topics = {"fb": "football goal striker derby", "el": "election ballot vote parliament"}
+    old = [art(f"{p}{i}", f"{w.split()[0]} story {i}", f"{w} {i}") for p, w in topics.items() for i in range(10)]
+    fresh = [art("fresh", "football goal striker derby final", "football goal", published_at=at - 3600)]
+    stale = [art("stale", "football goal striker derby cup", "football goal", published_at=at - 30 * day)]
+    make_indexer().add_articles([*old, *fresh, *stale, *(art(f"x{i}", f"weather {i}", "rain") for i in range(20))])
+    view = Recommender.open(tmp_path / "index").view
+    state = LogState(Settings().popularity)
+    seen = ["fb1", "fb2", "fb3", "el1", "el2"]
+    state.fold([(a, "impression", "", at - 2 * day, 1, "r") for a in seen])
+    state.fold([("fb9", "click", "", at - 9 * day, 1, "r")])  # engaged, but too long ago
+    state.fold([("stale", "view", "", at - day, 1, "r")])  # an old article readers still open
+    live = learned.LiveCatalogue()
+    query = np.asarray(view.vectors[[view.store.row_of("fb0")]], dtype=np.float32)
+    banned = {view.store.row_of("fb2")}
+    found = live.nearest_each(view, state, at, query, Filters(), banned, 4)
+    assert found is not None
+    rows, sims = found[0]
+    wanted = view.store.rows_of(["fb1", "fb3", "el1", "el2", "stale", "fresh"])  # seen, engaged or new; fb2 banned
+    expected_scores, expected_rows = exact_search(view.vectors, query, 4, np.array(sorted(wanted.values())))
+    np.testing.assert_array_equal(rows, expected_rows[0])
+    np.testing.assert_allclose(sims, expected_scores[0], rtol=1e-6)
+    assert {view.store.ids_of(rows.tolist())[r] for r in rows.tolist()} <= set(wanted)
+    assert live.nearest_each(view, state, at, query, Filters(categories=("fb",)), banned, 4) is None  # own path
+    state.fold([(f"x{i}", "view", "", at - 60, 1, "r") for i in range(20)])  # most of the catalogue is live
+    assert live.nearest_each(view, state, at + 60, query, Filters(), banned, 4) is None  # searched whole instead
+
+
+def test_a_moment_answer_is_reused_only_in_its_second_without_new_events_and_never_for_an_earlier_time():
+    cache, calls = MomentCache(), []
+
+    def compute() -> int:
+        calls.append(1)
+        return len(calls)
+
+    version = SimpleNamespace(path="versions/v1")
+    assert cache.get(version, 0, 100.2, "hot", compute) == 1
+    assert cache.get(version, 0, 100.7, "hot", compute) == 1  # same second, same events: the same answer
+    assert cache.get(version, 0, 100.1, "hot", compute) == 2  # earlier than it was computed for: computed again
+    assert cache.get(version, 0, 100.9, "hot", compute) == 1  # ... without replacing the first
+    assert cache.get(version, 1, 100.9, "hot", compute) == 3  # events folded since
+    assert cache.get(version, 1, 101.0, "hot", compute) == 4  # the next second
+    assert cache.get(SimpleNamespace(path="versions/v2"), 1, 101.0, "hot", compute) == 5  # another version
+
+
+def _spread_one_by_one(scores, vectors, k, lam, duplicate):
+    """``learned.spread`` as it was written first: one comparison per candidate (the reference)."""
+    order = np.argsort(-scores, kind="stable")
+    kept: list[int] = []
+    for pos in order.tolist():
+        if kept and float(np.max(vectors[kept] @ vectors[pos])) >= duplicate:
+            continue
+        kept.append(pos)
+        if len(kept) >= 4 * k:
+            break
+    relevance = 1.0 - np.arange(len(kept)) / max(1, len(kept))
+    chosen, available = [], np.ones(len(kept), dtype=bool)
+    sims, redundancy = vectors[kept] @ vectors[kept].T, np.zeros(len(kept))
+    while len(chosen) < k and available.any():
+        gain = lam * relevance - (1.0 - lam) * (redundancy if chosen else 0.0)
+        gain[~available] = -np.inf
+        best = int(np.argmax(gain))
+        available[best] = False
+        chosen.append(best)
+        redundancy = np.maximum(redundancy, sims[best])
+    return np.asarray([kept[i] for i in chosen], dtype=np.int64)
+
+
+def test_spread_in_blocks_picks_what_one_comparison_per_candidate_picks():
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        base = rng.normal(size=(rng.integers(5, 40), 16))
+        copies = base[rng.integers(0, base.shape[0], size=rng.integers(0, 200))] + rng.normal(0, 0.05, (1, 16))
+        vectors = np.concatenate([base, copies])
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        scores = rng.normal(size=vectors.shape[0]).round(1)  # ties, broken by position
+        for k in (1, 3, 8):
+            got = learned.spread(scores, vectors, k, 0.7, 0.9)
+            np.testing.assert_array_equal(got, _spread_one_by_one(scores, vectors, k, 0.7, 0.9), err_msg=str(trial))
+
+
+def test_coread_scores_sum_the_associations_with_the_last_reads():
+    coreads = CoReads()
+    rng = random.Random(2)
+    for r in range(200):
+        coreads.add_reads(f"u{r}", [(f"a{rng.randrange(30)}", 1000.0 + r * 10 + j) for j in range(rng.randrange(1, 6))])
+    at = 4000.0
+    history = ("a1", "a2", "a3", "gone")
+    candidates = [f"a{i}" for i in range(30)] + ["a4", "never"]  # a repeat and an unknown one
+    expected = [sum(coreads.association(h, c, at) for h in history if h in coreads.pairs) for c in candidates]
+    np.testing.assert_allclose(coreads.score(history, candidates, at), expected, rtol=1e-12)
+    assert coreads.score(history, candidates, at)[-1] == 0.0

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +33,31 @@ SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched e
 TimeLike = datetime | str | float | int | None
 
 
+class MomentCache:
+    """Answers that depend only on the version, the events folded so far and the moment (the hot and popular
+    candidates, the Ranking's model scores), kept while those stay the same: every request in one second asks
+    the same of them. An answer is reused only by a request at or after the time it was computed for, so no
+    request sees a count from a later moment than its own."""
+
+    def __init__(self) -> None:
+        # ((version, state generation, second), {name: (time computed for, answer)}), replaced whole
+        self._entry: tuple[tuple[str, int, int], dict[object, tuple[float, Any]]] | None = None
+
+    def get(self, view: VersionReader, generation: int, at: float, name: object, compute: Callable[[], Any]) -> Any:
+        key = (str(view.path), generation, int(at // 1.0))
+        entry = self._entry
+        if entry is None or entry[0] != key:
+            entry = (key, {})
+            self._entry = entry
+        found = entry[1].get(name)
+        if found is not None and found[0] <= at:
+            return found[1]
+        answer = compute()
+        if found is None:
+            entry[1][name] = (at, answer)
+        return answer
+
+
 @dataclass(frozen=True)
 class ListContext:
     """What the pipelines read besides the version: settings, live popularity and the trained models."""
@@ -40,6 +65,7 @@ class ListContext:
     settings: Settings
     activity: PopularityTracker
     models: StoredModels
+    moments: MomentCache = field(default_factory=MomentCache)
 
 
 def epoch(value: TimeLike) -> float | None:

@@ -27,6 +27,7 @@ from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.ranker import LearnedRanker
 from recsys.signals.coreads import CoReadTable
 from recsys.signals.logstate import LogState
+from recsys.types import Filters
 
 # How many candidates each source brings; about 150 in all, which the model scores in about a millisecond.
 PER_INTEREST = 25
@@ -36,6 +37,10 @@ NEWEST_CANDIDATES = 20
 COREAD_READS = 10
 COREAD_CANDIDATES = 40
 _CONTENT, _COREAD = FEATURES.index("content_max"), FEATURES.index("coread")
+# The live catalogue a learned Recommendation's content search looks in (``LiveCatalogue``).
+LIVE_DAYS = 7.0  # articles the logs mentioned or readers engaged with in the last week...
+LIVE_PUBLISHED_DAYS = 2.0  # ... and articles published in the last two days, seen or not
+LIVE_MAX_SHARE = 0.5  # a live set above half the catalogue is not worth copying: the whole index is searched
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,77 @@ class Scored:
     ids: list[str]
     scores: np.ndarray
     features: np.ndarray
+
+
+class LiveCatalogue:
+    """The articles a learned Recommendation looks among for content neighbours: those the logs mentioned or
+    readers engaged with in the last ``LIVE_DAYS`` and those published in the last ``LIVE_PUBLISHED_DAYS``.
+
+    Why: the box model was fitted on pools whose content candidates were the logged articles nearest to the
+    reader (recsys/learning/pools.py ``ContentMatch``), so the served search looks where training looked; and
+    on a news site that set is a fraction of the archive, so one product over a copy of its vectors costs a
+    fraction of the whole-archive search. The copy is made at most once a minute per version (an article first
+    seen within the minute still comes in through the hot, newest and co-read sources)."""
+
+    def __init__(self) -> None:
+        # (version, minute) -> (rows, their vectors), or None when not worth searching alone; replaced whole,
+        # so a request on another thread reads one consistent snapshot
+        self._snapshot: tuple[tuple[str, int], tuple[np.ndarray, np.ndarray] | None] | None = None
+
+    def _current(self, view: VersionReader, state: LogState, at: float) -> tuple[np.ndarray, np.ndarray] | None:
+        key = (str(view.path), int(at // 60.0))
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot[0] == key:
+            return snapshot[1]
+        since = at - LIVE_DAYS * 86_400.0
+        ids = {a for a, seen in state.first_seen.items() if since <= seen <= at}
+        popularity = state.day
+        engaged = np.flatnonzero(popularity.last_engaged[: len(popularity)] >= since)
+        ids.update(popularity.ids[i] for i in engaged.tolist())
+        rows = set(view.store.rows_of(sorted(ids)).values())
+        published = np.asarray(view.rows["published"])
+        fresh = (published != NO_TIME) & (published >= at - LIVE_PUBLISHED_DAYS * 86_400.0) & (published <= at)
+        rows.update(np.flatnonzero(fresh & view.live).tolist())
+        found = None
+        if 0 < len(rows) <= LIVE_MAX_SHARE * max(1, view.n_live):
+            live = np.fromiter(sorted(rows), dtype=np.int64, count=len(rows))
+            found = (live, np.ascontiguousarray(view.vectors[live], dtype=np.float32))
+        self._snapshot = (key, found)
+        return found
+
+    def nearest_each(
+        self,
+        view: VersionReader,
+        state: LogState,
+        at: float,
+        queries: np.ndarray,
+        filters: Filters,
+        banned: set[int],
+        want: int,
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Per query: up to ``want`` live, allowed, unbanned rows nearest to it with their cosine, best first;
+        None when the live set is not worth searching on its own (then the caller searches the whole index)."""
+        if filters.restricts_rows:
+            return None  # a narrowing filter has its own exact path over the rows it leaves
+        current = self._current(view, state, at)
+        if current is None:
+            return None
+        rows, matrix = current  # sorted live rows: no filter left to apply but the banned rows
+        sims = np.atleast_2d(np.asarray(queries, dtype=np.float32)) @ matrix.T
+        ok = np.ones(rows.size, dtype=bool)
+        if banned:
+            wanted = np.fromiter(banned, dtype=np.int64, count=len(banned))
+            at_rows = np.minimum(np.searchsorted(rows, wanted), rows.size - 1)
+            hit = at_rows[rows[at_rows] == wanted]
+            ok[hit] = False
+            sims[:, hit] = -np.inf
+        take = min(want, int(ok.sum()))
+        out = []
+        for row in sims:
+            best = np.argpartition(-row, take - 1)[:take] if 0 < take < row.size else np.flatnonzero(ok)[:take]
+            best = best[np.lexsort((rows[best], -row[best]))]  # best first, then the lower row
+            out.append((rows[best], row[best]))
+        return out
 
 
 def popular_rows(state: LogState, rows_of: Callable[[Sequence[str]], dict[str, int]], at: float, n: int) -> list[int]:
@@ -117,10 +193,21 @@ def spread(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float, duplicat
     """Positions of the final list: best first, one per story (cosine >= ``duplicate``), MMR over rank."""
     order = np.argsort(-scores, kind="stable")
     kept: list[int] = []
-    for pos in order.tolist():
-        if kept and float(np.max(vectors[kept] @ vectors[pos])) >= duplicate:
-            continue
-        kept.append(pos)
+    block = 8 * k  # candidates compared at once: one product per block instead of one per candidate
+    for start in range(0, order.size, block):
+        chunk = order[start : start + block]
+        vs = vectors[chunk]
+        within = vs @ vs.T
+        earlier = (vs @ vectors[kept].T).max(axis=1) if kept else np.full(chunk.size, -np.inf)
+        chosen: list[int] = []  # positions in chunk kept so far
+        for i in range(chunk.size):
+            best = max(float(earlier[i]), float(within[i, chosen].max()) if chosen else -np.inf)
+            if best >= duplicate:
+                continue
+            chosen.append(i)
+            kept.append(int(chunk[i]))
+            if len(kept) >= 4 * k:
+                break
         if len(kept) >= 4 * k:
             break
     if not kept:

@@ -76,9 +76,22 @@ class RankingList:
         if ranker is None or ranker.box_text is None or len(picked) < 2:
             return picked
         head = picked[: max(LEARNED_POOL, k)]  # the list is cut to k after: nothing below the head is shown
-        rows = np.array([r for r, _, _ in head], dtype=np.int64)
         state = self.context.activity.current_state()
-        order, scores = learned.order_for_everyone(ranker, view, rows, [a for _, a, _ in head], state, now_s)
+        # A candidate's score does not depend on the others beside it (recsys/learning/features.py), so the
+        # scores of this second are shared by every request, whatever each one excludes.
+        known: dict[str, tuple[float, float]] = self.context.moments.get(
+            view, state.generation, now_s, ("ranking", id(ranker)), dict
+        )  # id -> (time scored for, score); a score from later in the second is scored again
+        missing = [(r, a) for r, a, _ in head if a not in known or known[a][0] > now_s]
+        scored: dict[str, float] = {a: known[a][1] for _, a, _ in head if a in known and known[a][0] <= now_s}
+        if missing:
+            rows = np.array([r for r, _ in missing], dtype=np.int64)
+            _, fresh = learned.order_for_everyone(ranker, view, rows, [a for _, a in missing], state, now_s)
+            for (_, article), score in zip(missing, fresh.tolist(), strict=True):
+                scored[article] = score
+                known.setdefault(article, (now_s, score))
+        scores = np.array([scored[a] for _, a, _ in head])
+        order = np.argsort(-scores, kind="stable")
         return [(head[i][0], head[i][1], float(scores[i])) for i in order.tolist()]  # the model's score is shown
 
 

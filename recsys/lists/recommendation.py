@@ -35,8 +35,11 @@ from recsys.lists.base import (
 from recsys.lists.ranking import RankingList
 from recsys.lists.scoring import freshness
 from recsys.signals.logstate import LogState
+from recsys.signals.popularity import CHANNELS
 from recsys.signals.profile import Interest, build_interests
 from recsys.types import Filters, Hit
+
+_READS, _CLICKS = CHANNELS.index("reads"), CHANNELS.index("clicks")
 
 
 @dataclasses.dataclass
@@ -56,6 +59,7 @@ class RecommendationList:
     def __init__(self, context: ListContext, ranking: RankingList) -> None:
         self.context = context
         self.ranking = ranking
+        self._live = learned.LiveCatalogue()
 
     def for_reader(
         self, view: VersionReader, reads: list[str], k: int | None, filters: Filters, now_s: float
@@ -74,12 +78,18 @@ class RecommendationList:
 
         found: dict[int, tuple[float, int]] = {}  # row -> (best cosine, interest)
         queries = np.stack([i.vector for i in reader.interests]) if reader.interests else np.zeros((0, 1))
-        nearest = nearest_each(view, queries, filters, banned, config.candidates_per_interest)
+        ranker = self.context.models.ranker()
+        nearest = None
+        if ranker is not None and len(queries):  # the model looks where it was trained to look: the live articles
+            state = self.context.activity.current_state()
+            want = config.candidates_per_interest
+            nearest = self._live.nearest_each(view, state, now_s, queries, filters, banned, want)
+        if nearest is None:
+            nearest = nearest_each(view, queries, filters, banned, config.candidates_per_interest)
         for number, (rows, sims) in enumerate(nearest):
             for row, sim in zip(rows.tolist(), sims.tolist(), strict=True):
                 if sim >= config.min_similarity and sim > found.get(row, (-1.0, 0))[0]:
                     found[row] = (sim, number)
-        ranker = self.context.models.ranker()
         if ranker is not None:
             return self._learned(view, ranker, reader, found, filters, banned, k, now_s)
         if not found:
@@ -130,6 +140,16 @@ class RecommendationList:
         return repeats_story(view, rows, read, self.context.settings.related.duplicate_similarity)
 
     @staticmethod
+    def _recent_reads(state: LogState, ids: list[str], now_s: float) -> dict[str, float]:
+        """Decayed clicks + reads of each id now (a day's half-life): the figure a "popular now" reason shows."""
+        popularity = state.day
+        rows = np.fromiter((popularity.index.get(a, -1) for a in ids), dtype=np.int64, count=len(ids))
+        sums = np.zeros((len(ids), len(CHANNELS)))
+        if (rows >= 0).any():
+            sums[rows >= 0] = popularity.decayed(now_s, rows[rows >= 0])
+        return {a: float(sums[i, _CLICKS] + sums[i, _READS]) for i, a in enumerate(ids)}
+
+    @staticmethod
     def _logged_rows(view: VersionReader, state: LogState, now_s: float) -> list[int]:
         """Rows of what was hot in the last hours and what the logs saw last: ``pool_candidates``' sources."""
         hot, _ = state.hours.ranked_active(now_s, POOL_HOT_WINDOW)
@@ -174,9 +194,21 @@ class RecommendationList:
             for read, other in neighbours:
                 if other in rows_of:
                     coread_from.setdefault(rows_of[other], read)
-        popular = learned.popular_rows(state, view.store.rows_of, now_s, learned.POPULAR_CANDIDATES)
-        hot = self._hot_rows(view, now_s, learned.HOT_CANDIDATES)
-        hot += self._logged_rows(view, state, now_s)  # the sources training draws its pools from
+        moment = self.context.moments
+        popular = moment.get(
+            view,
+            state.generation,
+            now_s,
+            "popular",
+            lambda: learned.popular_rows(state, view.store.rows_of, now_s, learned.POPULAR_CANDIDATES),
+        )
+        hot = moment.get(
+            view,
+            state.generation,
+            now_s,
+            "hot",  # the Ranking clock's leaders, then the sources training draws its pools from
+            lambda: self._hot_rows(view, now_s, learned.HOT_CANDIDATES) + self._logged_rows(view, state, now_s),
+        )
         fresh = newest_rows(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
         rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *hot, *popular, *fresh.tolist()]), dtype=np.int64)
         if rows.size:
@@ -215,6 +247,7 @@ class RecommendationList:
         articles = view.store.get_rows([*picked_rows, *sources], with_text=False)
         popular_set = set(popular[: max(20, 2 * k)]) | set(hot[: max(20, 2 * k)])
         fresh_set = set(fresh.tolist())
+        recent_reads = self._recent_reads(state, [ids[p] for p in picked.tolist()], now_s)
         hits = []
         for pos, row in zip(picked.tolist(), picked_rows, strict=True):
             closest = None
@@ -224,8 +257,7 @@ class RecommendationList:
             coread_title = articles[read_rows[read]].title if read in read_rows else None
             popular_reason = None
             if row in popular_set:
-                figures = state.day.explain(ids[pos], now_s)
-                popular_reason = f"{figures.clicks + figures.reads:,.0f} recent reads"
+                popular_reason = f"{recent_reads[ids[pos]]:,.0f} recent reads"
             fresh_reason = None
             if row in fresh_set:
                 fresh_reason = newness_reason(int(view.rows["published"][row]), now_s)

@@ -107,15 +107,21 @@ class CoReads:
         if scale == 0.0:
             return out
         shrink = self.config.shrink
+        where: dict[str, list[int]] = {}
+        for i, candidate in enumerate(candidates):
+            where.setdefault(candidate, []).append(i)
         for read in history[:last]:
             row = self.pairs.get(read)
             if not row:
                 continue
             read_mass = self.mass[read] * scale
-            for i, candidate in enumerate(candidates):
-                together = row.get(candidate)
+            # the key views' intersection walks the shorter side (a hub read has thousands of co-reads)
+            for candidate in where.keys() & row.keys():
+                together = row[candidate]
                 if together:
-                    out[i] += together * scale / (math.sqrt(read_mass * self.mass[candidate] * scale) + shrink)
+                    value = together * scale / (math.sqrt(read_mass * self.mass[candidate] * scale) + shrink)
+                    for i in where[candidate]:
+                        out[i] += value
         return out
 
     def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:

@@ -32,6 +32,7 @@ class LogState:
         self.seen_order: list[str] = []  # articles in the order the logs first mentioned them (newest last)
         self.coreads = coreads if coreads is not None else CoReads()
         self.live_coreads = live_coreads
+        self.generation = 0  # bumped by every fold or sighting: answers derived from the state key on it
 
     def fold(self, events: Iterable[Sequence]) -> None:
         """Events as (article, type, reaction, ts, count[, reader]), as stored. The popularity views are
@@ -40,6 +41,7 @@ class LogState:
         batch = self.day.prepare(rows)
         if batch is None:
             return
+        self.generation += 1
         for popularity in (self.day, self.hours, self.minutes, self.ever):
             popularity.add(batch)
         for row in rows:
@@ -59,3 +61,4 @@ class LogState:
             if article not in self.first_seen:
                 self.first_seen[article] = ts
                 self.seen_order.append(article)
+                self.generation += 1
