@@ -227,6 +227,20 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class FeedbackConfig:
+    """The served-list log: every list served is recorded (one row: its id, time, reader, box, the article being
+    read, variant, model and ids in order) so clicks can name the list and position they came from."""
+
+    log_rate: float = 1.0  # share of served lists recorded (a click on a list not recorded is unattributed)
+    retention_days: float = 30.0  # recorded lists older than this are deleted
+    max_rows: int = 5_000_000  # and never more than this many (the oldest go first), about 1.5 GB in SQLite
+    flush_seconds: float = 1.0  # lists are written in batches by a background thread at most this far apart
+    batch: int = 500  # ... or as soon as this many wait
+    queue_limit: int = 50_000  # lists waiting beyond this are dropped (counted), never a request held up
+    remembered: int = 100_000  # recent lists kept in memory to attribute clicks at once (for /metrics)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, by section."""
 
@@ -237,6 +251,7 @@ class Settings:
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

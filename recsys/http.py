@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,13 +29,14 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
+from recsys.monitoring import Monitor, route_of
 from recsys.service import Recommender
 from recsys.signals.store.base import EventsUnavailable
 from recsys.types import Hit, RecsysError, UnknownArticle
@@ -63,6 +67,8 @@ class EventIn(BaseModel):
     ts: str | float | None = Field(default=None, description="ISO 8601 or epoch seconds; default: now.")
     count: int = Field(default=1, ge=1, le=1_000_000, description="At most [http] max_event_count.")
     event_id: str | None = Field(default=None, max_length=256)
+    list_id: str | None = Field(default=None, max_length=64, description="A click: the served list it came from.")
+    position: int | None = Field(default=None, ge=1, le=1000, description="A click: its 1-based place in that list.")
 
 
 class EventsIn(BaseModel):
@@ -223,13 +229,37 @@ def create_app(
     settings = settings if settings is not None else load_settings()
     limit_compute_threads(settings.http.compute_threads)
     rec = Recommender.open(index, settings, embedder)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        try:  # a clean stop writes what waits: buffered events and the served lists not yet logged
+            rec.flush()
+        except Exception as exc:  # stopping must not fail on bookkeeping
+            logging.getLogger(__name__).error("on shutdown, not everything was written: %s", exc)
+
     app = FastAPI(
         title="recsys",
         summary="Related, Ranking and Recommendation lists for news sites.",
         version="0.1.0",
+        lifespan=lifespan,
     )
     app.state.recommender = rec
+    monitor = Monitor(rec)
+    app.state.monitor = monitor
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+
+    @app.middleware("http")
+    async def measured(request: Request, call_next: Any) -> Any:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            monitor.observe(route_of(request.scope), status, time.perf_counter() - started)
+
     http = settings.http
     limiter = RateLimiter(http.events_per_minute, max(http.events_burst, 1))
     drafts = RateLimiter(http.drafts_per_minute, max(http.drafts_burst, 1))
@@ -282,6 +312,12 @@ def create_app(
             "articles": len(rec),
             "last_event_time": None if last is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)),
         }
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """The service's figures in the Prometheus text format (recsys/monitoring.py)."""
+        body, content_type = monitor.exposition()
+        return Response(body, media_type=content_type)
 
     @app.get("/articles/{article_id:path}")
     def article(article_id: str) -> dict[str, Any]:
@@ -383,12 +419,21 @@ def create_app(
                 records, source="" if trusted else client_source(request), hold_unindexed=True, durable=True
             )
         except ValueError as exc:
+            monitor.count_events("invalid", len(records))
             raise HTTPException(422, _printable(f"bad event: {exc}")) from None
+        for outcome, n in (
+            ("stored", result.accepted),
+            ("duplicate", result.duplicates),
+            ("held", result.held),
+            ("refused", result.refused),
+        ):
+            monitor.count_events(outcome, n)
         return {
             "accepted": result.accepted,
             "duplicates": result.duplicates,
             "held_unindexed": result.held,
             "refused_unindexed": result.refused,
+            "attributed": result.attributed,
         }
 
     @app.post("/related-to-text", response_model=list[Hit])

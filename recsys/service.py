@@ -27,6 +27,7 @@ from recsys.archive.store import StoredArticle
 from recsys.archive.version import VersionFollower, VersionReader
 from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, Settings, load_settings
 from recsys.embedder import Embedder, article_text, make_embedder
+from recsys.feedback.log import ServedLog
 from recsys.ingest.events import event_from_record
 from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
@@ -71,6 +72,7 @@ class Recommender:
         self._related = RelatedList(context)
         self._ranking = RankingList(context)
         self._recommendation = RecommendationList(context, self._ranking)
+        self.served_log = ServedLog(self._events, self.settings.feedback)  # every list served, with its id
 
     @classmethod
     def open(
@@ -160,7 +162,8 @@ class Recommender:
         now_s = now_seconds(now)
         max_age = self.settings.related.max_age_days if max_age_days is None else max_age_days
         filters = make_filters(category, language, published_after, published_before, exclude, max_age, now_s)
-        return self._related.for_article(self.view, article_id, k, filters, now_s)
+        hits = self._related.for_article(self.view, article_id, k, filters, now_s)
+        return self.served_log.serve("related", hits, now_s, article_id=article_id)
 
     def related_to_text(
         self,
@@ -219,7 +222,8 @@ class Recommender:
         """Most popular now (see recsys/lists/ranking.py); topped up with the newest articles when quiet."""
         now_s = now_seconds(now)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
-        return self._ranking.top(self.view, k, filters, window_hours, now_s)
+        hits = self._ranking.top(self.view, k, filters, window_hours, now_s)
+        return self.served_log.serve("ranking", hits, now_s, model=self._model_id())
 
     def recommend(
         self,
@@ -241,7 +245,8 @@ class Recommender:
         now_s = now_seconds(now)
         reads = self._reads(history, user_id, now_s)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
-        return self._recommendation.for_reader(self.view, reads, k, filters, now_s)
+        hits = self._recommendation.for_reader(self.view, reads, k, filters, now_s)
+        return self.served_log.serve("recommendation", hits, now_s, user_id or "", model=self._model_id())
 
     def page(
         self,
@@ -283,7 +288,7 @@ class Recommender:
             banned = set(view.store.rows_of(shown).values())
             newest = newest_hits(view, min(k_rec + spare, MAX_K), Filters(), banned, now_s) if k_rec else []
             recommended = drop_repeated_stories(view, newest, shown, threshold, k_rec)
-            return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
+            return self._served_page(article_id, related, ranked, recommended, now_s, user_id)
         unshown = Filters(exclude_ids=tuple(shown))
         # The article being read is the reader's newest read: its co-reads and its subject are context.
         reads = [article_id, *(r for r in reads if r != article_id)]
@@ -292,7 +297,29 @@ class Recommender:
         shown += [h.id for h in recommended]
         ranked = self._ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
         ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
-        return Page(article_id=article_id, related=related, ranking=ranked, recommendation=recommended)
+        return self._served_page(article_id, related, ranked, recommended, now_s, user_id)
+
+    def _served_page(
+        self,
+        article_id: str,
+        related: list[Hit],
+        ranked: list[Hit],
+        recommended: list[Hit],
+        now_s: float,
+        user_id: str | None,
+    ) -> Page:
+        """The page's three lists as served: each its own list id, recorded with the article being read."""
+        model, reader, log = self._model_id(), user_id or "", self.served_log
+        return Page(
+            article_id=article_id,
+            related=log.serve("related", related, now_s, reader, article_id),
+            ranking=log.serve("ranking", ranked, now_s, reader, article_id, model),
+            recommendation=log.serve("recommendation", recommended, now_s, reader, article_id, model),
+        )
+
+    def _model_id(self) -> str:
+        ranker = self._models.ranker()
+        return "" if ranker is None else ranker.model_id
 
     def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:
         """Read article ids, newest first, from an explicit history (oldest first) and/or a user's events."""
@@ -375,8 +402,9 @@ class Recommender:
         else:
             for event in events:
                 self._buffer.record(event)
+        attributed = self.served_log.credit(events)  # clicks naming a recent list count for its box (/metrics)
         held = self._events.add_unindexed([(self._buffer.key_of(e), e) for e in unknown]) if unknown else 0
-        return EventsAccepted(stored, held, len(unknown) - held, duplicates)
+        return EventsAccepted(stored, held, len(unknown) - held, duplicates, attributed)
 
     def _promote_held_events(self, view: VersionReader) -> None:
         """Events held for ids that were not indexed join the counted ones once a version has the article."""
@@ -388,7 +416,8 @@ class Recommender:
             logger.warning("could not promote held events: %s", exc)
 
     def flush(self) -> int:
-        """Write buffered events now; returns how many new ones were stored."""
+        """Write buffered events (and the served lists waiting) now; returns how many new events were stored."""
+        self.served_log.flush()
         stored = self._buffer.flush()
         if stored:
             self._activity.forget_counts()
@@ -417,6 +446,7 @@ class Recommender:
             self._buffer.flush()
         except EventsUnavailable as exc:
             logger.error("closing with %d events not stored: %s", len(self._buffer), exc)
+        self.served_log.close()
         self._versions.close()
         self._events.close()
 
@@ -431,12 +461,13 @@ class Recommender:
 class EventsAccepted:
     """What ``record_events`` did: ``accepted`` events counted for indexed ids (with ``durable``: newly
     stored, so a retried batch says 0), ``duplicates`` (durable only: keys already stored, nothing changed),
-    ``held`` (ids not indexed yet) and ``refused`` (the hold is full)."""
+    ``held`` (ids not indexed yet), ``refused`` (the hold is full) and ``attributed``."""
 
     accepted: int
     held: int = 0
     refused: int = 0
     duplicates: int = 0
+    attributed: int = 0  # clicks that named a list recently served with their article in it
 
 
 @dataclass(frozen=True)

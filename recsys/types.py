@@ -85,6 +85,8 @@ class Hit:
     category: str = ""
     similarity: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    list_id: str = ""  # the served list this hit is in (a click posted back names it, and the position)
+    position: int = 0  # 1-based place in that list
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

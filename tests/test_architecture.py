@@ -22,9 +22,11 @@ LAYERS = {
     "recsys.signals": 3,
     "recsys.learning": 4,
     "recsys.lists": 5,
+    "recsys.feedback": 5,  # the served-list log and the online figures (reads the events store)
     "recsys.service": 6,
     "recsys": 6,  # the package face re-exports the service
     "recsys.http": 7,
+    "recsys.monitoring": 7,  # /metrics for the HTTP service
     "recsys.server": 7,
     "recsys.cli": 7,
     "recsys.evaluation": 7,

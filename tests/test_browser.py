@@ -96,6 +96,17 @@ def test_reader_journey(server, page, tmp_path):
     clicked = boxes["related"][0][0]
     page.locator("#related li a").first.click()
     page.wait_for_url(f"**/?id={clicked}")
+    from recsys.feedback.report import online_report
+    from recsys.signals.store import open_event_store
+
+    store = open_event_store(Path(tmp_path) / "index")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the list is written by the log's thread within a second
+        rows = {r.box: r for r in online_report(store, time.time() - 600, time.time() + 60).rows}
+        if "related" in rows and rows["related"].clicks:
+            break
+        time.sleep(0.1)
+    assert rows["related"].clicks == 1 and rows["related"].mean_click_position == 1.0  # the headline's box, place
     page.wait_for_function(f"JSON.parse(localStorage.getItem('recsys-history') || '[]').includes('{clicked}')")
     after_click = lists(page)
     assert after_click["recommendation"] != boxes["recommendation"]

@@ -22,7 +22,7 @@ import pytest
 from recsys.config import EventsConfig, Settings
 from recsys.service import Recommender
 from recsys.signals.activity import EventBuffer, PopularityTracker
-from recsys.signals.records import Event
+from recsys.signals.records import Event, ServedList
 from recsys.signals.store import open_event_store
 from recsys.signals.store.base import EventStore, EventsUnavailable
 from recsys.signals.store.postgres import DOWN_SECONDS
@@ -149,6 +149,23 @@ def test_unindexed_events_are_held_bounded_then_promoted(store):
     assert store.promote(["future-article"]) == 3
     assert store.unindexed_ids() == [] and store.counts_for(["future-article"], NOW - 99, NOW, 10)[0][3] == 3
     assert store.promote(["future-article"]) == 0
+
+
+def test_served_lists_and_the_clicks_that_name_them_round_trip_and_expire(store):
+    lists = [ServedList(f"l{i}", NOW - 100 + i, "related", (f"a{i}", "b", "c"), "u1", "src", "", "m") for i in range(5)]
+    assert store.add_served(lists) == 5 and store.add_served(lists[:2]) == 0  # an id stored before is skipped
+    got = store.served_lists(NOW - 1000, NOW)
+    assert got == lists and store.count_served() == 5
+    click = Event("b", "click", NOW - 50, user_id="u1", list_id="l3", position=2)
+    plain = Event("c", "click", NOW - 49, user_id="u2")
+    assert store.add([("k1", click), ("k2", plain)]) == 2
+    assert store.add([("k1", click)]) == 0  # a retried click: no second claim
+    claims = store.attributed_clicks(NOW - 1000, NOW)
+    assert [(c.list_id, c.position, c.article_id, c.reader) for c in claims] == [("l3", 2, "b", "u1")]
+    assert store.served_lists(NOW - 98.5, NOW - 97.5) == [lists[2]]  # as of a time
+    assert store.prune_served(NOW - 97.5, 10) == 3  # lists served before the cut go
+    assert store.prune_served(NOW - 1000, 1) == 1  # then the oldest beyond the cap
+    assert [s.list_id for s in store.served_lists(NOW - 1000, NOW)] == ["l4"]
 
 
 def test_concurrent_writers_never_make_a_tailer_skip_an_event(store):

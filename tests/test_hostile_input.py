@@ -153,6 +153,7 @@ def test_no_client_can_squat_another_senders_event_ids(client, index, tmp_path):
         "duplicates": 0,
         "held_unindexed": 0,
         "refused_unindexed": 0,
+        "attributed": 0,
     }
     feed = write_jsonl(
         tmp_path / "site.jsonl",
@@ -191,7 +192,13 @@ def test_events_for_unindexed_ids_are_held_to_a_bound_and_join_when_indexed(make
         assert client.post("/events", json={"events": junk}).json()["held_unindexed"] == 40
         more = [{"article_id": f"new{i % 2}", "type": "view"} for i in range(30)]
         answer = client.post("/events", json={"events": more}).json()
-        assert answer == {"accepted": 0, "duplicates": 0, "held_unindexed": 10, "refused_unindexed": 20}
+        assert answer == {
+            "accepted": 0,
+            "duplicates": 0,
+            "held_unindexed": 10,
+            "refused_unindexed": 20,
+            "attributed": 0,
+        }
         held = open_event_store(index).conn.execute("SELECT count(*) FROM unindexed_events").fetchone()[0]
         assert held == 50  # the table never grows past the bound
         make_indexer().add_articles([art("new0", "football derby new", "football goal derby new")])
@@ -508,7 +515,11 @@ def test_an_events_database_from_before_sources_is_migrated_in_place(tmp_path):
     store = open_event_store(tmp_path)
     assert next(row[1] for row in store.since(0)) == [("a", "view", "", 1790000000.0, 1, "u1")]
     assert store.add([("k2", Event("a", "view", 1790000001.0, source="ip:x"))]) == 1
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    from recsys.signals.records import ServedList
+    from recsys.signals.store.sqlite import SCHEMA_VERSION
+
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.add_served([ServedList("l1", 1790000002.0, "related", ("a",))]) == 1  # the served-list tables too
 
 
 def test_undecodable_bodies_and_nan_parameters_are_validation_errors(client):

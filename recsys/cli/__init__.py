@@ -1,6 +1,6 @@
 """The ``recsys`` command. Thin: it parses, calls the library, prints.
 
-One module per command group (``index``, ``lists``, ``query``, ``serve``, ``train``, ``evaluate``); shared
+One module per command group (``index``, ``lists``, ``query``, ``serve``, ``train``, ``evaluate``, ``report``); shared
 options and printing in ``common``. On top of the house: it may import any recsys module.
 """
 
@@ -18,6 +18,7 @@ from recsys.cli.evaluate import eval_app
 from recsys.cli.index import index_app
 from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
+from recsys.cli.report import report_app
 from recsys.cli.serve import serve
 from recsys.cli.train import train_command
 from recsys.types import RecsysError
@@ -46,6 +47,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(events_app, name="events")
 app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
+app.add_typer(report_app, name="report")
 app.command()(related)
 app.command()(ranking)
 app.command()(recommend)

@@ -73,6 +73,12 @@ def settings_of(ctx: typer.Context, events: str | None = None) -> Settings:
     return state.settings
 
 
+def offline(settings: Settings) -> Settings:
+    """Settings for a command that asks for lists on an operator's behalf (a query, an evaluation, training):
+    nothing it prints is served to a reader, so the served-list log records none of it."""
+    return settings.replace("feedback", log_rate=0.0)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)

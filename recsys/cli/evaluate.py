@@ -12,7 +12,7 @@ import numpy as np
 import typer
 
 from recsys.archive.indexer import Indexer
-from recsys.cli.common import EventsOption, settings_of
+from recsys.cli.common import EventsOption, offline, settings_of
 from recsys.cli.train import article_lookup
 from recsys.config import Settings
 from recsys.evaluation.impressions import (
@@ -109,7 +109,7 @@ def eval_related(
 ) -> None:
     """Related vs random, lexical (TF-IDF), plain dense kNN: precision, nDCG, duplicates, diversity, coverage."""
     run = Run("eval-related", Path(out) if out else None)  # started now: its timer covers the whole run
-    settings = settings_of(ctx, events)
+    settings = offline(settings_of(ctx, events))
     sweeps = _sweeps(sweep, settings)
     read = read_articles(articles, fmt)
     labels = label_map(read.articles, label)
@@ -182,7 +182,7 @@ def _mind_run(
     index: str | None,
 ) -> tuple[Settings, list[Sweep], list[Impression], list[InputProblem], Recommender]:
     """What both MIND evaluations start from: settings, checked sweeps, impressions, the news index."""
-    settings = settings_of(ctx, events)
+    settings = offline(settings_of(ctx, events))
     sweeps = _sweeps(sweep, settings)
     impressions, problems = _impressions(behaviors, limit, seed)
     rec = Recommender.open(_index_for([news], index, settings, "mind"), settings)
@@ -384,7 +384,7 @@ def eval_served(
     from recsys.evaluation.served import read_pages, replay_served
 
     run = Run("eval-served", Path(out) if out else None)
-    settings = settings_of(ctx, None).replace("popularity", refresh_seconds=0.0)
+    settings = offline(settings_of(ctx, None)).replace("popularity", refresh_seconds=0.0)
     problems: list[InputProblem] = []
     replayed = [i for i in read_impressions(Path(behaviors), problems) if math.isfinite(i.ts)]
     prelude = [i for i in read_impressions(Path(history_from), problems) if math.isfinite(i.ts)] if history_from else []

@@ -18,6 +18,7 @@ from recsys.cli.common import (
     OnError,
     app_state,
     docs_progress,
+    offline,
     print_json,
 )
 from recsys.ingest.text import FORMATS
@@ -232,7 +233,7 @@ def verify(
 @index_app.command()
 def info(ctx: typer.Context, index: str = IndexOption, as_json: bool = JsonOption) -> None:
     """Model, dimension, article count, index type and settings, build time, size on disk."""
-    with Recommender.open(index, app_state(ctx).settings) as rec:
+    with Recommender.open(index, offline(app_state(ctx).settings)) as rec:
         data = rec.info()
     if as_json:
         print_json(data)

@@ -13,6 +13,7 @@ from recsys.cli.common import (
     IndexOption,
     JsonOption,
     OnError,
+    offline,
     print_hits,
     print_json,
     settings_of,
@@ -76,7 +77,7 @@ def ranking(
     as_json: bool = JsonOption,
 ) -> None:
     """What is popular now, from views, clicks and reactions."""
-    with Recommender.open(index, settings_of(ctx, events)) as rec:
+    with Recommender.open(index, offline(settings_of(ctx, events))) as rec:
         hits = rec.ranking(k, category=category or None, window_hours=window_hours, now=now)
     print_hits(hits, as_json, "" if as_json else "Popular now")
 
@@ -92,7 +93,7 @@ def recommend(
     as_json: bool = JsonOption,
 ) -> None:
     """Articles for a reader, from what they read (no history: what is popular)."""
-    with Recommender.open(index, settings_of(ctx, events)) as rec:
+    with Recommender.open(index, offline(settings_of(ctx, events))) as rec:
         hits = rec.recommend(_history(history), user_id=user, k=k, now=now)
     print_hits(hits, as_json, "" if as_json else "Recommended for you")
 
@@ -113,7 +114,7 @@ def page(
     as_json: bool = JsonOption,
 ) -> None:
     """The three lists of one page view: Related, Ranking, Recommendation."""
-    with Recommender.open(index, settings_of(ctx, events)) as rec:
+    with Recommender.open(index, offline(settings_of(ctx, events))) as rec:
         result = rec.page(
             article_id,
             _history(history),

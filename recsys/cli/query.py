@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from recsys.archive.indexer import Indexer
-from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, print_hits, print_json
+from recsys.cli.common import IndexOption, JsonOption, app_state, docs_progress, offline, print_hits, print_json
 from recsys.config import to_toml
 from recsys.ingest.articles import read_articles
 from recsys.service import Recommender
@@ -43,7 +43,7 @@ def related(
     as_json: bool = JsonOption,
 ) -> None:
     """Articles about the same story or topic as ID."""
-    with Recommender.open(index, app_state(ctx).settings) as rec:
+    with Recommender.open(index, offline(app_state(ctx).settings)) as rec:
         hits = rec.related(
             article_id,
             k,
@@ -75,7 +75,7 @@ def demo(
     events = open_event_store(index).ingest([sample_path("sample_events.jsonl")])
     newest = max(a.published_at for a in read_articles([sample]).articles if a.published_at)
     output: dict[str, object] = {}
-    with Recommender.open(index, settings) as rec:
+    with Recommender.open(index, offline(settings)) as rec:
         if not as_json:
             typer.echo(
                 f"Indexed {report.articles} sample articles into {index} (embedded {report.embedded}) and "

@@ -10,7 +10,7 @@ import typer
 
 from recsys.archive.layout import CLOCK_FILE
 from recsys.archive.store import NO_TIME
-from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, print_json, settings_of
+from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, offline, print_json, settings_of
 from recsys.config import Settings
 from recsys.evaluation.report import Run, markdown_table, text_table
 from recsys.ingest.events import read_impressions
@@ -54,7 +54,7 @@ def train_command(
     """Fit how Recommendation mixes its signals and how fast Ranking forgets, from logged impressions; store both
     in the index (ranker.json, clock.json, coreads.json)."""
     run = Run("train", Path(out) if out else None)
-    settings = settings_of(ctx, events)
+    settings = offline(settings_of(ctx, events))
     problems: list[InputProblem] = []
     with Recommender.open(index, settings) as rec:
         if behaviors:

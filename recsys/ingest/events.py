@@ -33,6 +33,7 @@ from recsys.signals.records import EVENT_TYPES, Event, EventBatch, Impression, i
 from recsys.types import InputProblem, RecsysError
 
 EVENT_FORMATS = ("jsonl", "csv", "mind")
+MAX_POSITION = 1000  # a served list is at most this long (recsys/lists/base.py MAX_K)
 MIND_TIME = "%m/%d/%Y %I:%M:%S %p"
 
 
@@ -52,25 +53,25 @@ def _string(record: dict[str, Any], name: str, limit: int = 512) -> str:
     return value
 
 
-def _count(raw: Any, limit: int) -> int:
+def _count(raw: Any, limit: int, name: str = "count") -> int:
     """A whole number in 1..limit. JSON numbers like 2.9, 1e19 or Infinity and non-numeric text are refused."""
     if raw is None or raw == "":
         return 1
     if isinstance(raw, bool):
-        raise ValueError(f"count must be a whole number, not {raw!r}")
+        raise ValueError(f"{name} must be a whole number, not {raw!r}")
     if isinstance(raw, float):
         if not math.isfinite(raw) or not raw.is_integer():
-            raise ValueError(f"count must be a whole number, not {raw!r}")
+            raise ValueError(f"{name} must be a whole number, not {raw!r}")
         raw = int(raw)
     elif isinstance(raw, str):
         text = raw.strip()
         if not (text.isascii() and text.isdigit()) or len(text) > 12:
-            raise ValueError(f"count must be a whole number from 1 to {limit:,}, not {raw[:24]!r}")
+            raise ValueError(f"{name} must be a whole number from 1 to {limit:,}, not {raw[:24]!r}")
         raw = int(text)
     elif not isinstance(raw, int):
-        raise ValueError(f"count must be a whole number, not {type(raw).__name__}")
+        raise ValueError(f"{name} must be a whole number, not {type(raw).__name__}")
     if not 1 <= raw <= limit:
-        raise ValueError(f"count must be from 1 to {limit:,}, not {raw}")
+        raise ValueError(f"{name} must be from 1 to {limit:,}, not {raw}")
     return raw
 
 
@@ -112,6 +113,12 @@ def event_from_record(
     earliest = datetime(config.earliest_year, 1, 1, tzinfo=UTC).timestamp()
     if ts < earliest:
         raise ValueError(f"ts {raw_ts!r} is before {config.earliest_year}; events that old are not counted")
+    list_id = _string(record, "list_id", 64)
+    position = 0 if record.get("position") in (None, "") else _count(record.get("position"), MAX_POSITION, "position")
+    if position and not list_id:
+        raise ValueError("'position' needs the 'list_id' of the list it is a position in (from the served hits)")
+    if list_id and kind != "click":
+        raise ValueError(f"only a click names a served list ('list_id'), not a {kind}")
     return Event(
         article_id=article_id,
         type=kind,
@@ -121,6 +128,8 @@ def event_from_record(
         count=_count(record.get("count"), config.max_count),
         event_id=_string(record, "event_id", 256),
         source=source,
+        list_id=list_id,
+        position=position,
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from recsys.archive.layout import RANKER_FILE, load_trained
 from recsys.learning.features import FEATURES
@@ -63,6 +64,14 @@ class LearnedRanker:
     box_text: str | None = None  # the box model (None: boxes use the click model)
     _booster: Any = field(default=None, repr=False, compare=False)
     _box: Any = field(default=None, repr=False, compare=False)
+    _id: str = field(default="", repr=False, compare=False)
+
+    @property
+    def model_id(self) -> str:
+        """A short fingerprint of both models (what the served-list log records as the model behind a list)."""
+        if not self._id:
+            self._id = xxhash.xxh3_64_hexdigest(f"{self.model_text}\x00{self.box_text or ''}")[:12]
+        return self._id
 
     @property
     def booster(self) -> Any:

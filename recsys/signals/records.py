@@ -1,8 +1,9 @@
 """Reader event records: what a reader did (or was shown), as plain frozen dataclasses.
 
 ``Event`` is one counted thing (view, click, impression, reaction); ``Impression`` one logged list a
-reader was shown with what they clicked; ``impression_events`` turns one into the other. Parsing them from
-files is ``recsys.ingest.events``; storing them is ``recsys.signals.store``.
+reader was shown with what they clicked; ``impression_events`` turns one into the other; ``ServedList`` one
+list the engine served (recsys/feedback/). Parsing them from files is ``recsys.ingest.events``; storing
+them is ``recsys.signals.store``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Event:
     count: int = 1
     event_id: str = ""
     source: str = ""
+    list_id: str = ""  # a click on a served list names it (its ``list_id``) and the 1-based position clicked
+    position: int = 0
 
     @property
     def reader(self) -> str:
@@ -93,3 +96,30 @@ class IngestReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "problems": [str(p) for p in self.problems]}
+
+
+@dataclass(frozen=True)
+class ServedList:
+    """One list the engine served: which box, to whom (a reader id, an untrusted client's pseudonym, or ""), on
+    which article's page (or ""), under which experiment variant and model, and the article ids in order."""
+
+    list_id: str
+    ts: float
+    box: str
+    ids: tuple[str, ...]
+    reader: str = ""
+    article_id: str = ""
+    variant: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class AttributedClick:
+    """A stored click that named a list and position (whether the list holds that article is the reader's
+    business: ``recsys.feedback.report`` counts it for the list only if it does)."""
+
+    list_id: str
+    position: int
+    article_id: str
+    ts: float
+    reader: str

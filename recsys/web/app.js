@@ -1,5 +1,6 @@
 // The demo article page: one article, a reaction bar, and the three boxes filled from GET /page/{id}.
-// The reader's id and history live in localStorage; views and reactions are POSTed to /events.
+// The reader's id and history live in localStorage; views, reactions and headline clicks (with the list and
+// position they were in) are POSTed to /events.
 "use strict";
 
 const HISTORY_KEY = "recsys-history";
@@ -53,9 +54,28 @@ function renderList(listId, hits) {
   hits.forEach((hit) => {
     const item = element("li", { "data-id": hit.id });
     const link = element("a", { href: "/?id=" + encodeURIComponent(hit.id), "data-id": hit.id }, hit.title);
+    link.addEventListener("click", (event) => followHeadline(event, link, hit));
     item.append(link, element("span", { class: "reason" }, hit.reason));
     list.append(item);
   });
+}
+
+// A headline click is posted with the list it was in and its place there (the served-list log credits it to
+// that box), then the reader goes on; a failed post never keeps them from the article.
+function followHeadline(event, link, hit) {
+  if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
+  event.preventDefault();
+  const click = {
+    article_id: hit.id, type: "click", list_id: hit.list_id, position: hit.position, user_id: readerId(),
+  };
+  const go = () => { location.href = link.href; };
+  const posted = fetch("/events", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ events: [click] }),
+    keepalive: true,
+  }).catch(() => undefined);
+  Promise.race([posted, new Promise((resolve) => setTimeout(resolve, 800))]).then(go);
 }
 
 function renderReactions(article) {

@@ -19,11 +19,10 @@ from typing import Any
 from recsys.config import EventsConfig
 from recsys.ingest.events import iter_event_batches
 from recsys.signals.records import Event, Impression, IngestReport
+from recsys.signals.store.served import SERVED_SCHEMA, ServedTables, attribution_rows, reader_sql
 from recsys.types import InputError, RecsysError
 
-# Who an event counts for in popularity: the client that sent it when that client is not trusted
-# (an HTTP request without the write key), else the reader it names; "" is an anonymous reader.
-READER_SQL = "CASE WHEN source != '' THEN source ELSE user_id END"
+READER_SQL = reader_sql()  # who an event counts for in popularity (see reader_sql)
 
 
 EVENT_COLUMNS = "event_key, article_id, type, reaction, user_id, ts, count, source"
@@ -60,6 +59,7 @@ def schema_sql(serial: str, real: str, integer: str, history_options: str = "") 
         EVENT_TABLE.format(name="events", **types)
         + EVENT_TABLE.format(name="unindexed_events", **types)
         + SCHEMA_REST.format(real=real, history_options=history_options)
+        + SERVED_SCHEMA.format(real=real, integer=integer)
     )
 
 
@@ -74,7 +74,7 @@ def event_values(key: str, e: Event) -> tuple[Any, ...]:
     return (key, e.article_id, e.type, e.reaction, e.user_id, e.ts, e.count, e.source)
 
 
-class EventStore(ABC):
+class EventStore(ServedTables, ABC):
     """Where reader events and histories live; the same semantics on every backend.
 
     - **Idempotent ingest**: every event has a key (its ``event_id``, or a fingerprint; see the module
@@ -121,8 +121,12 @@ class EventStore(ABC):
         return ",".join([self.PH] * n)
 
     def _insert(self, table: str, tail: str = "") -> str:
+        return self._insert_ignore(f"{table} ({EVENT_COLUMNS})", tail)
+
+    def _insert_ignore(self, target: str, tail: str) -> str:
+        """An insert into ``target`` ("table (columns)") that skips rows whose key is stored."""
         prefix, suffix = self.INSERT_IGNORE
-        return f"{prefix} {table} ({EVENT_COLUMNS}) {tail} {suffix}".strip()
+        return f"{prefix} {target} {tail} {suffix}".strip()
 
     # -- writes -----------------------------------------------------------------------------------
 
@@ -136,11 +140,16 @@ class EventStore(ABC):
             f"DO UPDATE SET ts = {self.LEAST}(history.ts, excluded.ts)"
         )
 
+        claims = attribution_rows(events)
+        claim = self._insert_ignore("attributions (event_key, list_id, position, ts)", f"VALUES ({self._marks(4)})")
+
         def work(cursor: Any) -> int:
             stored = 0
             if events:
                 cursor.executemany(insert, [event_values(key, e) for key, e in events])
                 stored = max(0, cursor.rowcount)
+            if claims:
+                cursor.executemany(claim, claims)
             if history:
                 cursor.executemany(upsert, history)
             return stored

@@ -28,6 +28,7 @@ import psycopg
 
 from recsys.config import EventsConfig
 from recsys.signals.store.base import ADVISORY_LOCK, EventStore, EventsUnavailable, schema_sql
+from recsys.signals.store.served import SERVED_SCHEMA
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +36,7 @@ T = TypeVar("T")
 # Versioned migrations: each runs once, in order, under an advisory lock (several processes may start at once).
 MIGRATIONS: list[tuple[int, str]] = [
     (1, schema_sql("BIGSERIAL PRIMARY KEY", "DOUBLE PRECISION", "BIGINT")),
+    (2, SERVED_SCHEMA.format(real="DOUBLE PRECISION", integer="BIGINT")),  # the served-list log (recsys.feedback)
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 DOWN_SECONDS = 2.0  # after the retries failed, calls fail at once for this long (then the next one tries again)

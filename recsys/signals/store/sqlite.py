@@ -18,7 +18,7 @@ from recsys.signals.store.base import EventStore, EventsUnavailable, schema_sql
 from recsys.sqlite import PerThreadConnection
 
 EVENTS_FILE = "events.sqlite"
-SCHEMA_VERSION = 2  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table
+SCHEMA_VERSION = 3  # PRAGMA user_version; 1 had no `source` column and no unindexed_events table, 2 no served lists
 SCHEMA = schema_sql("INTEGER PRIMARY KEY AUTOINCREMENT", "REAL", "INTEGER", " WITHOUT ROWID")
 
 

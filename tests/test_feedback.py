@@ -1,0 +1,192 @@
+"""Closing the loop: every served list has an id and positions, is recorded (sampled, batched, never failing a
+request), and clicks that name it are credited to its box in the online report, once, and only when the list
+holds the article."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys.cli import app
+from recsys.config import FeedbackConfig, Settings
+from recsys.feedback.log import ServedLog
+from recsys.feedback.report import online_report, wilson
+from recsys.http import create_app
+from recsys.ingest.events import event_from_record
+from recsys.service import Recommender
+from recsys.signals.records import ServedList
+from recsys.signals.store import open_event_store
+from tests.test_http import articles
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+NOW = time.time()
+
+
+@pytest.fixture
+def index(make_indexer, tmp_path):
+    make_indexer().add_articles(articles())
+    return tmp_path / "index"
+
+
+def _settings(**feedback: object) -> Settings:
+    return Settings().replace("popularity", refresh_seconds=0.0).replace("feedback", **feedback)
+
+
+def test_every_served_list_has_its_own_id_and_positions_and_is_recorded(index):
+    with Recommender.open(index, _settings()) as rec:
+        related = rec.related("fb1", 4)
+        ranked = rec.ranking(3)
+        mine = rec.recommend(["fb1", "fb2"], k=3, user_id="reader-7")
+        page = rec.page("el1", ["fb1"], k_related=2, k_recommend=2, k_ranking=2, user_id="reader-7")
+        lists = [related, ranked, mine, page.related, page.recommendation, page.ranking]
+        assert all(lists)
+        for hits in lists:
+            assert [h.position for h in hits] == list(range(1, len(hits) + 1))
+            assert len({h.list_id for h in hits}) == 1 and len(hits[0].list_id) == 16
+            assert hits[0].to_dict()["list_id"] == hits[0].list_id and hits[0].to_dict()["position"] == 1
+        assert len({hits[0].list_id for hits in lists}) == len(lists)
+        assert rec.related("fb1", 0) == []  # an empty list is not recorded
+        rec.flush()
+        stored = {s.list_id: s for s in open_event_store(index).served_lists(NOW - 60, time.time() + 60)}
+    assert set(stored) == {hits[0].list_id for hits in lists}
+    first = stored[related[0].list_id]
+    assert (first.box, first.article_id, first.ids) == ("related", "fb1", tuple(h.id for h in related))
+    for_page = stored[page.recommendation[0].list_id]
+    assert (for_page.box, for_page.article_id, for_page.reader) == ("recommendation", "el1", "reader-7")
+    assert stored[mine[0].list_id].reader == "reader-7" and stored[ranked[0].list_id].box == "ranking"
+
+
+def test_clicks_that_name_a_list_are_credited_once_and_only_when_the_list_holds_the_article(index):
+    settings = _settings()
+    with TestClient(create_app(index, settings)) as client:
+        shown = client.get("/related/fb1?k=4").json()
+        other = client.get("/ranking?k=3").json()
+        assert shown and shown[1]["position"] == 2
+        list_id, article = shown[1]["list_id"], shown[1]["id"]
+        click = {"type": "click", "article_id": article, "list_id": list_id, "position": 2, "user_id": "u1"}
+        first = client.post("/events", json={"events": [click]}).json()
+        assert first["accepted"] == 1 and first["attributed"] == 1
+        again = client.post("/events", json={"events": [{**click, "user_id": "u2"}]}).json()
+        assert again["accepted"] == 1 and again["attributed"] == 0  # the same list and article: not a second click
+        stranger = {"type": "click", "article_id": "ck4", "list_id": list_id, "position": 1}  # not in that list
+        forged = {"type": "click", "article_id": article, "list_id": "0123456789abcdef", "position": 1}
+        flood = [{**forged, "user_id": f"x{i}"} for i in range(50)]
+        answer = client.post("/events", json={"events": [stranger, *flood]}).json()
+        assert answer["accepted"] == 51 and answer["attributed"] == 0  # stored as plain clicks
+    report = online_report(open_event_store(index), NOW - 3600, time.time() + 60, ("box",))
+    by_box = {r.box: r for r in report.rows}
+    assert (by_box["related"].lists, by_box["related"].clicked_lists, by_box["related"].clicks) == (1, 1, 1)
+    assert by_box["related"].mean_click_position == 2.0
+    assert by_box["ranking"].clicks == 0 and by_box["ranking"].lists == (1 if other else 0)
+    assert report.unattributed_clicks == 51
+    assert 0 < by_box["related"].ctr_low < by_box["related"].ctr == 1.0 == by_box["related"].ctr_high
+
+
+def test_sampling_keeps_the_ids_and_records_the_share_asked(index):
+    with Recommender.open(index, _settings(log_rate=0.0)) as rec:
+        hits = rec.related("fb1", 3)
+        assert hits and hits[0].list_id and hits[0].position == 1  # still an id: the click just goes unattributed
+        rec.flush()
+        assert rec.served_log.counts["sampled_out"] == 1 and open_event_store(index).count_served() == 0
+    log = ServedLog(open_event_store(index), FeedbackConfig(log_rate=0.25), seed=1)
+    recorded = sum(log.record(ServedList(f"l{i}", NOW, "related", ("a",))) for i in range(4000))
+    log.close()
+    assert 850 < recorded < 1150 and open_event_store(index).count_served() == recorded
+
+
+def test_a_log_that_cannot_be_written_never_fails_a_request(index):
+    with Recommender.open(index, _settings()) as rec:
+
+        def broken(lists):
+            raise OSError("disk full")
+
+        rec.served_log.store.add_served = broken  # type: ignore[method-assign]
+        hits = rec.related("fb1", 3)
+        assert hits and rec.flush() == 0
+        assert rec.served_log.counts["failed"] == 1 and rec.related("fb2", 3)
+
+
+def test_the_queue_is_bounded_and_flushed_by_the_writer_thread(index):
+    store = open_event_store(index)
+    log = ServedLog(store, FeedbackConfig(queue_limit=10, flush_seconds=0.05, batch=1000))
+    accepted = [log.record(ServedList(f"q{i}", NOW, "ranking", ("a",))) for i in range(25)]
+    assert sum(accepted) == 10 and log.counts["dropped"] == 15
+    deadline = time.time() + 5
+    while store.count_served() < 10 and time.time() < deadline:
+        time.sleep(0.02)
+    assert store.count_served() == 10  # written without anyone calling flush()
+    log.close()
+
+
+def test_the_wilson_interval_is_the_textbook_one():
+    low, high = wilson(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson(5, 10)
+    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_event_records_name_lists_only_for_clicks_and_positions_only_with_a_list():
+    click = event_from_record({"article_id": "a", "type": "click", "ts": NOW, "list_id": "abc", "position": "3"})
+    assert (click.list_id, click.position) == ("abc", 3)
+    with pytest.raises(ValueError, match="list_id"):
+        event_from_record({"article_id": "a", "type": "click", "ts": NOW, "position": 2})
+    with pytest.raises(ValueError, match="only a click"):
+        event_from_record({"article_id": "a", "type": "view", "ts": NOW, "list_id": "abc"})
+    with pytest.raises(ValueError, match="position must be from 1"):
+        event_from_record({"article_id": "a", "type": "click", "ts": NOW, "list_id": "abc", "position": 0})
+
+
+def test_report_online_prints_and_gives_json_rows_per_box(index, tmp_path):
+    from typer.testing import CliRunner
+
+    with Recommender.open(index, _settings()) as rec:
+        hits = rec.recommend(["fb1"], k=3)
+        rec.record_events([{"type": "click", "article_id": hits[0].id, "ts": NOW, "list_id": hits[0].list_id}])
+        rec.related("el1", 3)
+    runner = CliRunner()
+    out = runner.invoke(app, ["report", "online", "--index", str(index), "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {r["box"]: r for r in json.loads(out.output)["rows"]}
+    assert set(rows) == {"recommendation", "related"}
+    assert rows["recommendation"]["clicks"] == 1 and rows["related"]["clicks"] == 0
+    assert {"box", "variant", "lists", "clicks", "ctr", "ctr_low", "ctr_high"} <= set(rows["related"])
+    table = runner.invoke(app, ["report", "online", "--index", str(index), "--by", "box", "--by", "day"])
+    assert table.exit_code == 0 and "recommendation" in table.output and "unattributed clicks" in table.output
+    queried = runner.invoke(app, ["related", "fb1", "--index", str(index)])
+    assert queried.exit_code == 0
+    assert open_event_store(index).count_served() == 2  # an operator's query is not a reader's list
+
+
+def test_metrics_parse_as_prometheus_text_and_count_what_happened(index):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with TestClient(create_app(index, _settings())) as client:
+        shown = client.get("/related/fb1?k=3").json()
+        client.get("/related/el2?k=3")
+        client.get("/related/no-such-article")
+        client.get("/ranking?k=2")
+        click = {"type": "click", "article_id": shown[0]["id"], "list_id": shown[0]["list_id"], "position": 1}
+        client.post("/events", json={"events": [click, {"type": "view", "article_id": "nope-not-indexed"}]})
+        client.post("/events", json={"events": [{"type": "nonsense", "article_id": "fb1"}]})
+        answer = client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    related = "/related/{article_id:path}"
+    assert samples[("recsys_requests_total", (("endpoint", related), ("status", "200")))] == 2
+    assert samples[("recsys_requests_total", (("endpoint", related), ("status", "404")))] == 1
+    assert samples[("recsys_request_seconds_count", (("endpoint", related),))] == 3
+    assert samples[("recsys_lists_served_total", (("box", "related"), ("variant", "")))] == 2
+    assert samples[("recsys_lists_served_total", (("box", "ranking"), ("variant", "")))] == 1
+    assert samples[("recsys_clicks_total", (("box", "related"), ("variant", "")))] == 1
+    assert samples[("recsys_events_total", (("outcome", "stored"),))] == 1
+    assert samples[("recsys_events_total", (("outcome", "held"),))] == 1
+    assert ("recsys_index_info", (("version", client.app.state.recommender.version),)) in samples
+    assert samples[("recsys_index_articles", ())] == len(articles())
+    assert not any(k[0] == "recsys_errors_total" and v for k, v in samples.items())
