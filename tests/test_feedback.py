@@ -190,3 +190,68 @@ def test_metrics_parse_as_prometheus_text_and_count_what_happened(index):
     assert ("recsys_index_info", (("version", client.app.state.recommender.version),)) in samples
     assert samples[("recsys_index_articles", ())] == len(articles())
     assert not any(k[0] == "recsys_errors_total" and v for k, v in samples.items())
+
+
+def test_train_without_behaviors_learns_from_the_served_lists_and_their_clicks(make_indexer, tmp_path):
+    """A site that never logged impressions itself: its readers' clicks on the boxes it served are enough."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from recsys.learning.ranker import RANKER_FILE
+    from recsys.signals.records import Event
+    from tests.test_learning import articles as topic_articles
+
+    make_indexer().add_articles(topic_articles())
+    index = tmp_path / "index"
+    ids = [a.id for a in topic_articles()]
+    topics = sorted({a[:2] for a in ids})
+    rng = np.random.default_rng(5)
+    store = open_event_store(index)
+    start = NOW - 4 * 86_400.0
+    lists, events = [], []
+    for n in range(2400):
+        ts = start + n * 140.0
+        reader = f"r{n % 80}"
+        liked = topics[n % 80 % len(topics)]
+        shown = tuple(rng.choice(ids, 8, replace=False))
+        list_id = f"list{n:05d}"
+        lists.append(ServedList(list_id, ts, "recommendation", shown, reader))
+        for place, article in enumerate(shown, start=1):  # looked at less further down; clicked if on topic
+            if rng.random() < place**-0.7 * (0.6 if article.startswith(liked) else 0.05):
+                click = Event(article, "click", ts + 5, user_id=reader, list_id=list_id, position=place)
+                events.append((f"c{n}:{place}", click))
+                events.append((f"v{n}:{place}", Event(article, "view", ts + 6, user_id=reader)))
+    store.add_served(lists)
+    store.add(events)
+    env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
+    args = ["train", "--index", str(index), "--test-days", "1", "--out", str(tmp_path / "r")]
+    out = CliRunner().invoke(app, args, env=env)
+    assert out.exit_code == 0, out.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "2,400 lists the service served" in metrics["source"] and "positions known" in metrics["source"]
+    assert metrics["training"]["model"] == "fitted" and (index / RANKER_FILE).is_file()
+    auc = metrics["training"]["held_out"]["auc"]
+    assert auc["recsys (learned)"] > 0.65  # the readers' topics, learned from nothing but the served boxes
+
+
+def test_positions_let_the_ranker_tell_where_a_row_was_shown_from_what_it_is():
+    """Clicks fall off with the place shown; a feature that only tracks the place (as a served model's own
+    score would) looks like quality to a ranker without positions, much less so with them."""
+    import numpy as np
+
+    from recsys.learning.features import FEATURES
+    from recsys.learning.ranker import LearnedRanker
+
+    rng = np.random.default_rng(0)
+    groups, size = 1500, 8
+    place = np.tile(np.arange(1, size + 1), groups)
+    x = rng.normal(size=(groups * size, len(FEATURES)))
+    quality, tracks_place = FEATURES.index("content_max"), FEATURES.index("popularity")
+    x[:, tracks_place] = -place + rng.normal(0, 0.5, place.size)
+    clicked = (rng.random(place.size) < (1.0 / place) / (1 + np.exp(-2 * x[:, quality]))).astype(np.int8)
+    group_ids = np.repeat(np.arange(groups), size)
+    share = {}
+    for name, positions in (("without", None), ("with", place)):
+        model = LearnedRanker.fit((x, clicked, group_ids, positions), None, rounds=60)
+        share[name] = model.importance()["popularity"] / model.importance()["content_max"]
+    assert share["with"] < 0.8 * share["without"], share

@@ -13,6 +13,7 @@ from recsys.archive.store import NO_TIME
 from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, offline, print_json, settings_of
 from recsys.config import Settings
 from recsys.evaluation.report import Run, markdown_table, text_table
+from recsys.feedback.served import served_impressions
 from recsys.ingest.events import read_impressions
 from recsys.learning.clock import MIN_HELD_CLICKS, RankingClock, choose_clock
 from recsys.learning.ranker import RANKER_FILE, write_json_atomic
@@ -62,8 +63,14 @@ def train_command(
             source = ", ".join(behaviors)
         else:
             store = open_event_store(index, settings.events)
-            impressions = store.logged_impressions()
-            source = f"the events ingested into {index}"
+            logged = store.logged_impressions()
+            served = served_impressions(store)
+            impressions = sorted([*logged, *served.impressions], key=lambda i: (i.ts, i.impression_id))
+            source = (
+                f"the events in {index}: {len(logged):,} impressions the site logged, {served.lists:,} lists the "
+                f"service served ({served.clicked_lists:,} with a credited click, positions known; "
+                f"{served.unattributed_clicks:,} clicks named no recorded list)"
+            )
         lookup = article_lookup(rec, impressions)
     result = train(impressions, lookup, settings.popularity, settings.recommend, test_days)
     if not behaviors:  # every stored read, not only the impressions' histories, makes the co-read table

@@ -54,6 +54,10 @@ def group_sizes(groups: np.ndarray) -> np.ndarray:
     return np.diff(np.flatnonzero(np.r_[True, groups[1:] != groups[:-1], True]))
 
 
+# What a model is fitted on: features, labels, groups, and optionally each row's place in its list (0: unknown).
+Part = tuple[np.ndarray, ...] | tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]
+
+
 @dataclass
 class LearnedRanker:
     """A fitted model and what is known about it."""
@@ -70,7 +74,8 @@ class LearnedRanker:
     def model_id(self) -> str:
         """A short fingerprint of both models (what the served-list log records as the model behind a list)."""
         if not self._id:
-            self._id = xxhash.xxh3_64_hexdigest(f"{self.model_text}\x00{self.box_text or ''}")[:12]
+            text = f"{self.model_text}\x00{self.box_text or ''}".encode("utf-8", "surrogatepass")
+            self._id = xxhash.xxh3_64_hexdigest(text)[:12]
         return self._id
 
     @property
@@ -107,19 +112,26 @@ class LearnedRanker:
     @classmethod
     def fit(
         cls,
-        train: tuple[np.ndarray, np.ndarray, np.ndarray],
-        valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+        train: Part,
+        valid: Part | None,
         params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
         rounds: int | None = None,
     ) -> LearnedRanker:
-        """Fit on ``train`` (features, labels, groups), stopping early on ``valid``; or, for a refit on
-        everything once validated, exactly ``rounds`` rounds with no ``valid``."""
+        """Fit on ``train`` (features, labels, groups[, positions]), stopping early on ``valid``; or, for a
+        refit on everything once validated, exactly ``rounds`` rounds with no ``valid``.
+
+        With positions (the places readers saw the rows at: served lists record them; 0 is unknown), LightGBM's
+        position-debiased LambdaMART learns how much each place is looked at apart from what is there, so a
+        model trained on what it served does not learn that "first" means "good"."""
         import lightgbm
 
         settings = {**DEFAULT_PARAMS, **(params or {})}
-        x, y, g = train
-        train_set = lightgbm.Dataset(x, y, group=group_sizes(g), feature_name=list(FEATURES), free_raw_data=True)
+        x, y, g, *rest = train
+        position = rest[0] if rest else None
+        train_set = lightgbm.Dataset(
+            x, y, group=group_sizes(g), feature_name=list(FEATURES), free_raw_data=True, position=position
+        )
         booster = _boost(lightgbm, settings, train_set, valid, rounds)
         text = booster.model_to_string(num_iteration=booster.best_iteration or None)
         used = int(booster.best_iteration or booster.current_iteration())
@@ -166,13 +178,17 @@ def _boost(
     lightgbm: Any,
     settings: dict[str, Any],
     train_set: Any,
-    valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    valid: Part | None,
     rounds: int | None,
 ) -> Any:
-    """``lightgbm.train``: early-stopped on ``valid`` (features, labels, groups), or ``rounds`` rounds flat."""
+    """``lightgbm.train``: early-stopped on ``valid`` (features, labels, groups[, positions]), or ``rounds``
+    rounds flat."""
     if valid is None:
         return lightgbm.train(settings, train_set, max(1, rounds or 1))
-    valid_set = lightgbm.Dataset(valid[0], valid[1], group=group_sizes(valid[2]), reference=train_set)
+    position = valid[3] if len(valid) > 3 else None
+    valid_set = lightgbm.Dataset(
+        valid[0], valid[1], group=group_sizes(valid[2]), reference=train_set, position=position
+    )
     return lightgbm.train(
         settings,
         train_set,

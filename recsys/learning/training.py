@@ -24,7 +24,7 @@ from recsys.config import PopularityConfig, RecommendConfig
 from recsys.evaluation.metrics import mean_auc_by_group
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.pools import POOL_CONTENT, POOL_RANDOM, ArticleLookup, ContentMatch, draw_seen, pool_candidates
-from recsys.learning.ranker import LearnedRanker
+from recsys.learning.ranker import LearnedRanker, Part
 from recsys.signals.coreads import CoReads, CoReadTable
 from recsys.signals.logstate import LogState
 from recsys.signals.records import Impression, impression_events
@@ -42,6 +42,7 @@ class Dataset:
     impressions: int
     shown: np.ndarray | None = None  # rows of the lists the site showed; False: a served-pool group; None: all
     owners: np.ndarray | None = None  # per group, the logged impression it comes from (a pool group shares it)
+    positions: np.ndarray | None = None  # per row, the place the reader saw it at (0: unknown, or a pool's extra)
 
     def take(self, mask_of_groups: np.ndarray) -> Dataset:
         """The rows of the impressions whose numbers are True in ``mask_of_groups``."""
@@ -54,6 +55,8 @@ class Dataset:
             self.timed,
             int(mask_of_groups.sum()),
             None if self.shown is None else self.shown[rows],
+            None,
+            None if self.positions is None else self.positions[rows],
         )
 
     def pool_groups(self) -> np.ndarray:
@@ -74,8 +77,15 @@ class Dataset:
         if self.shown is None:
             return self
         rows = self.shown
+        positions = None if self.positions is None else self.positions[rows]
         return Dataset(
-            self.features[rows], self.labels[rows], self.groups[rows], self.times[rows], self.timed, self.impressions
+            self.features[rows],
+            self.labels[rows],
+            self.groups[rows],
+            self.times[rows],
+            self.timed,
+            self.impressions,
+            positions=positions,
         )
 
 
@@ -135,6 +145,7 @@ def build_dataset(
     labels: list[np.ndarray] = []
     groups: list[np.ndarray] = []
     shown: list[np.ndarray] = []
+    placed: list[np.ndarray] = []
     owners: list[int] = []
     times: list[float] = []
     number = 0
@@ -146,6 +157,7 @@ def build_dataset(
                 continue
             reader = reader_context(impression.history, lookup)
             lists = [(impression.candidates, impression.clicked, True)]  # the list the site showed
+            seen_at = dict(zip(impression.candidates, impression.positions, strict=False))
             if pools and any(impression.clicked):
                 # The served task as a second group: the site's list among what a box could have shown then,
                 # labelled by the clicks (the shown but unclicked compete too, as they do in a served box).
@@ -175,6 +187,7 @@ def build_dataset(
                 )
                 labels.append(np.asarray(clicked, dtype=np.int8))
                 shown.append(np.full(len(candidates), site))
+                placed.append(np.array([seen_at.get(c, 0) if site else 0 for c in candidates], dtype=np.int64))
                 groups.append(np.full(len(candidates), number, dtype=np.int64))
                 owners.append(logged)
                 times.append(impression.ts)
@@ -194,6 +207,7 @@ def build_dataset(
         number,
         np.concatenate(shown) if pools else None,
         np.asarray(owners, dtype=np.int64),
+        np.concatenate(placed),
     )
     return dataset, state
 
@@ -235,9 +249,11 @@ def _informative(dataset: Dataset) -> np.ndarray:
     return (clicks > 0) & (clicks < sizes)
 
 
-def _parts(dataset: Dataset, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _parts(dataset: Dataset, mask: np.ndarray) -> Part:
+    """Features, labels, groups and (where any is known) the places the reader saw each row at."""
     part = dataset.take(mask)
-    return part.features, part.labels, part.groups
+    known = part.positions is not None and bool((part.positions > 0).any())
+    return part.features, part.labels, part.groups, part.positions if known else None
 
 
 def _scores_table(dataset: Dataset, model: np.ndarray | None) -> dict[str, float]:

@@ -73,6 +73,9 @@ class Impression:
     history: tuple[str, ...]
     candidates: tuple[str, ...]
     clicked: tuple[bool, ...]
+    # 1-based place of each candidate in the list as the reader saw it (a served list's order); () unknown, as
+    # in MIND files, whose candidate order is not the order on the page
+    positions: tuple[int, ...] = ()
 
 
 def impression_events(impression: Impression) -> list[tuple[str, Event]]:
