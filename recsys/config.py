@@ -241,6 +241,19 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    """An online experiment between variants of the lists (recsys/feedback/experiment.py). ``mode`` "ab" gives
+    each reader one variant by a hash of reader id and ``name`` (``share`` per variant, any positive numbers);
+    "interleave" merges the first two variants' lists by team draft for every reader and credits each click to
+    the variant that placed it. A variant's ``overrides`` are settings, e.g. {"related.freshness_weight" = 5.0}.
+    No ``name``: no experiment."""
+
+    name: str = ""
+    mode: str = "ab"
+    variants: dict[str, Any] = field(default_factory=dict)  # name -> {"share": n, "overrides": {...}}
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, by section."""
 
@@ -252,6 +265,7 @@ class Settings:
     events: EventsConfig = field(default_factory=EventsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -287,6 +301,10 @@ def _coerce(section: str, key: str, value: Any, annotation: str) -> Any:
             if str(value).lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
+        if annotation.startswith("dict[str, Any]"):  # nested tables, checked by their owner
+            if not isinstance(value, dict):
+                raise ValueError
+            return {str(k): v for k, v in value.items()}
         if annotation.startswith("dict"):
             if not isinstance(value, dict):
                 raise ValueError

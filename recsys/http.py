@@ -48,6 +48,7 @@ MAX_HISTORY = 200
 
 K = Annotated[int | None, Query(ge=0, le=MAX_K, description="How many (default from config).")]
 IdList = Annotated[str | None, Query(max_length=20_000, description="Comma-separated article ids.")]
+Reader = Annotated[str | None, Query(max_length=256, description="The reader the list is for.")]
 
 
 class PageOut(BaseModel):
@@ -338,8 +339,9 @@ def create_app(
         until: str | None = None,
         exclude: IdList = None,
         max_age_days: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+        user_id: Reader = None,
     ) -> list[dict[str, Any]]:
-        """Articles about the same story or topic."""
+        """Articles about the same story or topic (``user_id``: who it is for, their experiment variant)."""
         return _hits(
             rec.related(
                 article_id,
@@ -350,6 +352,7 @@ def create_app(
                 published_before=until,
                 exclude=_ids(exclude),
                 max_age_days=max_age_days,
+                reader=user_id,
             )
         )
 
@@ -359,9 +362,13 @@ def create_app(
         category: IdList = None,
         window_hours: Annotated[float | None, Query(gt=0, le=24 * 365, allow_inf_nan=False)] = None,
         exclude: IdList = None,
+        user_id: Reader = None,
     ) -> list[dict[str, Any]]:
-        """Popular now, from views, clicks and reactions."""
-        return _hits(rec.ranking(k, category=_ids(category) or None, window_hours=window_hours, exclude=_ids(exclude)))
+        """Popular now, from views, clicks and reactions (``user_id``: who it is for, their experiment variant)."""
+        found = rec.ranking(
+            k, category=_ids(category) or None, window_hours=window_hours, exclude=_ids(exclude), reader=user_id
+        )
+        return _hits(found)
 
     @app.get("/recommend", response_model=list[Hit])
     def recommend(

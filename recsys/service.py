@@ -16,7 +16,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +26,11 @@ from recsys.archive.store import StoredArticle
 from recsys.archive.version import VersionFollower, VersionReader
 from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, Settings, load_settings
 from recsys.embedder import Embedder, article_text, make_embedder
+from recsys.feedback.experiment import Arms, Boxes
 from recsys.feedback.log import ServedLog
 from recsys.ingest.events import event_from_record
 from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
-from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
 from recsys.lists.base import (
     MAX_K,
     TimeLike,
@@ -49,7 +48,7 @@ from recsys.signals.popularity import Popularity, PopularityScore
 from recsys.signals.records import Event
 from recsys.signals.store import open_event_store
 from recsys.signals.store.base import EventsUnavailable
-from recsys.types import Filters, Hit, IndexStateError, RecsysError, UnknownArticle
+from recsys.types import EventsAccepted, Filters, Hit, IndexStateError, Page, RecsysError, UnknownArticle
 
 __all__ = ["EventsAccepted", "Page", "Recommender", "TimeLike", "ranking_reason"]
 logger = logging.getLogger(__name__)
@@ -68,10 +67,9 @@ class Recommender:
         self._buffer = EventBuffer(self._events, self.settings.popularity)
         self._activity = PopularityTracker(self._events, self.settings.popularity)
         self._models = StoredModels(self.layout.root, self.settings.popularity.refresh_seconds)
-        context = ListContext(self.settings, self._activity, self._models)
-        self._related = RelatedList(context)
-        self._ranking = RankingList(context)
-        self._recommendation = RecommendationList(context, self._ranking)
+        # the list pipelines: the configured ones, or each experiment variant's (recsys/feedback/experiment.py)
+        self._arms = Arms(self.settings, self._activity, self._models)
+        self._related = self._arms.default.related  # drafts (related_to_text) are not part of experiments
         self.served_log = ServedLog(self._events, self.settings.feedback)  # every list served, with its id
 
     @classmethod
@@ -157,13 +155,19 @@ class Recommender:
         exclude: Iterable[str] = (),
         max_age_days: float | None = None,
         now: TimeLike = None,
+        reader: str | None = None,
     ) -> list[Hit]:
-        """Articles about the same story or topic as an indexed one (see recsys/lists/related.py)."""
+        """Articles about the same story or topic as an indexed one (see recsys/lists/related.py). ``reader``:
+        who it is for (their experiment variant; recorded with the list)."""
         now_s = now_seconds(now)
         max_age = self.settings.related.max_age_days if max_age_days is None else max_age_days
         filters = make_filters(category, language, published_after, published_before, exclude, max_age, now_s)
-        hits = self._related.for_article(self.view, article_id, k, filters, now_s)
-        return self.served_log.serve("related", hits, now_s, article_id=article_id)
+        view, k = self.view, check_k(self.settings.related.k if k is None else k)
+        arms = [
+            (n, b.related.for_article(view, article_id, k, filters, now_s))
+            for n, b in self._arms.for_reader(reader or "")
+        ]
+        return self._serve("related", arms, k, now_s, reader or "", article_id)
 
     def related_to_text(
         self,
@@ -218,12 +222,17 @@ class Recommender:
         window_hours: float | None = None,
         exclude: Iterable[str] = (),
         now: TimeLike = None,
+        reader: str | None = None,
     ) -> list[Hit]:
-        """Most popular now (see recsys/lists/ranking.py); topped up with the newest articles when quiet."""
+        """Most popular now (see recsys/lists/ranking.py); topped up with the newest articles when quiet.
+        ``reader``: who it is for (their experiment variant; recorded with the list)."""
         now_s = now_seconds(now)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
-        hits = self._ranking.top(self.view, k, filters, window_hours, now_s)
-        return self.served_log.serve("ranking", hits, now_s, model=self._model_id())
+        view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
+        arms = [
+            (n, b.ranking.top(view, k, filters, window_hours, now_s)) for n, b in self._arms.for_reader(reader or "")
+        ]
+        return self._serve("ranking", arms, k, now_s, reader or "")
 
     def recommend(
         self,
@@ -245,8 +254,19 @@ class Recommender:
         now_s = now_seconds(now)
         reads = self._reads(history, user_id, now_s)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
-        hits = self._recommendation.for_reader(self.view, reads, k, filters, now_s)
-        return self.served_log.serve("recommendation", hits, now_s, user_id or "", model=self._model_id())
+        view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
+        arms = self._arms.for_reader(user_id or "")
+        found = [(n, b.recommendation.for_reader(view, reads, k, filters, now_s)) for n, b in arms]
+        return self._serve("recommendation", found, k, now_s, user_id or "")
+
+    def _serve(
+        self, box: str, arms: list[tuple[str, list[Hit]]], k: int, now_s: float, reader: str, article_id: str = ""
+    ) -> list[Hit]:
+        """One list as served: the arms' hits (interleaved when two), a list id, recorded in the served log."""
+        seed = f"{box}:{reader}:{article_id}:{now_s}"
+        hits, variant, teams = self._arms.merge(arms, k, seed)
+        model = self._model_id() if box != "related" else ""
+        return self.served_log.serve(box, hits, now_s, reader, article_id, model, variant, teams)
 
     def page(
         self,
@@ -270,52 +290,57 @@ class Recommender:
         """
         now_s = now_seconds(now)
         view = self.view  # one version for the whole page
-        threshold = self.settings.related.duplicate_similarity
-        recent = make_filters(max_age_days=self.settings.related.max_age_days, now_s=now_s)
-        related = self._related.for_article(view, article_id, k_related, recent, now_s)
-        shown = [article_id, *(h.id for h in related)]
+        reads = self._reads(history, user_id, now_s)
+        k_rel = check_k(self.settings.related.k if k_related is None else k_related)
         k_rank = check_k(self.settings.recommend.k if k_ranking is None else k_ranking)
         k_rec = check_k(self.settings.recommend.k if k_recommend is None else k_recommend)
+        arms = self._arms.for_reader(user_id or "")
+        pages = [(n, self._page_with(b, view, article_id, reads, (k_rel, k_rank, k_rec), now_s)) for n, b in arms]
+        boxes: dict[str, list[Hit]] = {}
+        shown = {article_id}
+        for box, k in (("related", k_rel), ("recommendation", k_rec), ("ranking", k_rank)):
+            # interleaved pages merge box by box; an article one arm put in an earlier box stays out of later ones
+            found = [(n, [h for h in getattr(page, box) if h.id not in shown]) for n, page in pages]
+            boxes[box] = self._serve(box, found, k, now_s, user_id or "", article_id)
+            shown.update(h.id for h in boxes[box])
+        return Page(article_id, boxes["related"], boxes["ranking"], boxes["recommendation"])
+
+    def _page_with(
+        self,
+        lists: Boxes,
+        view: VersionReader,
+        article_id: str,
+        reads: list[str],
+        sizes: tuple[int, int, int],
+        now_s: float,
+    ) -> Page:
+        """One arm's page (see ``page``), not yet served."""
+        k_related, k_rank, k_rec = sizes
+        threshold = self.settings.related.duplicate_similarity
+        recent = make_filters(max_age_days=self.settings.related.max_age_days, now_s=now_s)
+        related = lists.related.for_article(view, article_id, k_related, recent, now_s)
+        shown = [article_id, *(h.id for h in related)]
         spare = PAGE_SPARE  # each later box asks for a few more, to drop what repeats a story already shown
-        reads = self._reads(history, user_id, now_s)
         if not view.store.rows_of(reads) and self._models.ranker() is None:
             # A first visit without a trained ranker: Ranking keeps the popular articles, and Recommendation
             # shows what is new rather than repeating Ranking's fallback (with a ranker, the article being
             # read is context enough: its co-reads, what is hot around it).
-            ranked = self._ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
+            ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
             ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
             shown += [h.id for h in ranked]
             banned = set(view.store.rows_of(shown).values())
             newest = newest_hits(view, min(k_rec + spare, MAX_K), Filters(), banned, now_s) if k_rec else []
             recommended = drop_repeated_stories(view, newest, shown, threshold, k_rec)
-            return self._served_page(article_id, related, ranked, recommended, now_s, user_id)
+            return Page(article_id, related, ranked, recommended)
         unshown = Filters(exclude_ids=tuple(shown))
         # The article being read is the reader's newest read: its co-reads and its subject are context.
         reads = [article_id, *(r for r in reads if r != article_id)]
-        found = self._recommendation.for_reader(view, reads, min(k_rec + spare, MAX_K), unshown, now_s)
+        found = lists.recommendation.for_reader(view, reads, min(k_rec + spare, MAX_K), unshown, now_s)
         recommended = drop_repeated_stories(view, found, shown, threshold, k_rec)
         shown += [h.id for h in recommended]
-        ranked = self._ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
+        ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
         ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
-        return self._served_page(article_id, related, ranked, recommended, now_s, user_id)
-
-    def _served_page(
-        self,
-        article_id: str,
-        related: list[Hit],
-        ranked: list[Hit],
-        recommended: list[Hit],
-        now_s: float,
-        user_id: str | None,
-    ) -> Page:
-        """The page's three lists as served: each its own list id, recorded with the article being read."""
-        model, reader, log = self._model_id(), user_id or "", self.served_log
-        return Page(
-            article_id=article_id,
-            related=log.serve("related", related, now_s, reader, article_id),
-            ranking=log.serve("ranking", ranked, now_s, reader, article_id, model),
-            recommendation=log.serve("recommendation", recommended, now_s, reader, article_id, model),
-        )
+        return Page(article_id, related, ranked, recommended)
 
     def _model_id(self) -> str:
         ranker = self._models.ranker()
@@ -455,34 +480,3 @@ class Recommender:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-@dataclass(frozen=True)
-class EventsAccepted:
-    """What ``record_events`` did: ``accepted`` events counted for indexed ids (with ``durable``: newly
-    stored, so a retried batch says 0), ``duplicates`` (durable only: keys already stored, nothing changed),
-    ``held`` (ids not indexed yet), ``refused`` (the hold is full) and ``attributed``."""
-
-    accepted: int
-    held: int = 0
-    refused: int = 0
-    duplicates: int = 0
-    attributed: int = 0  # clicks that named a list recently served with their article in it
-
-
-@dataclass(frozen=True)
-class Page:
-    """The three lists of one article page."""
-
-    article_id: str
-    related: list[Hit]
-    ranking: list[Hit]
-    recommendation: list[Hit]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "article_id": self.article_id,
-            "related": [h.to_dict() for h in self.related],
-            "ranking": [h.to_dict() for h in self.ranking],
-            "recommendation": [h.to_dict() for h in self.recommendation],
-        }

@@ -107,3 +107,34 @@ class Filters:
         return bool(
             self.categories or self.languages or self.published_after is not None or self.published_before is not None
         )
+
+
+@dataclass(frozen=True)
+class EventsAccepted:
+    """What ``record_events`` did: ``accepted`` events counted for indexed ids (with ``durable``: newly
+    stored, so a retried batch says 0), ``duplicates`` (durable only: keys already stored, nothing changed),
+    ``held`` (ids not indexed yet), ``refused`` (the hold is full) and ``attributed``."""
+
+    accepted: int
+    held: int = 0
+    refused: int = 0
+    duplicates: int = 0
+    attributed: int = 0  # clicks that named a list recently served with their article in it
+
+
+@dataclass(frozen=True)
+class Page:
+    """The three lists of one article page."""
+
+    article_id: str
+    related: list[Hit]
+    ranking: list[Hit]
+    recommendation: list[Hit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "article_id": self.article_id,
+            "related": [h.to_dict() for h in self.related],
+            "ranking": [h.to_dict() for h in self.ranking],
+            "recommendation": [h.to_dict() for h in self.recommendation],
+        }

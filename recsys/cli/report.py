@@ -1,4 +1,5 @@
-"""``recsys report online``: what the served boxes earned, read back from the served-list log."""
+"""``recsys report online|experiment``: what the served boxes earned, and which variant of an experiment wins,
+read back from the served-list log."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import typer
 from recsys.archive.store import NO_TIME
 from recsys.cli.common import EventsOption, IndexOption, JsonOption, offline, print_json, settings_of
 from recsys.evaluation.report import text_table
+from recsys.feedback.experiment import Experiment, experiment_report
 from recsys.feedback.report import GROUPINGS, OnlineReport, online_report
 from recsys.lists.base import epoch
 from recsys.service import Recommender
 from recsys.signals.store import open_event_store
+from recsys.types import RecsysError
 
 BY_HELP = f"Group by {' | '.join(GROUPINGS)} (repeatable)."
 report_app = typer.Typer(rich_markup_mode=None, help="Reports on what was served.", no_args_is_help=True)
@@ -77,3 +80,46 @@ def print_report(report: OnlineReport) -> None:
     typer.echo("ctr: share of lists with at least one click; clicks: every (list, article) clicked, once")
     for note in report.notes:
         typer.echo(f"note: {note}")
+
+
+@report_app.command("experiment")
+def experiment(
+    ctx: typer.Context,
+    index: str = IndexOption,
+    events: str = EventsOption,
+    since: float = typer.Option(30.0, "--since", help="Days back from now."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The experiment in the current configuration: per variant lists, clicks and CTR (A/B) or wins, losses
+    and ties (interleaving), the winner, its p-value and how many more lists a decision would need."""
+    settings = offline(settings_of(ctx, events))
+    configured = Experiment.from_settings(settings)
+    if configured is None:
+        raise RecsysError(
+            "no experiment configured: add an [experiment] section with a name, a mode and two variants "
+            "(see README, Measuring the boxes online)"
+        )
+    store = open_event_store(index, settings.events)
+    try:
+        now = time.time()
+        result = experiment_report(store, configured, now - since * 86_400.0, now)
+    finally:
+        store.close()
+    if as_json:
+        print_json(result)
+        return
+    typer.echo(f"Experiment {result['experiment']!r} ({result['mode']})\n")
+    if configured.mode == "ab":
+        columns = ["variant", "lists", "clicked_lists", "ctr"]
+    else:
+        columns = ["variant", "lists", "wins", "losses", "ties"]
+    rows = [{**v, "ctr": f"{v['ctr']:.4f}"} for v in result["variants"]]
+    typer.echo(text_table(rows, columns))
+    verdict = result["winner"] or "none yet"
+    typer.echo(f"\nwinner: {verdict} (p = {result['p_value']:.4g})")
+    more = result["more_lists_needed"]
+    if result["winner"] is None:
+        typer.echo(
+            "a decision needs about "
+            + ("an unbounded number of more lists (no difference seen)" if more is None else f"{more:,} more lists")
+        )

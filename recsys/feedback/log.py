@@ -92,12 +92,21 @@ class ServedLog:
             return False
 
     def serve(
-        self, box: str, hits: Sequence[Hit], ts: float, reader: str = "", article_id: str = "", model: str = ""
+        self,
+        box: str,
+        hits: Sequence[Hit],
+        ts: float,
+        reader: str = "",
+        article_id: str = "",
+        model: str = "",
+        variant: str = "",
+        teams: str = "",
     ) -> list[Hit]:
         """The hits of one list as served (a new list id, positions 1..n), recorded unless the list is empty."""
         list_id = new_list_id()
         if hits:
-            served = ServedList(list_id, ts, box, tuple(h.id for h in hits), reader, article_id, "", model)
+            ids = tuple(h.id for h in hits)
+            served = ServedList(list_id, ts, box, ids, reader, article_id, variant, model, teams)
             if self.record(served):
                 with self._lock:
                     self.served[(box, served.variant)] += 1

@@ -114,6 +114,7 @@ class ServedList:
     article_id: str = ""
     variant: str = ""
     model: str = ""
+    teams: str = ""  # interleaved lists: per position, the variant that placed it ("a" or "b")
 
 
 @dataclass(frozen=True)
