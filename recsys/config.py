@@ -227,6 +227,19 @@ class RecommendConfig:
 
 
 @dataclass(frozen=True)
+class ExploreConfig:
+    """Exploration in Recommendation: a new article has no clicks to be learned from until it is shown, so with
+    probability ``share`` x k a list gives its last slot to one of the new candidates (shown fewer than
+    ``max_impressions`` times, first seen or published within ``max_age_hours``), chosen by Thompson sampling on
+    its click-through (Beta(1 + clicks, 1 + impressions - clicks)). The expected share of slots is ``share``;
+    0 turns it off. Its reason says "new"."""
+
+    share: float = 0.02
+    max_impressions: int = 200
+    max_age_hours: float = 12.0
+
+
+@dataclass(frozen=True)
 class FeedbackConfig:
     """The served-list log: every list served is recorded (one row: its id, time, reader, box, the article being
     read, variant, model and ids in order) so clicks can name the list and position they came from."""
@@ -266,6 +279,7 @@ class Settings:
     http: HttpConfig = field(default_factory=HttpConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
+from recsys.feedback.report import GROUPINGS, online_report
 from recsys.monitoring import Monitor, route_of
 from recsys.service import Recommender
 from recsys.signals.store.base import EventsUnavailable
@@ -465,6 +466,24 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def demo_page() -> FileResponse:
         return FileResponse(web / "index.html")
+
+    @app.get("/dashboard", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        """Plots of CTR per box and per variant over time (recsys/web/dashboard.js, from /report/online)."""
+        return FileResponse(web / "dashboard.html")
+
+    @app.get("/report/online")
+    def report_online(
+        since_days: Annotated[float, Query(gt=0, le=3650, allow_inf_nan=False)] = 7.0,
+        by: Annotated[list[str] | None, Query(max_length=4)] = None,
+    ) -> dict[str, Any]:
+        """``recsys report online`` as JSON: lists, clicks and CTR (95% interval) per box, variant, day or hour."""
+        groups = tuple(by or ["box"])
+        if set(groups) - set(GROUPINGS):
+            raise HTTPException(422, f"by: choose from {', '.join(GROUPINGS)}")
+        now = time.time()
+        rec.served_log.flush()  # what was served until now counts
+        return online_report(rec.events_store, now - since_days * 86_400.0, now, groups).to_dict()
 
     return app
 

@@ -47,7 +47,7 @@ from recsys.signals.activity import EventBuffer, PopularityTracker
 from recsys.signals.popularity import Popularity, PopularityScore
 from recsys.signals.records import Event
 from recsys.signals.store import open_event_store
-from recsys.signals.store.base import EventsUnavailable
+from recsys.signals.store.base import EventStore, EventsUnavailable
 from recsys.types import EventsAccepted, Filters, Hit, IndexStateError, Page, RecsysError, UnknownArticle
 
 __all__ = ["EventsAccepted", "Page", "Recommender", "TimeLike", "ranking_reason"]
@@ -89,6 +89,11 @@ class Recommender:
     def view(self) -> VersionReader:
         """The current version, switching to a newly published one if the pointer moved."""
         return self._versions.current
+
+    @property
+    def events_store(self) -> EventStore:
+        """The events store (events, histories and the served-list log)."""
+        return self._events
 
     @property
     def version(self) -> str:

@@ -122,3 +122,23 @@ def test_reader_journey(server, page, tmp_path):
     assert ranking[0] == (clicked, "1 view and 1 reaction in the last 24 h")
     assert (first, "1 view in the last 24 h") in ranking
     page.screenshot(path=str(Path(tmp_path) / "journey.png"))
+
+
+def test_dashboard_plots_ctr_per_box_and_variant(server, page):
+    import httpx
+
+    for n in range(6):
+        hits = httpx.get(f"{server}/related/s-ecb-rates-hold?k=3&user_id=r{n}").json()
+        httpx.get(f"{server}/ranking?k=3&user_id=r{n}")
+        if n % 2:
+            click = {"type": "click", "article_id": hits[0]["id"], "list_id": hits[0]["list_id"], "position": 1}
+            httpx.post(f"{server}/events", json={"events": [click]})
+    page.goto(f"{server}/dashboard")
+    page.wait_for_function("document.body.dataset.loaded !== undefined")
+    names = page.locator("#by-box svg polyline.series").evaluate_all("ps => ps.map(p => p.dataset.name)")
+    assert set(names) == {"related", "ranking"}
+    assert page.locator("#by-box svg polygon.interval").count() == 2  # each line with its 95% band
+    assert page.locator("#by-variant svg polyline.series").count() == 1  # no experiment: one series
+    totals = page.locator("#totals").inner_text()
+    assert "related" in totals and "0.5000" in totals  # 3 of 6 Related lists clicked
+    assert page.locator("#error").is_hidden()

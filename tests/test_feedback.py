@@ -255,3 +255,80 @@ def test_positions_let_the_ranker_tell_where_a_row_was_shown_from_what_it_is():
         model = LearnedRanker.fit((x, clicked, group_ids, positions), None, rounds=60)
         share[name] = model.importance()["popularity"] / model.importance()["content_max"]
     assert share["with"] < 0.8 * share["without"], share
+
+
+def test_the_retraining_guard_keeps_the_better_model_on_days_neither_saw():
+    import numpy as np
+
+    from recsys.learning.features import FEATURES
+    from recsys.learning.history import better_or_equal
+    from recsys.learning.ranker import LearnedRanker
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4000, len(FEATURES)))
+    groups = np.repeat(np.arange(400), 10)
+    labels = (x[:, 0] + rng.normal(0, 0.5, 4000) > 1.0).astype(np.int8)
+    times = np.repeat(np.arange(400, dtype=float), 10)
+    good = LearnedRanker.fit((x[:2000], labels[:2000], groups[:2000]), None, rounds=30)
+    noise = LearnedRanker.fit((x[:2000], rng.permutation(labels[:2000]), groups[:2000]), None, rounds=30)
+    held = (x[2000:], labels[2000:], groups[2000:], times[2000:])
+    keep, figures = better_or_equal(noise, good, held)
+    assert not keep and figures["current"] > figures["new"]  # a worse new model does not replace a good one
+    promote, _ = better_or_equal(good, noise, held)
+    assert promote
+    good.meta["trained_until"] = 390.0  # it has seen nearly all of the held-back days: no fair comparison
+    promote, figures = better_or_equal(noise, good, held)
+    assert promote and figures == {}
+
+
+def test_replaced_models_are_kept_and_one_command_rolls_back(make_indexer, tmp_path):
+    from typer.testing import CliRunner
+
+    from recsys.learning.ranker import RANKER_FILE, LearnedRanker
+    from tests.test_learning import articles as topic_articles
+    from tests.test_learning import synthetic_log
+
+    make_indexer().add_articles(topic_articles())
+    index = tmp_path / "index"
+    runner = CliRunner()
+    env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
+    ids = []
+    for seed in (0, 1):
+        log = synthetic_log(1500, seed=seed)
+        path = tmp_path / f"b{seed}.tsv"
+        stamp = lambda ts: time.strftime("%m/%d/%Y %I:%M:%S %p", time.gmtime(ts))  # noqa: E731
+        path.write_text(
+            "".join(
+                f"{i.impression_id}\tu{i.user_id}\t{stamp(i.ts)}\t{' '.join(i.history)}\t"
+                + " ".join(f"{c}-{int(k)}" for c, k in zip(i.candidates, i.clicked, strict=True))
+                + "\n"
+                for i in log
+            )
+        )
+        args = [
+            "train",
+            "--index",
+            str(index),
+            "--behaviors",
+            str(path),
+            "--test-days",
+            "1",
+            "--out",
+            str(tmp_path / f"r{seed}"),
+        ]
+        out = runner.invoke(app, args, env=env)
+        assert out.exit_code == 0, out.output
+        ids.append(LearnedRanker.load(index).model_id)
+    listed = runner.invoke(app, ["model", "list", "--index", str(index), "--json"])
+    models = json.loads(listed.output)
+    assert models[0]["current"] and models[0]["model_id"] == ids[-1]
+    # the second log's held-back days are no later than what the first model learned from: no fair comparison,
+    # so the new model replaced it, and the first is kept
+    assert ids[0] != ids[1] and [m["model_id"] for m in models[1:]] == [ids[0]]
+    back = runner.invoke(app, ["model", "rollback", "--index", str(index)])
+    assert back.exit_code == 0 and ids[0] in back.output
+    assert LearnedRanker.load(index).model_id == ids[0] and (index / RANKER_FILE).is_file()
+    again = json.loads(runner.invoke(app, ["model", "list", "--index", str(index), "--json"]).output)
+    assert again[0]["model_id"] == ids[0] and ids[1] in {m["model_id"] for m in again[1:]}
+    missing = runner.invoke(app, ["model", "rollback", "nope", "--index", str(index)])
+    assert missing.exit_code == 1 and "recsys model list" in missing.output

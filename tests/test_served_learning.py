@@ -247,40 +247,33 @@ def test_a_moment_answer_is_reused_only_in_its_second_without_new_events_and_nev
     assert cache.get(SimpleNamespace(path="versions/v2"), 1, 101.0, "hot", compute) == 5  # another version
 
 
-def _spread_one_by_one(scores, vectors, k, lam, duplicate):
-    """``learned.spread`` as it was written first: one comparison per candidate (the reference)."""
-    order = np.argsort(-scores, kind="stable")
+def _one_by_one(order, vectors, duplicate, limit):
+    """``learned.one_per_story`` as it was written first: one comparison per candidate (the reference)."""
     kept: list[int] = []
     for pos in order.tolist():
         if kept and float(np.max(vectors[kept] @ vectors[pos])) >= duplicate:
             continue
         kept.append(pos)
-        if len(kept) >= 4 * k:
+        if len(kept) >= limit:
             break
-    relevance = 1.0 - np.arange(len(kept)) / max(1, len(kept))
-    chosen, available = [], np.ones(len(kept), dtype=bool)
-    sims, redundancy = vectors[kept] @ vectors[kept].T, np.zeros(len(kept))
-    while len(chosen) < k and available.any():
-        gain = lam * relevance - (1.0 - lam) * (redundancy if chosen else 0.0)
-        gain[~available] = -np.inf
-        best = int(np.argmax(gain))
-        available[best] = False
-        chosen.append(best)
-        redundancy = np.maximum(redundancy, sims[best])
-    return np.asarray([kept[i] for i in chosen], dtype=np.int64)
+    return kept
 
 
-def test_spread_in_blocks_picks_what_one_comparison_per_candidate_picks():
+def test_story_dedupe_in_blocks_keeps_what_one_comparison_per_candidate_keeps():
     rng = np.random.default_rng(3)
     for trial in range(30):
         base = rng.normal(size=(rng.integers(5, 40), 16))
         copies = base[rng.integers(0, base.shape[0], size=rng.integers(0, 200))] + rng.normal(0, 0.05, (1, 16))
         vectors = np.concatenate([base, copies])
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        scores = rng.normal(size=vectors.shape[0]).round(1)  # ties, broken by position
-        for k in (1, 3, 8):
-            got = learned.spread(scores, vectors, k, 0.7, 0.9)
-            np.testing.assert_array_equal(got, _spread_one_by_one(scores, vectors, k, 0.7, 0.9), err_msg=str(trial))
+        order = np.argsort(-rng.normal(size=vectors.shape[0]).round(1), kind="stable")  # ties, by position
+        for limit in (1, 4, 12, 32):
+            got = learned.one_per_story(order, vectors, 0.9, limit)
+            assert got == _one_by_one(order, vectors, 0.9, limit), trial
+    scores = rng.normal(size=vectors.shape[0])
+    stories = learned.one_per_story(np.argsort(-scores, kind="stable"), vectors, 0.9, 32)
+    picked = learned.spread(scores, vectors, 8, 0.7, 0.9)  # MMR then picks among one article per story
+    assert set(picked.tolist()) <= set(stories) and len(picked) == min(8, len(stories))
 
 
 def test_coread_scores_sum_the_associations_with_the_last_reads():
@@ -294,3 +287,21 @@ def test_coread_scores_sum_the_associations_with_the_last_reads():
     expected = [sum(coreads.association(h, c, at) for h in history if h in coreads.pairs) for c in candidates]
     np.testing.assert_allclose(coreads.score(history, candidates, at), expected, rtol=1e-12)
     assert coreads.score(history, candidates, at)[-1] == 0.0
+
+
+def test_exploration_gives_a_bounded_share_of_slots_to_new_articles(index, make_indexer):  # noqa: F811
+    _served(index)  # a trained model and the log's events
+    now = max(i.ts for i in synthetic_log(1500)) + 60
+    make_indexer().add_articles([art("fresh-1", "football goal derby tonight", "football goal striker")])
+    store = open_event_store(index)
+    store.add([("seen-fresh", Event("fresh-1", "impression", now - 600, user_id="r1"))])  # first seen 10 min ago
+    readers = [("fb1", f"fb{i}", f"el{i % 5}") for i in range(2, 20)] + [("el1", f"el{i}") for i in range(2, 20)]
+    for share, low, high in ((0.0, 0, 0), (0.1, 0.2, 0.65)):  # k = 5: a slot in half the lists, expected
+        settings = Settings().replace("popularity", refresh_seconds=0.0).replace("explore", share=share)
+        served = Recommender.open(index, settings)
+        lists = [served.recommend(list(reads), k=5, now=now) for reads in readers]
+        tried = [hits for hits in lists if hits and hits[-1].id == "fresh-1" and hits[-1].reason.startswith("new")]
+        assert low <= len(tried) / len(lists) <= high, (share, len(tried))
+        assert all(sum(h.id == "fresh-1" for h in hits) <= 1 and len(hits) == 5 for hits in lists)
+        again = [served.recommend(list(reads), k=5, now=now) for reads in readers]
+        assert [[h.id for h in x] for x in again] == [[h.id for h in x] for x in lists]  # same request, same list

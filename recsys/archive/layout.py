@@ -57,6 +57,7 @@ RANKER_FILE = "ranker.json"
 COREADS_FILE = "coreads.json"
 CLOCK_FILE = "clock.json"
 TRAINED_FILES = (RANKER_FILE, COREADS_FILE, CLOCK_FILE)
+MODELS_DIR = "models"  # earlier ranker.json files, kept by recsys.learning.history for `recsys model rollback`
 CRASH_ENV = "RECSYS_CRASH_AT"
 VERSION_NAME = re.compile(r"v[0-9]{6}-[0-9A-Za-z-]{1,64}")
 CHECKSUM_CHUNK = 1 << 20

@@ -20,7 +20,7 @@ from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
 from recsys.cli.report import report_app
 from recsys.cli.serve import serve
-from recsys.cli.train import train_command
+from recsys.cli.train import model_app, train_command
 from recsys.types import RecsysError
 
 
@@ -48,6 +48,7 @@ app.add_typer(events_app, name="events")
 app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
 app.add_typer(report_app, name="report")
+app.add_typer(model_app, name="model")
 app.command()(related)
 app.command()(ranking)
 app.command()(recommend)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,14 @@ from recsys.evaluation.report import Run, markdown_table, text_table
 from recsys.feedback.served import served_impressions
 from recsys.ingest.events import read_impressions
 from recsys.learning.clock import MIN_HELD_CLICKS, RankingClock, choose_clock
-from recsys.learning.ranker import RANKER_FILE, write_json_atomic
+from recsys.learning.history import better_or_equal, keep_current, list_models, rollback
+from recsys.learning.ranker import RANKER_FILE, LearnedRanker, write_json_atomic
 from recsys.learning.training import ArticleLookup, TrainingResult, coreads_from_reads, train
 from recsys.service import Recommender
 from recsys.signals.coreads import COREADS_FILE
 from recsys.signals.records import Impression
 from recsys.signals.store import open_event_store
-from recsys.types import InputProblem
+from recsys.types import InputProblem, RecsysError
 
 BASELINES = {"popularity": "recsys popularity", "ctr_all": "smoothed CTR", "content_max": "content match"}
 
@@ -50,10 +52,32 @@ def train_command(
     ),
     test_days: float = typer.Option(2.0, "--test-days", min=0.1, help="Days at the end held back for the report."),
     out: str = typer.Option(None, "--out", help="Report folder (default: a new runs/<time>-train/)."),
+    every: float = typer.Option(
+        None, "--every", min=0.01, help="Hours: retrain on the latest logs this often, until stopped (guarded)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Fit how Recommendation mixes its signals and how fast Ranking forgets, from logged impressions; store both
-    in the index (ranker.json, clock.json, coreads.json)."""
+    """Fit how Recommendation mixes its signals and how fast Ranking forgets, from logged impressions (or, without
+    --behaviors, the events and served lists in the index); store both in the index (ranker.json, clock.json,
+    coreads.json). A new model replaces the serving one only if it does at least as well on the latest
+    held-back days; replaced ones are kept (`recsys model list`, `recsys model rollback`)."""
+    while True:
+        _train_once(ctx, index, events, behaviors, test_days, out if every is None else None, as_json)
+        if every is None:
+            return
+        typer.echo(f"next training in {every:g} h", err=True)
+        time.sleep(every * 3600.0)
+
+
+def _train_once(
+    ctx: typer.Context,
+    index: str,
+    events: str | None,
+    behaviors: list[str] | None,
+    test_days: float,
+    out: str | None,
+    as_json: bool,
+) -> None:
     run = Run("train", Path(out) if out else None)
     settings = offline(settings_of(ctx, events))
     problems: list[InputProblem] = []
@@ -77,7 +101,8 @@ def train_command(
         result.coreads = coreads_from_reads(store.reads_by_reader())
         result.report["coread_articles"] = len(result.coreads.neighbours)
     clock = _clock(impressions, test_days, settings)
-    stored = _store(result, Path(index), clock)
+    promote = _guard(result, Path(index))
+    stored = _store(result, Path(index), clock, promote)
     report = result.report
     run.metrics.update({"training": report, "source": source, "stored": stored, "bad_rows": len(problems)})
     rows, columns = _table(result)
@@ -88,7 +113,7 @@ def train_command(
         f"impressions have a click and a non-click. {report.get('split', '')}. Co-read table: "
         f"{report['coread_articles']:,} articles with neighbours.",
     )
-    run.add("Model", f"{report['model']}; stored: {', '.join(stored) or 'nothing'}.")
+    run.add("Model", f"{report['model']}; stored: {', '.join(stored) or 'nothing'}. {report.get('guard', '')}")
     run.metrics["ranking_clock"] = None if clock is None else clock.to_json()
     run.add("Ranking clock", _clock_text(clock, settings))
     if rows:
@@ -103,6 +128,8 @@ def train_command(
         print_json(run.metrics)
     else:
         typer.echo(f"{report['model']}")
+        if report.get("guard"):
+            typer.echo(report["guard"])
         if rows:
             typer.echo(f"{report.get('split', '')}\n")
             typer.echo(text_table(rows, columns))
@@ -110,6 +137,34 @@ def train_command(
         typer.echo(f"\nstored in {index}: {', '.join(stored) or 'nothing'}; report in {folder}/report.md")
     if problems:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+model_app = typer.Typer(rich_markup_mode=None, help="The learned rankers kept in an index.", no_args_is_help=True)
+
+
+@model_app.command("list")
+def model_list(index: str = IndexOption, as_json: bool = JsonOption) -> None:
+    """The serving ranker and the ones it replaced, newest first, with what each was fitted on."""
+    models = list_models(index)
+    if as_json:
+        print_json([{**m.__dict__, "path": str(m.path)} for m in models])
+        return
+    if not models:
+        typer.echo("no trained ranker in this index (run `recsys train`)")
+    for m in models:
+        auc = "-" if m.held_out_auc is None else f"{m.held_out_auc:.4f}"
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(m.saved_at))
+        typer.echo(f"{'*' if m.current else ' '} {m.model_id}  {when}  held-back AUC {auc}  {m.fitted_on}")
+
+
+@model_app.command("rollback")
+def model_rollback(
+    model_id: str = typer.Argument(None, help="A kept model's id (default: the newest kept one)."),
+    index: str = IndexOption,
+) -> None:
+    """Serve a kept ranker again (running services pick it up within refresh_seconds); the serving one is kept."""
+    chosen = rollback(index, model_id)
+    typer.echo(f"serving {chosen.model_id} again (fitted {chosen.fitted_on or 'on an earlier log'})")
 
 
 def _clock(impressions: list[Impression], test_days: float, settings: Settings) -> RankingClock | None:
@@ -142,7 +197,27 @@ def _clock_text(clock: RankingClock | None, settings: Settings) -> str:
     )
 
 
-def _store(result: TrainingResult, root: Path, clock: RankingClock | None = None) -> list[str]:
+def _guard(result: TrainingResult, root: Path) -> bool:
+    """Whether the new model replaces the serving one: both scored on the new training's held-back days
+    (recsys/learning/history.py); the verdict and figures go in the report."""
+    if result.ranker is None:
+        return True
+    try:
+        current = LearnedRanker.load(root)
+    except RecsysError:
+        current = None  # a damaged current model is replaced
+    promote, figures = better_or_equal(result.ranker, current, result.held)
+    if "current" in figures:
+        outcome = "the new model replaces it" if promote else "the serving model stays (it did better)"
+        result.report["guard"] = (
+            f"guard: on the held-back days the new model scores AUC {figures['new']:.4f}, the serving one "
+            f"{figures['current']:.4f}: {outcome}; earlier models: `recsys model list`"
+        )
+        result.report["guard_figures"] = figures
+    return promote
+
+
+def _store(result: TrainingResult, root: Path, clock: RankingClock | None = None, promote: bool = True) -> list[str]:
     stored = []
     if clock is not None:
         write_json_atomic(root / CLOCK_FILE, clock.to_json())
@@ -152,7 +227,10 @@ def _store(result: TrainingResult, root: Path, clock: RankingClock | None = None
     if result.coreads.neighbours:
         write_json_atomic(root / COREADS_FILE, result.coreads.to_json())
         stored.append(COREADS_FILE)
-    if result.ranker is not None:
+    if result.ranker is not None and not promote:
+        pass  # the serving model did better on the latest days: it stays
+    elif result.ranker is not None:
+        keep_current(root)  # the one it replaces stays available to `recsys model rollback`
         result.ranker.save(root)
         stored.append(RANKER_FILE)
     else:

@@ -22,7 +22,7 @@ from typing import Any
 from recsys.signals.records import AttributedClick, ServedList
 from recsys.signals.store.base import EventStore
 
-GROUPINGS = ("box", "variant", "day")
+GROUPINGS = ("box", "variant", "day", "hour")
 Z95 = 1.959964
 
 
@@ -44,6 +44,7 @@ class OnlineRow:
     box: str
     variant: str
     day: str
+    hour: str  # "YYYY-MM-DD HH:00" (UTC) when grouped by hour
     lists: int
     clicked_lists: int
     clicks: int
@@ -105,7 +106,7 @@ def online_report(
     published: Callable[[Sequence[str]], dict[str, float]] | None = None,
 ) -> OnlineReport:
     """The figures of lists served in [since, until] (default: the last 7 days), grouped ``by`` any of box,
-    variant, day. ``published`` maps article ids to publication times (epoch seconds) for the age column."""
+    variant, day, hour. ``published`` maps article ids to publication times (epoch seconds) for the age column."""
     until = time.time() if until is None else until
     since = until - 7 * 86_400.0 if since is None else since
     unknown = [g for g in by if g not in GROUPINGS]
@@ -116,13 +117,18 @@ def online_report(
     clicks = store.attributed_clicks(since, until + 86_400.0)
     credited, unattributed = credited_clicks(lists, clicks)
     dates = published(sorted({a for s in lists for a in s.ids})) if published is not None and lists else {}
-    groups: dict[tuple[str, str, str], list[ServedList]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[ServedList]] = defaultdict(list)
     for served in lists:
-        day = time.strftime("%Y-%m-%d", time.gmtime(served.ts))
-        key = (served.box if "box" in by else "", served.variant if "variant" in by else "", day if "day" in by else "")
+        when = time.gmtime(served.ts)
+        key = (
+            served.box if "box" in by else "",
+            served.variant if "variant" in by else "",
+            time.strftime("%Y-%m-%d", when) if "day" in by else "",
+            time.strftime("%Y-%m-%d %H:00", when) if "hour" in by else "",
+        )
         groups[key].append(served)
     rows = [_row(key, members, credited, dates) for key, members in sorted(groups.items())]
-    totals = _row(("", "", ""), lists, credited, dates) if len(rows) > 1 else None
+    totals = _row(("", "", "", ""), lists, credited, dates) if len(rows) > 1 else None
     notes = []
     if not lists:
         notes.append("no served lists recorded in this window: is [feedback] log_rate 0, or is nothing served yet?")
@@ -130,7 +136,7 @@ def online_report(
 
 
 def _row(
-    key: tuple[str, str, str],
+    key: tuple[str, str, str, str],
     members: Sequence[ServedList],
     credited: dict[str, dict[str, int]],
     dates: dict[str, float],
@@ -143,6 +149,7 @@ def _row(
         box=key[0],
         variant=key[1],
         day=key[2],
+        hour=key[3],
         lists=len(members),
         clicked_lists=len(clicked),
         clicks=len(positions),

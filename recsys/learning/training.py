@@ -240,6 +240,8 @@ class TrainingResult:
     ranker: LearnedRanker | None
     coreads: CoReadTable
     report: dict[str, Any]
+    # held-back in-view rows: features, labels, groups, impression times (the retraining guard scores on them)
+    held: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
 def _informative(dataset: Dataset) -> np.ndarray:
@@ -320,6 +322,8 @@ def train(
     impression_times = np.full(dataset.impressions, np.nan)
     impression_times[dataset.groups] = dataset.times
     rng = np.random.default_rng(seed)
+    held_rows = None
+    seen_until: float | None = None  # no times: unknown
     if dataset.timed:
         span_days = (impression_times.max() - impression_times.min()) / 86_400.0
         if span_days >= 2 * test_days:
@@ -349,6 +353,7 @@ def train(
             ranker = ranker.with_box(box.model_text)
         held = dataset.take(test & useful)
         shown = held.in_view()
+        held_rows = (shown.features, shown.labels, shown.groups, shown.times) if held.impressions else None
         report["held_out"] = {
             "impressions": held.impressions,
             "auc": _scores_table(shown, ranker.score(shown.features)) if held.impressions else {},
@@ -357,8 +362,10 @@ def train(
         if boxes.impressions:
             report["held_out"]["pool_hit@10"] = pool_hit_rate(boxes, ranker.score_box(boxes.features), 10)
             report["held_out"]["pool_hit@10 (click model)"] = pool_hit_rate(boxes, ranker.score(boxes.features), 10)
+        seen_until = cut
         if refit and test.any():
             ranker = _refit(ranker, dataset, useful, pooled, report)
+            seen_until = last
     else:
         logged = int(dataset.owners.max()) + 1 if dataset.owners is not None and dataset.owners.size else 0
         fold = dataset.by_impression(rng.permutation(logged) % FOLDS)
@@ -381,12 +388,18 @@ def train(
         inner = dataset.by_impression(rng.random(logged) < VALID_SHARE)
         ranker = LearnedRanker.fit(_parts(dataset, useful & ~inner), _parts(dataset, useful & inner))
     ranker.meta.update(
-        {"fitted_on": report["split"], "impressions": dataset.impressions, "held_out": report["held_out"]}
+        {
+            "fitted_on": report["split"],
+            "impressions": dataset.impressions,
+            "held_out": report["held_out"],
+            # the newest impression the stored model learned from (the refit learns from every day)
+            "trained_until": seen_until,
+        }
     )
     report["importance"] = ranker.importance()
     report["rounds"] = ranker.meta["rounds"]
     report["model"] = "fitted"
-    return TrainingResult(ranker, coreads, report)
+    return TrainingResult(ranker, coreads, report, held_rows if dataset.timed else None)
 
 
 def _refit(

@@ -16,6 +16,7 @@ one the hand-set blend of recsys/lists/recommendation.py serves. The steps, each
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from recsys.archive.store import NO_TIME
 from recsys.archive.version import VersionReader
+from recsys.config import ExploreConfig
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.ranker import LearnedRanker
 from recsys.signals.coreads import CoReadTable
@@ -191,25 +193,7 @@ NOBODY = ReaderContext((), {}, 0)
 
 def spread(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float, duplicate: float) -> np.ndarray:
     """Positions of the final list: best first, one per story (cosine >= ``duplicate``), MMR over rank."""
-    order = np.argsort(-scores, kind="stable")
-    kept: list[int] = []
-    block = 8 * k  # candidates compared at once: one product per block instead of one per candidate
-    for start in range(0, order.size, block):
-        chunk = order[start : start + block]
-        vs = vectors[chunk]
-        within = vs @ vs.T
-        earlier = (vs @ vectors[kept].T).max(axis=1) if kept else np.full(chunk.size, -np.inf)
-        chosen: list[int] = []  # positions in chunk kept so far
-        for i in range(chunk.size):
-            best = max(float(earlier[i]), float(within[i, chosen].max()) if chosen else -np.inf)
-            if best >= duplicate:
-                continue
-            chosen.append(i)
-            kept.append(int(chunk[i]))
-            if len(kept) >= 4 * k:
-                break
-        if len(kept) >= 4 * k:
-            break
+    kept = one_per_story(np.argsort(-scores, kind="stable"), vectors, duplicate, 4 * k)
     if not kept:
         return np.zeros(0, dtype=np.int64)
     relevance = 1.0 - np.arange(len(kept)) / max(1, len(kept))  # rank, not raw margin: scores are log-odds-like
@@ -225,6 +209,29 @@ def spread(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float, duplicat
         chosen.append(best)
         redundancy = np.maximum(redundancy, sims[best])
     return np.asarray([kept[i] for i in chosen], dtype=np.int64)
+
+
+def one_per_story(order: np.ndarray, vectors: np.ndarray, duplicate: float, limit: int) -> list[int]:
+    """The first ``limit`` positions of ``order`` whose cosine to every earlier kept one is below ``duplicate``
+    (one article per story, the best first), compared a block at a time: one product per block instead of one
+    per candidate."""
+    kept: list[int] = []
+    block = max(8, 2 * limit)
+    for start in range(0, order.size, block):
+        chunk = order[start : start + block]
+        vs = vectors[chunk]
+        within = vs @ vs.T
+        earlier = (vs @ vectors[kept].T).max(axis=1) if kept else np.full(chunk.size, -np.inf)
+        chosen: list[int] = []  # positions in chunk kept so far
+        for i in range(chunk.size):
+            best = max(float(earlier[i]), float(within[i, chosen].max()) if chosen else -np.inf)
+            if best >= duplicate:
+                continue
+            chosen.append(i)
+            kept.append(int(chunk[i]))
+            if len(kept) >= limit:
+                return kept
+    return kept
 
 
 def reason_for(
@@ -246,3 +253,34 @@ def reason_for(
     if content_source:
         return f'because you read "{content_source}"'
     return "recommended for you"
+
+
+def explore_slot(
+    picked: np.ndarray,
+    ids: Sequence[str],
+    first_seen: np.ndarray,
+    state: LogState,
+    at: float,
+    k: int,
+    config: ExploreConfig,
+    rng: random.Random,
+) -> tuple[np.ndarray, bool]:
+    """``picked`` with its last slot (or a free one) given to a new candidate with probability ``share`` x k,
+    the candidate chosen by Thompson sampling on its clicks and impressions; and whether it was."""
+    if config.share <= 0 or k <= 0 or rng.random() >= min(1.0, config.share * k):
+        return picked, False
+    chosen = set(picked.tolist())
+    ever = state.ever
+    rows = np.fromiter((ever.index.get(a, -1) for a in ids), dtype=np.int64, count=len(ids))
+    sums = np.zeros((len(ids), 4))
+    if (rows >= 0).any():
+        sums[rows >= 0] = ever.decayed(at, rows[rows >= 0])
+    impressions, clicks = sums[:, 2], np.minimum(sums[:, 3], sums[:, 2])
+    young = np.isfinite(first_seen) & (at - first_seen <= config.max_age_hours * 3600.0)
+    new = [i for i in np.flatnonzero(young & (impressions < config.max_impressions)).tolist() if i not in chosen]
+    if not new:
+        return picked, False
+    draws = [rng.betavariate(1.0 + clicks[i], 1.0 + impressions[i] - clicks[i]) for i in new]
+    pick = new[int(np.argmax(draws))]
+    kept = picked.tolist()[: k - 1] if len(picked) >= k else picked.tolist()
+    return np.asarray([*kept, pick], dtype=np.int64), True

@@ -10,6 +10,8 @@ appear; with no known reads the list is Ranking.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import random
 from collections import Counter
 
 import numpy as np
@@ -240,6 +242,11 @@ class RecommendationList:
         picked = learned.spread(
             scores, vectors, k, settings.recommend.mmr_lambda, settings.related.duplicate_similarity
         )
+        born = np.where(np.isfinite(published), published, [state.first_seen.get(a, np.nan) for a in ids])
+        # the draws are seeded by the request (the reads and the minute): the same request gets the same list
+        request = f"{reader.reads[:20]}:{int(now_s // 60)}".encode("utf-8", "surrogatepass")
+        coin = random.Random(hashlib.sha256(request).digest())
+        picked, explored = learned.explore_slot(picked, ids, born, state, now_s, k, settings.explore, coin)
 
         # Reasons: the read each pick is closest to, the read whose co-readers chose it, or why it is there.
         picked_rows = [int(rows[p]) for p in picked.tolist()]
@@ -262,6 +269,8 @@ class RecommendationList:
             if row in fresh_set:
                 fresh_reason = newness_reason(int(view.rows["published"][row]), now_s)
             reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason)
+            if explored and pos == int(picked[-1]):
+                reason = newness_reason(int(view.rows["published"][row]), now_s)  # a new article, being tried
             similarity = content[pos, 0]
             hits.append(
                 to_hit(
