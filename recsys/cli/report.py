@@ -88,6 +88,7 @@ def experiment(
     index: str = IndexOption,
     events: str = EventsOption,
     since: float = typer.Option(30.0, "--since", help="Days back from now."),
+    box: str = typer.Option(None, "--box", help="Only this box's lists (related, ranking, recommendation)."),
     as_json: bool = JsonOption,
 ) -> None:
     """The experiment in the current configuration: per variant lists, clicks and CTR (A/B) or wins, losses
@@ -102,7 +103,7 @@ def experiment(
     store = open_event_store(index, settings.events)
     try:
         now = time.time()
-        result = experiment_report(store, configured, now - since * 86_400.0, now)
+        result = experiment_report(store, configured, now - since * 86_400.0, now, box)
     finally:
         store.close()
     if as_json:

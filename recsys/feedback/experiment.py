@@ -184,13 +184,15 @@ def lists_needed_interleave(win_share: float, decided_share: float) -> float:
     return n / decided_share
 
 
-def experiment_report(store: EventStore, experiment: Experiment, since: float, until: float) -> dict[str, Any]:
+def experiment_report(
+    store: EventStore, experiment: Experiment, since: float, until: float, box: str | None = None
+) -> dict[str, Any]:
     """Per-variant figures, the winner (None until p < 0.05), the p-value and how many more lists a decision
-    would need, from the served-list log."""
-    lists = [s for s in store.served_lists(since, until) if s.variant]
+    would need, from the served-list log (one box's lists, or all)."""
+    lists = [s for s in store.served_lists(since, until) if s.variant and (box is None or s.box == box)]
     credited, _ = credited_clicks(lists, store.attributed_clicks(since, until + 86_400.0))
     names = [v.name for v in experiment.variants]
-    out: dict[str, Any] = {"experiment": experiment.name, "mode": experiment.mode, "variants": []}
+    out: dict[str, Any] = {"experiment": experiment.name, "mode": experiment.mode, "box": box, "variants": []}
     if experiment.mode == "ab":
         arms = []
         for name in names:
