@@ -332,3 +332,38 @@ def test_replaced_models_are_kept_and_one_command_rolls_back(make_indexer, tmp_p
     assert again[0]["model_id"] == ids[0] and ids[1] in {m["model_id"] for m in again[1:]}
     missing = runner.invoke(app, ["model", "rollback", "nope", "--index", str(index)])
     assert missing.exit_code == 1 and "recsys model list" in missing.output
+
+
+def test_kill_9_of_serve_loses_at_most_the_lists_waiting_for_their_batch(index, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "RECSYS_FEEDBACK__FLUSH_SECONDS": "0.2"}
+    command = [sys.executable, "-m", "recsys.cli", "serve", "--index", str(index), "--port", str(port)]
+    server = subprocess.Popen([*command, "--no-access-log"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        early = [client.get("/related/fb1?k=3").json()[0]["list_id"] for _ in range(30)]
+        time.sleep(1.0)  # several flush intervals: these are written
+        late = [client.get("/related/el1?k=3").json()[0]["list_id"] for _ in range(5)]
+    finally:
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    stored = {s.list_id for s in open_event_store(index).served_lists(NOW - 3600, time.time() + 60)}
+    assert set(early) <= stored  # everything older than a batch survived the kill
+    assert stored <= set(early) | set(late)  # and nothing half-written or invented

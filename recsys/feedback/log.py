@@ -27,6 +27,7 @@ from recsys.types import Hit
 
 logger = logging.getLogger(__name__)
 PRUNE_SECONDS = 3600.0  # retention is applied at most this often
+IDLE_SECONDS = 30.0  # the writer thread ends after this long with nothing to write
 BOXES = ("related", "ranking", "recommendation")
 
 
@@ -171,13 +172,22 @@ class ServedLog:
             logger.warning("served-list log: retention not applied: %s", exc)
 
     def _run(self) -> None:
+        idle = 0.0
         while not self._stop:
-            self._wake.wait(max(0.05, self.config.flush_seconds))
+            wait = max(0.05, self.config.flush_seconds)
+            self._wake.wait(wait)
             self._wake.clear()
             try:
-                self.flush()
+                written = self.flush()
             except Exception:  # never let the writer thread die: the next wake tries again
                 logger.exception("served-list log writer")
+                written = 0
+            idle = 0.0 if written else idle + wait
+            if idle >= IDLE_SECONDS:
+                with self._lock:  # nothing served for a while: the thread ends, the next list starts one
+                    if not self._queue:
+                        self._thread = None
+                        return
 
     def close(self) -> None:
         """Write what is queued and stop the writer."""
