@@ -270,7 +270,7 @@ class Recommender:
         """One list as served: the arms' hits (interleaved when two), a list id, recorded in the served log."""
         seed = f"{box}:{reader}:{article_id}:{now_s}"
         hits, variant, teams = self._arms.merge(arms, k, seed)
-        model = self._model_id() if box != "related" else ""
+        model = "+".join(self._arms.boxes(n).model_id() for n, _ in arms) if box != "related" else ""
         return self.served_log.serve(box, hits, now_s, reader, article_id, model, variant, teams)
 
     def page(
@@ -326,7 +326,7 @@ class Recommender:
         related = lists.related.for_article(view, article_id, k_related, recent, now_s)
         shown = [article_id, *(h.id for h in related)]
         spare = PAGE_SPARE  # each later box asks for a few more, to drop what repeats a story already shown
-        if not view.store.rows_of(reads) and self._models.ranker() is None:
+        if not view.store.rows_of(reads) and lists.models.ranker() is None:
             # A first visit without a trained ranker: Ranking keeps the popular articles, and Recommendation
             # shows what is new rather than repeating Ranking's fallback (with a ranker, the article being
             # read is context enough: its co-reads, what is hot around it).
@@ -346,10 +346,6 @@ class Recommender:
         ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
         ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
         return Page(article_id, related, ranked, recommended)
-
-    def _model_id(self) -> str:
-        ranker = self._models.ranker()
-        return "" if ranker is None else ranker.model_id
 
     def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:
         """Read article ids, newest first, from an explicit history (oldest first) and/or a user's events."""

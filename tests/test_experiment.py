@@ -190,3 +190,32 @@ def test_report_experiment_gives_the_winner_and_p_value(tmp_path, index):
     assert table.exit_code == 0 and "winner: good" in table.output
     none = runner.invoke(app, ["report", "experiment", "--index", str(index)])
     assert none.exit_code == 1 and "no experiment configured" in none.output
+
+
+def test_a_variant_can_serve_its_own_ranker_file(index, tmp_path):
+    import numpy as np
+
+    from recsys.learning.features import FEATURES
+    from recsys.learning.ranker import LearnedRanker
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, len(FEATURES)))
+    labels = (x[:, 0] > 1).astype(np.int8)
+    model = LearnedRanker.fit((x, labels, np.repeat(np.arange(200), 10)), None, rounds=5)
+    folder = tmp_path / "candidate"
+    folder.mkdir()
+    model.save(folder)
+    settings = _experiment(control={"share": 1}, candidate={"share": 1, "ranker": str(folder / "ranker.json")})
+    experiment = Experiment.from_settings(settings)
+    readers = {
+        v: next(f"r{i}" for i in range(1000) if experiment.assign(f"r{i}").name == v) for v in ("control", "candidate")
+    }
+    with Recommender.open(index, settings) as rec:
+        lists = {v: rec.recommend(["fb1"], user_id=reader, k=3) for v, reader in readers.items()}
+        rec.flush()
+        rows = {s.list_id: s for s in open_event_store(index).served_lists(NOW - 60, time.time() + 60)}
+    assert rows[lists["candidate"][0].list_id].model == model.model_id  # the variant's own model served it
+    assert rows[lists["control"][0].list_id].model == ""  # the index has none: the hand-set blend
+    missing = {"share": 1, "ranker": str(tmp_path / "missing.json")}
+    with pytest.raises(ConfigError, match=r"ranker\.json"):
+        Experiment.from_settings(_experiment(a={"share": 1}, b=missing))

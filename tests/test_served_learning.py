@@ -10,6 +10,7 @@ import pytest
 
 from recsys.archive.ann import exact_search
 from recsys.config import Settings
+from recsys.feedback.report import online_report
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.pools import POOL_CONTENT, ContentMatch
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
@@ -305,3 +306,9 @@ def test_exploration_gives_a_bounded_share_of_slots_to_new_articles(index, make_
         assert all(sum(h.id == "fresh-1" for h in hits) <= 1 and len(hits) == 5 for hits in lists)
         again = [served.recommend(list(reads), k=5, now=now) for reads in readers]
         assert [[h.id for h in x] for x in again] == [[h.id for h in x] for x in lists]  # same request, same list
+        served.flush()
+        rows = {r.list_id: r for r in open_event_store(index).served_lists(now - 60, now + 60)}
+        assert sum(rows[hits[0].list_id].explored == 5 for hits in lists) == len(tried)  # the log knows the slot
+        report = online_report(open_event_store(index), now - 60, now + 60, ("box",))
+        assert report.rows[0].explored_lists == 2 * len(tried)  # asked twice
+        store.prune_served(now + 3600, 10**9)  # the next share starts from an empty log

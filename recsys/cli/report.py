@@ -60,7 +60,8 @@ def print_report(report: OnlineReport) -> None:
     window += time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(report.until))
     typer.echo(f"Served lists and their clicks, {window}\n")
     rows = [*report.rows, *([report.totals] if report.totals else [])]
-    columns = [*report.by, "lists", "clicked_lists", "clicks", "ctr", "95% interval", "articles", "median age"]
+    figures = ["lists", "clicked_lists", "clicks", "ctr", "95% interval", "articles", "median age", "explored"]
+    columns = [*report.by, *figures]
     table = []
     for row in rows:
         line = {g: getattr(row, g) or "(all)" for g in report.by}
@@ -72,12 +73,14 @@ def print_report(report: OnlineReport) -> None:
             **{"95% interval": f"{row.ctr_low:.4f} .. {row.ctr_high:.4f}"},
             articles=row.articles_shown,
             **{"median age": "-" if row.median_age_hours is None else f"{row.median_age_hours:.1f} h"},
+            explored=f"{row.explored_clicks}/{row.explored_lists}" if row.explored_lists else "-",
         )
         table.append(line)
     typer.echo(text_table(table, columns) if table else "  (no lists)")
     unattributed = report.unattributed_clicks
     typer.echo(f"\nunattributed clicks (naming no recorded list, or an article not in it): {unattributed:,}")
-    typer.echo("ctr: share of lists with at least one click; clicks: every (list, article) clicked, once")
+    typer.echo("ctr: share of lists with at least one click; clicks: every (list, article) clicked, once;")
+    typer.echo("explored: clicks / lists on the slot given to a new article ([explore])")
     for note in report.notes:
         typer.echo(f"note: {note}")
 

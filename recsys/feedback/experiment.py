@@ -20,13 +20,18 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from recsys.archive.layout import load_trained
 from recsys.config import ConfigError, Settings
 from recsys.feedback.report import credited_clicks
+from recsys.learning.clock import RankingClock
+from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
 from recsys.lists import ListContext, RankingList, RecommendationList, RelatedList
 from recsys.signals.activity import PopularityTracker
+from recsys.signals.coreads import CoReadTable
 from recsys.signals.store.base import EventStore
 from recsys.types import Hit
 
@@ -39,6 +44,7 @@ class Variant:
     name: str
     share: float
     settings: Settings
+    ranker: Path | None = None  # a ranker.json of its own (else the index's)
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,20 @@ class Experiment:
         for name, spec in config.variants.items():
             if not isinstance(spec, dict):
                 raise ConfigError(f"[experiment.variants.{name}] must be a table with share (and overrides)")
-            unknown = set(spec) - {"share", "overrides"}
+            unknown = set(spec) - {"share", "overrides", "ranker"}
             if unknown:
                 raise ConfigError(f"[experiment.variants.{name}]: unknown key(s) {', '.join(sorted(unknown))}")
             share = spec.get("share", 1)
             if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < math.inf:
                 raise ConfigError(f"[experiment.variants.{name}] share = {share!r}: a positive number")
-            variants.append(Variant(str(name), float(share), with_overrides(settings, name, spec.get("overrides", {}))))
+            ranker = spec.get("ranker")
+            if ranker is not None and (not isinstance(ranker, str) or not Path(ranker).is_file()):
+                raise ConfigError(
+                    f"[experiment.variants.{name}] ranker = {ranker!r}: the path of a ranker.json written by "
+                    "`recsys train` (copy one from an index, or from its models/ folder)"
+                )
+            overridden = with_overrides(settings, name, spec.get("overrides", {}))
+            variants.append(Variant(str(name), float(share), overridden, Path(ranker) if ranker else None))
         if len(variants) < 2:
             raise ConfigError("[experiment] needs two variants, e.g. [experiment.variants.control] share = 50")
         if config.mode == "interleave" and len(variants) != 2:
@@ -228,18 +241,41 @@ def experiment_report(
     return out
 
 
+class VariantModels(StoredModels):
+    """The index's trained files, except the ranker: a variant's own ranker.json (reloaded when replaced)."""
+
+    def __init__(self, base: StoredModels, ranker_file: Path) -> None:
+        super().__init__(ranker_file.parent, base.refresh)
+        self.base = base
+        self.name = ranker_file.name
+
+    def ranker(self) -> LearnedRanker | None:
+        return self._get(self.name, lambda root: load_trained(root, self.name, LearnedRanker.from_json))
+
+    def coreads(self) -> CoReadTable | None:
+        return self.base.coreads()
+
+    def clock(self) -> RankingClock | None:
+        return self.base.clock()
+
+
 @dataclass(frozen=True)
 class Boxes:
-    """The three list pipelines of one variant (its settings in their ``ListContext``)."""
+    """The three list pipelines of one variant (its settings and models in their ``ListContext``)."""
 
     related: RelatedList
     ranking: RankingList
     recommendation: RecommendationList
+    models: StoredModels
 
     @classmethod
     def build(cls, context: ListContext) -> Boxes:
         ranking = RankingList(context)
-        return cls(RelatedList(context), ranking, RecommendationList(context, ranking))
+        return cls(RelatedList(context), ranking, RecommendationList(context, ranking), context.models)
+
+    def model_id(self) -> str:
+        ranker = self.models.ranker()
+        return "" if ranker is None else ranker.model_id
 
 
 class Arms:
@@ -250,7 +286,10 @@ class Arms:
         self.default = Boxes.build(ListContext(settings, activity, models))
         self.experiment = Experiment.from_settings(settings)
         variants = self.experiment.variants if self.experiment is not None else ()
-        self.by_variant = {v.name: Boxes.build(ListContext(v.settings, activity, models)) for v in variants}
+        self.by_variant = {}
+        for v in variants:
+            own = VariantModels(models, v.ranker) if v.ranker else models
+            self.by_variant[v.name] = Boxes.build(ListContext(v.settings, activity, own))
 
     def for_reader(self, reader: str) -> list[tuple[str, Boxes]]:
         """(variant name, boxes) to serve ``reader`` with: one pair, or two to interleave; the name is "" outside
@@ -266,6 +305,10 @@ class Arms:
         variant = experiment.assign(reader)
         name = first if variant is None else variant.name
         return [(name, self.by_variant[name])]
+
+    def boxes(self, variant: str) -> Boxes:
+        """A variant's boxes ("" or an unknown name: the configured ones)."""
+        return self.by_variant.get(variant, self.default)
 
     @staticmethod
     def merge(results: Sequence[tuple[str, list[Hit]]], k: int, seed: str) -> tuple[list[Hit], str, str]:

@@ -54,6 +54,8 @@ class OnlineRow:
     articles_shown: int  # distinct articles in the group's lists
     median_age_hours: float | None  # of what was shown, at the time it was shown (dated articles only)
     mean_click_position: float | None
+    explored_lists: int = 0  # lists with a slot given to a new article ([explore])
+    explored_clicks: int = 0  # clicks on those slots
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,4 +161,6 @@ def _row(
         articles_shown=len({a for s in members for a in s.ids}),
         median_age_hours=ages[len(ages) // 2] if ages else None,
         mean_click_position=sum(positions) / len(positions) if positions else None,
+        explored_lists=sum(1 for s in members if s.explored),
+        explored_clicks=sum(1 for s in members if s.explored and s.explored in credited.get(s.list_id, {}).values()),
     )

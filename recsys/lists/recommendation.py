@@ -272,11 +272,9 @@ class RecommendationList:
             if explored and pos == int(picked[-1]):
                 reason = newness_reason(int(view.rows["published"][row]), now_s)  # a new article, being tried
             similarity = content[pos, 0]
-            hits.append(
-                to_hit(
-                    articles[row], float(scores[pos]), reason, float(similarity) if np.isfinite(similarity) else None
-                )
-            )
+            tried = {"explore": True} if explored and pos == int(picked[-1]) else None  # the served log counts it
+            shown_similarity = float(similarity) if np.isfinite(similarity) else None
+            hits.append(to_hit(articles[row], float(scores[pos]), reason, shown_similarity, tried))
         return hits
 
 

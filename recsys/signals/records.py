@@ -115,6 +115,7 @@ class ServedList:
     variant: str = ""
     model: str = ""
     teams: str = ""  # interleaved lists: per position, the variant that placed it ("a" or "b")
+    explored: int = 0  # the position given to exploration ([explore]), 0: none
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS served_lists (
     variant TEXT NOT NULL DEFAULT '',
     model TEXT NOT NULL DEFAULT '',
     ids TEXT NOT NULL,
-    teams TEXT NOT NULL DEFAULT ''
+    teams TEXT NOT NULL DEFAULT '',
+    explored {integer} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS served_lists_ts ON served_lists (ts);
 CREATE TABLE IF NOT EXISTS attributions (
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS attributions (
 CREATE INDEX IF NOT EXISTS attributions_list ON attributions (list_id);
 CREATE INDEX IF NOT EXISTS attributions_ts ON attributions (ts);
 """
-SERVED_COLUMNS = "list_id, ts, box, reader, article_id, variant, model, ids, teams"
+SERVED_COLUMNS = "list_id, ts, box, reader, article_id, variant, model, ids, teams, explored"
 
 
 def reader_sql(table: str = "") -> str:
@@ -62,10 +63,21 @@ class ServedTables:
             return 0
         insert = self._insert_ignore(  # type: ignore[attr-defined]
             f"served_lists ({SERVED_COLUMNS})",
-            f"VALUES ({self._marks(9)})",  # type: ignore[attr-defined]
+            f"VALUES ({self._marks(10)})",  # type: ignore[attr-defined]
         )
         rows = [
-            (s.list_id, s.ts, s.box, s.reader, s.article_id, s.variant, s.model, json.dumps(list(s.ids)), s.teams)
+            (
+                s.list_id,
+                s.ts,
+                s.box,
+                s.reader,
+                s.article_id,
+                s.variant,
+                s.model,
+                json.dumps(list(s.ids)),
+                s.teams,
+                s.explored,
+            )
             for s in lists
         ]
 
@@ -84,12 +96,14 @@ class ServedTables:
             (since, until),
         )
         out = []
-        for list_id, ts, box, reader, article_id, variant, model, ids, teams in rows:
+        for list_id, ts, box, reader, article_id, variant, model, ids, teams, explored in rows:
             try:
                 order = tuple(str(a) for a in json.loads(ids))
             except (TypeError, ValueError):
                 order = ()  # a damaged row still counts as a list served, with nothing to attribute
-            out.append(ServedList(list_id, float(ts), box, order, reader, article_id, variant, model, teams))
+            out.append(
+                ServedList(list_id, float(ts), box, order, reader, article_id, variant, model, teams, int(explored))
+            )
         return out
 
     def attributed_clicks(self, since: float, until: float) -> list[AttributedClick]:
