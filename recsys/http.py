@@ -19,7 +19,6 @@ import hmac
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -37,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
 from recsys.embedder import Embedder
 from recsys.feedback.report import GROUPINGS, online_report
+from recsys.guards import BodyLimit, RateLimiter, too_many
 from recsys.monitoring import Monitor, route_of
 from recsys.service import Recommender
 from recsys.signals.store.base import EventsUnavailable
@@ -108,86 +108,6 @@ def _printable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(_printable(k)): _printable(v) for k, v in list(value.items())[:20]}
     return _printable(str(value))
-
-
-class BodyLimit:
-    """ASGI middleware: refuses a request body over ``limit`` bytes with 413, by its Content-Length or,
-    for a chunked body, as soon as the bytes received pass the limit (nothing larger is ever buffered)."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        too_big = JSONResponse({"detail": f"request body over {self.limit:,} bytes"}, status_code=413)
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await too_big(scope, receive, send)
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await too_big(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class RateLimiter:
-    """Token buckets per client: ``burst`` events at once, refilled at ``per_minute``. Bounded memory:
-    the least recently seen clients are forgotten past ``max_clients`` (a forgotten client starts full)."""
-
-    def __init__(self, per_minute: float, burst: int, max_clients: int = 100_000) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, client: str, amount: int, now: float | None = None) -> float:
-        """Take ``amount`` tokens; returns 0 when allowed, else the seconds to wait before retrying."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, then = self._buckets.pop(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - then) * self.rate)
-            wait = 0.0
-            if amount > tokens:
-                wait = (amount - tokens) / self.rate if self.rate > 0 else float("inf")
-            else:
-                tokens -= amount
-            self._buckets[client] = (tokens, now)
-            while len(self._buckets) > self.max_clients:
-                self._buckets.popitem(last=False)
-        return wait
-
-
-def _too_many(wait: float, what: str) -> JSONResponse:
-    """429 with the seconds to wait, in the body and in Retry-After."""
-    retry = max(1, int(wait + 0.999)) if wait != float("inf") else 3600
-    return JSONResponse({"detail": f"{what}; retry in {retry} s"}, 429, headers={"Retry-After": str(retry)})
 
 
 def client_source(request: Request) -> str:
@@ -330,8 +250,14 @@ def create_app(
         data["reaction_names"] = list(settings.popularity.reaction_weights)
         return data
 
+    def reader_of(request: Request, user_id: str | None) -> str:
+        """Who a list is for: the reader id given, else an untrusted client's pseudonym (a site's back end with
+        the write key and no id asks outside any experiment)."""
+        return user_id or ("" if _has_key(request, http) else client_source(request))
+
     @app.get("/related/{article_id:path}", response_model=list[Hit])
     def related(
+        request: Request,
         article_id: str,
         k: K = None,
         category: IdList = None,
@@ -353,12 +279,13 @@ def create_app(
                 published_before=until,
                 exclude=_ids(exclude),
                 max_age_days=max_age_days,
-                reader=user_id,
+                reader=reader_of(request, user_id),
             )
         )
 
     @app.get("/ranking", response_model=list[Hit])
     def ranking(
+        request: Request,
         k: K = None,
         category: IdList = None,
         window_hours: Annotated[float | None, Query(gt=0, le=24 * 365, allow_inf_nan=False)] = None,
@@ -367,7 +294,11 @@ def create_app(
     ) -> list[dict[str, Any]]:
         """Popular now, from views, clicks and reactions (``user_id``: who it is for, their experiment variant)."""
         found = rec.ranking(
-            k, category=_ids(category) or None, window_hours=window_hours, exclude=_ids(exclude), reader=user_id
+            k,
+            category=_ids(category) or None,
+            window_hours=window_hours,
+            exclude=_ids(exclude),
+            reader=reader_of(request, user_id),
         )
         return _hits(found)
 
@@ -416,7 +347,7 @@ def create_app(
                 raise HTTPException(429, f"at most {int(limiter.burst)} events per request from this client")
             wait = limiter.take(client_source(request), len(batch.events))
             if wait > 0:
-                return _too_many(wait, "too many events from this client")
+                return too_many(wait, "too many events from this client")
         for number, event in enumerate(batch.events):
             if event.count > http.max_event_count:
                 raise HTTPException(422, f"bad event: event {number}: count must be at most {http.max_event_count}")
@@ -452,9 +383,9 @@ def create_app(
         if not _has_key(request, http):
             wait = drafts.take(client_source(request), 1)
             if wait > 0:
-                return _too_many(wait, "too many drafts from this client")
+                return too_many(wait, "too many drafts from this client")
         if not draft_slots.acquire(timeout=0.5):
-            return _too_many(1.0, "the model is busy with other drafts")
+            return too_many(1.0, "the model is busy with other drafts")
         try:
             return _hits(rec.related_to_text(draft.title, draft.body, draft.k))
         finally:

@@ -26,7 +26,8 @@ LAYERS = {
     "recsys.service": 6,
     "recsys": 6,  # the package face re-exports the service
     "recsys.http": 7,
-    "recsys.monitoring": 7,  # /metrics for the HTTP service
+    "recsys.monitoring": 7,
+    "recsys.guards": 7,  # request-level guards of the HTTP service  # /metrics for the HTTP service
     "recsys.server": 7,
     "recsys.cli": 7,
     "recsys.evaluation": 7,

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from recsys.archive.indexer import Indexer
 from recsys.cli import app
 from recsys.config import Settings
-from recsys.http import BodyLimit, RateLimiter, create_app
+from recsys.guards import BodyLimit, RateLimiter
+from recsys.http import create_app
 from recsys.ingest.articles import read_articles
 from recsys.ingest.events import read_events, read_impressions
 from recsys.ingest.text import format_timestamp, parse_timestamp
