@@ -234,7 +234,7 @@ class ExploreConfig:
     its click-through (Beta(1 + clicks, 1 + impressions - clicks)). The expected share of slots is ``share``;
     0 turns it off. Its reason says "new"."""
 
-    share: float = 0.02
+    share: float = 0.01
     max_impressions: int = 200
     max_age_hours: float = 12.0
 

@@ -90,6 +90,16 @@ class Recommender:
         """The current version, switching to a newly published one if the pointer moved."""
         return self._versions.current
 
+    def warm(self) -> Recommender:
+        """Fold the stored events and load the trained files now, not on the first request (a serving process
+        calls this at start-up; a long-lived one may then ``gc.freeze()``, as ``recsys serve`` does)."""
+        try:
+            self._activity.current_state(force=True)
+        except EventsUnavailable as exc:
+            logger.warning("events not folded at start-up: %s", exc)
+        self._models.ranker(), self._models.coreads(), self._models.clock()
+        return self
+
     @property
     def events_store(self) -> EventStore:
         """The events store (events, histories and the served-list log)."""
