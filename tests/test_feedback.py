@@ -286,7 +286,7 @@ def test_replaced_models_are_kept_and_one_command_rolls_back(make_indexer, tmp_p
 
     from recsys.learning.ranker import RANKER_FILE, LearnedRanker
     from tests.test_learning import articles as topic_articles
-    from tests.test_learning import synthetic_log
+    from tests.test_learning import behaviors_file, synthetic_log
 
     make_indexer().add_articles(topic_articles())
     index = tmp_path / "index"
@@ -294,17 +294,7 @@ def test_replaced_models_are_kept_and_one_command_rolls_back(make_indexer, tmp_p
     env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
     ids = []
     for seed in (0, 1):
-        log = synthetic_log(1500, seed=seed)
-        path = tmp_path / f"b{seed}.tsv"
-        stamp = lambda ts: time.strftime("%m/%d/%Y %I:%M:%S %p", time.gmtime(ts))  # noqa: E731
-        path.write_text(
-            "".join(
-                f"{i.impression_id}\tu{i.user_id}\t{stamp(i.ts)}\t{' '.join(i.history)}\t"
-                + " ".join(f"{c}-{int(k)}" for c, k in zip(i.candidates, i.clicked, strict=True))
-                + "\n"
-                for i in log
-            )
-        )
+        path = behaviors_file(synthetic_log(1500, seed=seed), tmp_path / f"b{seed}.tsv")
         args = [
             "train",
             "--index",

@@ -138,9 +138,8 @@ def test_too_few_impressions_keep_the_hand_set_blend(index):
     assert hits and all(h.reason.startswith("because you read") for h in hits)
 
 
-def test_train_from_ingested_events_then_serve_learned_lists(index, tmp_path):
-    log = synthetic_log(1500)
-    path = tmp_path / "behaviors.tsv"
+def behaviors_file(log: list[Impression], path) -> object:
+    """The impressions as a MIND behaviors.tsv (times in its format)."""
     stamp = lambda ts: time.strftime("%m/%d/%Y %I:%M:%S %p", time.gmtime(ts))  # noqa: E731
     path.write_text(
         "".join(
@@ -150,6 +149,12 @@ def test_train_from_ingested_events_then_serve_learned_lists(index, tmp_path):
             for i in log
         )
     )
+    return path
+
+
+def test_train_from_ingested_events_then_serve_learned_lists(index, tmp_path):
+    log = synthetic_log(1500)
+    path = behaviors_file(log, tmp_path / "behaviors.tsv")
     open_event_store(index).ingest([path])
     env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
     result = CliRunner().invoke(

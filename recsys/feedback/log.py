@@ -107,7 +107,7 @@ class ServedLog:
         list_id = new_list_id()
         if hits:
             ids = tuple(h.id for h in hits)
-            explored = next((i for i, h in enumerate(hits, start=1) if h.metadata.get("explore") is True), 0)
+            explored = next((i for i, h in enumerate(hits, start=1) if h.metadata.get("recsys_explore") is True), 0)
             served = ServedList(list_id, ts, box, ids, reader, article_id, variant, model, teams, explored)
             if self.record(served):
                 with self._lock:

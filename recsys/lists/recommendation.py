@@ -272,7 +272,8 @@ class RecommendationList:
             if explored and pos == int(picked[-1]):
                 reason = newness_reason(int(view.rows["published"][row]), now_s)  # a new article, being tried
             similarity = content[pos, 0]
-            tried = {"explore": True} if explored and pos == int(picked[-1]) else None  # the served log counts it
+            # the explored slot is marked for the served log (a key no input field is named)
+            tried = {"recsys_explore": True} if explored and pos == int(picked[-1]) else None
             shown_similarity = float(similarity) if np.isfinite(similarity) else None
             hits.append(to_hit(articles[row], float(scores[pos]), reason, shown_similarity, tried))
         return hits
