@@ -357,3 +357,29 @@ def test_kill_9_of_serve_loses_at_most_the_lists_waiting_for_their_batch(index, 
     stored = {s.list_id for s in open_event_store(index).served_lists(NOW - 3600, time.time() + 60)}
     assert set(early) <= stored  # everything older than a batch survived the kill
     assert stored <= set(early) | set(late)  # and nothing half-written or invented
+
+
+def test_train_every_hours_retrains_until_stopped(make_indexer, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import recsys.cli.train as train_cli
+    from recsys.learning.ranker import RANKER_FILE
+    from tests.test_learning import articles as topic_articles
+    from tests.test_learning import behaviors_file, synthetic_log
+
+    make_indexer().add_articles(topic_articles())
+    index = tmp_path / "index"
+    open_event_store(index).ingest([behaviors_file(synthetic_log(1500), tmp_path / "b.tsv")])
+    naps = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        if len(naps) == 2:
+            raise KeyboardInterrupt  # the operator stops it after the second run
+
+    monkeypatch.setattr(train_cli.time, "sleep", nap)
+    monkeypatch.chdir(tmp_path)  # the run folders land here
+    env = {"RECSYS_EMBEDDER__MODEL": "keyword-test"}
+    out = CliRunner().invoke(app, ["train", "--index", str(index), "--test-days", "1", "--every", "0.5"], env=env)
+    assert naps == [1800.0, 1800.0] and out.exit_code == 130  # stopped by the interrupt, after two runs
+    assert (index / RANKER_FILE).is_file() and out.output.count("next training in 0.5 h") == 2

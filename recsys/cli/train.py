@@ -61,10 +61,17 @@ def train_command(
     --behaviors, the events and served lists in the index); store both in the index (ranker.json, clock.json,
     coreads.json). A new model replaces the serving one only if it does at least as well on the latest
     held-back days; replaced ones are kept (`recsys model list`, `recsys model rollback`)."""
-    while True:
-        _train_once(ctx, index, events, behaviors, test_days, out if every is None else None, as_json)
-        if every is None:
-            return
+    if every is None:
+        _train_once(ctx, index, events, behaviors, test_days, out, as_json)
+        return
+    while True:  # on a schedule a run with bad rows (exit 3) or an error says so and the next run comes anyway
+        try:
+            _train_once(ctx, index, events, behaviors, test_days, None, as_json)
+        except typer.Exit as exc:
+            if exc.exit_code != EXIT_SKIPPED:
+                raise
+        except RecsysError as exc:
+            typer.echo(f"error: {exc}", err=True)
         typer.echo(f"next training in {every:g} h", err=True)
         time.sleep(every * 3600.0)
 
