@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from recsys.archive.layout import IndexLayout
 from recsys.ingest.text import parse_timestamp
 from recsys.learning.ranker import RANKER_FILE
 from recsys.service import Recommender
@@ -66,7 +65,7 @@ class _ServiceFigures(Collector):
             yield GaugeMetricFamily("recsys_index_age_seconds", "Seconds since the served version was published", age)
         except (KeyError, ValueError):
             pass
-        ranker = IndexLayout(self.rec.layout.root).root / RANKER_FILE
+        ranker = self.rec.layout.root / RANKER_FILE
         if ranker.is_file() and self.rec.learned_ranker() is not None:
             yield GaugeMetricFamily(
                 "recsys_model_age_seconds",

@@ -25,7 +25,7 @@ from typing import Any
 
 from recsys.archive.layout import load_trained
 from recsys.config import ConfigError, Settings
-from recsys.feedback.report import credited_clicks
+from recsys.feedback.report import served_and_credited
 from recsys.learning.clock import RankingClock
 from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
@@ -202,8 +202,8 @@ def experiment_report(
 ) -> dict[str, Any]:
     """Per-variant figures, the winner (None until p < 0.05), the p-value and how many more lists a decision
     would need, from the served-list log (one box's lists, or all)."""
-    lists = [s for s in store.served_lists(since, until) if s.variant and (box is None or s.box == box)]
-    credited, _ = credited_clicks(lists, store.attributed_clicks(since, until + 86_400.0))
+    served, credited, _ = served_and_credited(store, since, until)
+    lists = [s for s in served if s.variant and (box is None or s.box == box)]
     names = [v.name for v in experiment.variants]
     out: dict[str, Any] = {"experiment": experiment.name, "mode": experiment.mode, "box": box, "variants": []}
     if experiment.mode == "ab":

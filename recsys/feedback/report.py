@@ -23,6 +23,7 @@ from recsys.signals.records import AttributedClick, ServedList
 from recsys.signals.store.base import EventStore
 
 GROUPINGS = ("box", "variant", "day", "hour")
+CLICK_GRACE = 86_400.0  # a click up to a day after a report's window still answers a list served inside it
 Z95 = 1.959964
 
 
@@ -100,6 +101,18 @@ def credited_clicks(
     return credited, unattributed
 
 
+def served_and_credited(
+    store: EventStore, since: float, until: float
+) -> tuple[list[ServedList], dict[str, dict[str, int]], int]:
+    """The lists served in [since, until], the clicks credited to them (``credited_clicks``) and how many clicks
+    were unattributed. A click may come a while after its list: up to ``CLICK_GRACE`` after the window it still
+    answers a list inside it."""
+    lists = store.served_lists(since, until)
+    clicks = store.attributed_clicks(since, min(until + CLICK_GRACE, 1e18))
+    credited, unattributed = credited_clicks(lists, clicks)
+    return lists, credited, unattributed
+
+
 def online_report(
     store: EventStore,
     since: float | None = None,
@@ -114,10 +127,7 @@ def online_report(
     unknown = [g for g in by if g not in GROUPINGS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {', '.join(GROUPINGS)}")
-    lists = store.served_lists(since, until)
-    # a click may come a while after its list: clicks up to a day after the window still count for its lists
-    clicks = store.attributed_clicks(since, until + 86_400.0)
-    credited, unattributed = credited_clicks(lists, clicks)
+    lists, credited, unattributed = served_and_credited(store, since, until)
     dates = published(sorted({a for s in lists for a in s.ids})) if published is not None and lists else {}
     groups: dict[tuple[str, str, str, str], list[ServedList]] = defaultdict(list)
     for served in lists:

@@ -12,11 +12,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from recsys.feedback.report import credited_clicks
+from recsys.feedback.report import served_and_credited
 from recsys.signals.records import Impression
 from recsys.signals.store.base import EventStore
-
-CLICK_GRACE = 86_400.0  # a click up to a day after the window still answers a list served inside it
 
 
 @dataclass(frozen=True)
@@ -31,10 +29,9 @@ def served_impressions(
     store: EventStore, since: float = -1e18, until: float = 1e18, history_limit: int = 50
 ) -> ServedExamples:
     """The recorded lists served in [since, until] as impressions, oldest first."""
-    lists = store.served_lists(since, until)
+    lists, credited, unattributed = served_and_credited(store, since, until)
     if not lists:
         return ServedExamples([], 0, 0, 0)
-    credited, unattributed = credited_clicks(lists, store.attributed_clicks(since, min(until + CLICK_GRACE, 1e18)))
     reads = store.reads_by_reader()
     out = []
     for served in lists:

@@ -29,6 +29,7 @@ from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.ranker import LearnedRanker
 from recsys.signals.coreads import CoReadTable
 from recsys.signals.logstate import LogState
+from recsys.signals.popularity import CHANNELS
 from recsys.types import Filters
 
 # How many candidates each source brings; about 150 in all, which the model scores in about a millisecond.
@@ -39,6 +40,7 @@ NEWEST_CANDIDATES = 20
 COREAD_READS = 10
 COREAD_CANDIDATES = 40
 _CONTENT, _COREAD = FEATURES.index("content_max"), FEATURES.index("coread")
+_IMPRESSIONS, _CLICKS = CHANNELS.index("impressions"), CHANNELS.index("clicks")
 # The live catalogue a learned Recommendation's content search looks in (``LiveCatalogue``).
 LIVE_DAYS = 7.0  # articles the logs mentioned or readers engaged with in the last week...
 LIVE_PUBLISHED_DAYS = 2.0  # ... and articles published in the last two days, seen or not
@@ -270,12 +272,9 @@ def explore_slot(
     if config.share <= 0 or k <= 0 or rng.random() >= min(1.0, config.share * k):
         return picked, False
     chosen = set(picked.tolist())
-    ever = state.ever
-    rows = np.fromiter((ever.index.get(a, -1) for a in ids), dtype=np.int64, count=len(ids))
-    sums = np.zeros((len(ids), 4))
-    if (rows >= 0).any():
-        sums[rows >= 0] = ever.decayed(at, rows[rows >= 0])
-    impressions, clicks = sums[:, 2], np.minimum(sums[:, 3], sums[:, 2])
+    sums = state.ever.sums_of(ids, at)
+    impressions = sums[:, _IMPRESSIONS]
+    clicks = np.minimum(sums[:, _CLICKS], impressions)
     young = np.isfinite(first_seen) & (at - first_seen <= config.max_age_hours * 3600.0)
     new = [i for i in np.flatnonzero(young & (impressions < config.max_impressions)).tolist() if i not in chosen]
     if not new:

@@ -144,11 +144,7 @@ class RecommendationList:
     @staticmethod
     def _recent_reads(state: LogState, ids: list[str], now_s: float) -> dict[str, float]:
         """Decayed clicks + reads of each id now (a day's half-life): the figure a "popular now" reason shows."""
-        popularity = state.day
-        rows = np.fromiter((popularity.index.get(a, -1) for a in ids), dtype=np.int64, count=len(ids))
-        sums = np.zeros((len(ids), len(CHANNELS)))
-        if (rows >= 0).any():
-            sums[rows >= 0] = popularity.decayed(now_s, rows[rows >= 0])
+        sums = state.day.sums_of(ids, now_s)
         return {a: float(sums[i, _CLICKS] + sums[i, _READS]) for i, a in enumerate(ids)}
 
     @staticmethod
