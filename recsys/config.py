@@ -109,6 +109,18 @@ class RelatedConfig:
     # follow-up (earlier coverage) in the hit's reason; below that it is "same topic".
     followup_days: float = 30.0
     story_similarity: float = 0.55
+    # page() shows no Related article less similar than this cosine (the box stays short, its slots go to
+    # Recommendation): "auto" is the floor `recsys index build` / `optimize` calibrates on this archive (the
+    # cosine below which nearest pairs rarely share a section; recsys/archive/calibrate.py), "off" none, or a number.
+    # related() applies it only when asked (`floor=`), so its lists stay as they are.
+    floor: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.floor not in ("auto", "off"):
+            try:
+                float(self.floor)
+            except ValueError:
+                raise ConfigError(f'[related] floor = {self.floor!r}: use "auto", "off" or a cosine') from None
 
 
 def _default_reactions() -> dict[str, float]:
@@ -206,6 +218,13 @@ class HttpConfig:
     drafts_per_minute: float = 30.0
     drafts_burst: int = 10
     draft_concurrency: int = 2
+    # Origins whose page JavaScript may call the service from another domain (CORS), comma-separated, e.g.
+    # "https://www.example.com, https://m.example.com"; "*" any; empty: none (same-origin pages only).
+    cors_origins: str = ""
+    # List GETs answer `Cache-Control: max-age=cache_seconds` (private when the list is for a reader) and an ETag
+    # of the index version, the rules, the model and the cache_seconds slot of time: a CDN or browser may keep a
+    # list that long, and a revalidation in the same slot is a 304. 0: `no-store`.
+    cache_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

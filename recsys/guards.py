@@ -5,12 +5,17 @@ to wait. Connection-level guards are in recsys/server.py.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
+
+from recsys.config import HttpConfig
 
 
 class BodyLimit:
@@ -91,3 +96,57 @@ def too_many(wait: float, what: str) -> JSONResponse:
     """429 with the seconds to wait, in the body and in Retry-After."""
     retry = max(1, int(wait + 0.999)) if wait != float("inf") else 3600
     return JSONResponse({"detail": f"{what}; retry in {retry} s"}, 429, headers={"Retry-After": str(retry)})
+
+
+def printable(value: Any) -> Any:
+    """A validation detail made safe for JSON: no lone surrogates, no raw bytes, nothing huge."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= 200 else text[:200] + "..."
+    if isinstance(value, int | float | bool) or value is None:
+        return value if not isinstance(value, float) or (value == value and abs(value) != float("inf")) else str(value)
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value[:20]]
+    if isinstance(value, dict):
+        return {str(printable(k)): printable(v) for k, v in list(value.items())[:20]}
+    return printable(str(value))
+
+
+def client_source(request: Request) -> str:
+    """An untrusted client's identity in the events store: a hash of its address (no raw IPs on disk)."""
+    host = request.client.host if request.client else "unknown"
+    return "ip:" + hashlib.sha256(host.encode()).hexdigest()[:16]
+
+
+def has_key(request: Request, config: HttpConfig) -> bool:
+    if not config.write_key:
+        return False
+    given = request.headers.get("x-recsys-key", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = given or auth[7:].strip()
+    return hmac.compare_digest(given.encode(), config.write_key.encode())
+
+
+LIST_ROUTES = ("/related/", "/ranking", "/recommend", "/page/")  # the GETs that answer a list (cacheable)
+
+
+def list_etag(state: str, path: str, query: str, cache_seconds: float) -> str:
+    """A list answer's ETag: what it was served from (index version, rules, model: ``Recommender.state_tag``),
+    the URL, and the ``cache_seconds`` slot of time (popularity moves; a list is not reused past its slot).
+    Empty when caching is off."""
+    if cache_seconds <= 0:
+        return ""
+    slot = int(time.time() // cache_seconds)
+    digest = hashlib.blake2b(f"{state}|{path}|{query}|{slot}".encode("utf-8", "backslashreplace"), digest_size=12)
+    return f'"{digest.hexdigest()}"'
+
+
+def cache_headers(etag: str, cache_seconds: float, personal: bool) -> dict[str, str]:
+    """Cache-Control (and ETag) of a list answer: ``private`` when it is one reader's list."""
+    if not etag:
+        return {"Cache-Control": "no-store"}
+    scope = "private" if personal else "public"
+    return {"Cache-Control": f"{scope}, max-age={int(cache_seconds)}", "ETag": etag}

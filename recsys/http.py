@@ -15,8 +15,6 @@ called.
 from __future__ import annotations
 
 import gc
-import hashlib
-import hmac
 import logging
 import threading
 import time
@@ -29,15 +27,29 @@ from typing import Annotated, Any
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
-from recsys.config import DEFAULT_INDEX_DIR, HttpConfig, Settings, load_settings
+from recsys.config import DEFAULT_INDEX_DIR, Settings, load_settings
 from recsys.embedder import Embedder
 from recsys.feedback.report import GROUPINGS, online_report
-from recsys.guards import BodyLimit, RateLimiter, too_many
+from recsys.guards import (
+    LIST_ROUTES,
+    BodyLimit,
+    RateLimiter,
+    cache_headers,
+    client_source,
+    has_key,
+    list_etag,
+    printable,
+    too_many,
+)
+from recsys.http_rules import rules_router
 from recsys.monitoring import Monitor, route_of
 from recsys.service import Recommender
 from recsys.signals.store.base import EventsUnavailable
@@ -95,38 +107,6 @@ def _ids(value: str | None) -> list[str]:
     return found
 
 
-def _printable(value: Any) -> Any:
-    """A validation detail made safe for JSON: no lone surrogates, no raw bytes, nothing huge."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "backslashreplace")
-    if isinstance(value, str):
-        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
-        return text if len(text) <= 200 else text[:200] + "..."
-    if isinstance(value, int | float | bool) or value is None:
-        return value if not isinstance(value, float) or (value == value and abs(value) != float("inf")) else str(value)
-    if isinstance(value, list | tuple):
-        return [_printable(v) for v in value[:20]]
-    if isinstance(value, dict):
-        return {str(_printable(k)): _printable(v) for k, v in list(value.items())[:20]}
-    return _printable(str(value))
-
-
-def client_source(request: Request) -> str:
-    """An untrusted client's identity in the events store: a hash of its address (no raw IPs on disk)."""
-    host = request.client.host if request.client else "unknown"
-    return "ip:" + hashlib.sha256(host.encode()).hexdigest()[:16]
-
-
-def _has_key(request: Request, config: HttpConfig) -> bool:
-    if not config.write_key:
-        return False
-    given = request.headers.get("x-recsys-key", "")
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = given or auth[7:].strip()
-    return hmac.compare_digest(given.encode(), config.write_key.encode())
-
-
 def static_dir() -> Path:
     return Path(str(resources.files("recsys").joinpath("web")))
 
@@ -166,6 +146,8 @@ def create_app(
         summary="Related, Ranking and Recommendation lists for news sites.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from installed files (the default loads Swagger UI from a CDN: blank offline)
+        redoc_url=None,
     )
     app.state.recommender = rec
     monitor = Monitor(rec)
@@ -184,6 +166,26 @@ def create_app(
             monitor.observe(route_of(request.scope), status, time.perf_counter() - started)
 
     http = settings.http
+    origins = [o.strip() for o in http.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"], allow_headers=["Content-Type"]
+        )
+
+    @app.middleware("http")
+    async def cached(request: Request, call_next: Any) -> Any:
+        if request.method != "GET" or not request.url.path.startswith(LIST_ROUTES):
+            return await call_next(request)
+        personal = any(name in request.query_params for name in ("user_id", "history"))
+        tag = list_etag(rec.state_tag(), str(request.url.path), str(request.url.query), http.cache_seconds)
+        headers = cache_headers(tag, http.cache_seconds, personal)
+        if tag and tag in (t.strip() for t in request.headers.get("if-none-match", "").split(",")):
+            return Response(status_code=304, headers=headers)  # the list the client holds is still this one
+        response = await call_next(request)
+        if response.status_code == 200:
+            response.headers.update(headers)
+        return response
+
     limiter = RateLimiter(http.events_per_minute, max(http.events_burst, 1))
     drafts = RateLimiter(http.drafts_per_minute, max(http.drafts_burst, 1))
     draft_slots = threading.BoundedSemaphore(max(1, http.draft_concurrency))
@@ -191,7 +193,7 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         detail = [
-            {"loc": _printable(list(e.get("loc", ()))), "msg": _printable(e.get("msg", "")), "type": e.get("type")}
+            {"loc": printable(list(e.get("loc", ()))), "msg": printable(e.get("msg", "")), "type": e.get("type")}
             for e in exc.errors()[:20]
         ]
         return JSONResponse({"detail": detail}, status_code=422)
@@ -209,11 +211,26 @@ def create_app(
 
     @app.exception_handler(EventsUnavailable)
     async def events_down(_: Request, exc: EventsUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": _printable(str(exc))}, status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"detail": printable(str(exc))}, status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RecsysError)
     async def bad_request(_: Request, exc: RecsysError) -> JSONResponse:
-        return JSONResponse({"detail": _printable(str(exc))}, status_code=422)
+        return JSONResponse({"detail": printable(str(exc))}, status_code=422)
+
+    app.include_router(rules_router(rec.layout.root, lambda request: has_key(request, http), bool(http.write_key)))
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        """Swagger UI from the installed swagger-ui-bundle package (works offline)."""
+        assets = "/docs-assets"
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="recsys API",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon-32x32.png",
+        )
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -229,7 +246,7 @@ def create_app(
         problems = rec.problems()
         return {
             "status": "degraded" if problems else "ok",
-            **{key: _printable(value) for key, value in problems.items()},
+            **{key: printable(value) for key, value in problems.items()},
             "events": events,
             "index_version": rec.version,
             "articles": len(rec),
@@ -254,7 +271,7 @@ def create_app(
     def reader_of(request: Request, user_id: str | None) -> str:
         """Who a list is for: the reader id given, else an untrusted client's pseudonym (a site's back end with
         the write key and no id asks outside any experiment)."""
-        return user_id or ("" if _has_key(request, http) else client_source(request))
+        return user_id or ("" if has_key(request, http) else client_source(request))
 
     @app.get("/related/{article_id:path}", response_model=list[Hit])
     def related(
@@ -340,7 +357,7 @@ def create_app(
         With ``[http] write_key`` set, the key is required (header ``X-Recsys-Key``). Without the key, a
         client counts as one reader in Ranking whatever user ids it sends, and is rate-limited.
         """
-        trusted = _has_key(request, http)
+        trusted = has_key(request, http)
         if http.write_key and not trusted:
             return JSONResponse({"detail": "this service needs its write key in the X-Recsys-Key header"}, 401)
         if not trusted:
@@ -360,7 +377,7 @@ def create_app(
             )
         except ValueError as exc:
             monitor.count_events("invalid", len(records))
-            raise HTTPException(422, _printable(f"bad event: {exc}")) from None
+            raise HTTPException(422, printable(f"bad event: {exc}")) from None
         for outcome, n in (
             ("stored", result.accepted),
             ("duplicate", result.duplicates),
@@ -381,7 +398,7 @@ def create_app(
         """Related for an unpublished draft (loads the embedding model on first use). Without the write key a
         client may embed ``[http] drafts_burst`` drafts at once, refilled at ``drafts_per_minute``; at most
         ``draft_concurrency`` drafts are embedded at a time (429 with Retry-After beyond)."""
-        if not _has_key(request, http):
+        if not has_key(request, http):
             wait = drafts.take(client_source(request), 1)
             if wait > 0:
                 return too_many(wait, "too many drafts from this client")

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from recsys.archive.layout import IndexLayout
+from recsys.archive.layout import RULES_FILE, IndexLayout
 from recsys.archive.store import StoredArticle
 from recsys.archive.version import VersionFollower, VersionReader
 from recsys.config import DEFAULT_INDEX_DIR, EmbedderConfig, Settings, load_settings
 from recsys.embedder import Embedder, article_text, make_embedder
-from recsys.feedback.experiment import Arms, Boxes
+from recsys.feedback.experiment import Arms
 from recsys.feedback.log import ServedLog
 from recsys.ingest.events import event_from_record
 from recsys.learning.ranker import LearnedRanker
@@ -35,24 +35,24 @@ from recsys.lists.base import (
     MAX_K,
     TimeLike,
     check_k,
-    drop_repeated_stories,
+    empty_reason,
     epoch,
     iso,
     make_filters,
-    newest_hits,
     now_seconds,
 )
+from recsys.lists.editorial import NO_RULES, BoxRules, place_pins, rules_for
+from recsys.lists.page import PageSizes, above_floor, compose_page, related_floor
 from recsys.lists.ranking import ranking_reason
 from recsys.signals.activity import EventBuffer, PopularityTracker
 from recsys.signals.popularity import Popularity, PopularityScore
 from recsys.signals.records import Event
 from recsys.signals.store import open_event_store
 from recsys.signals.store.base import EventStore, EventsUnavailable
-from recsys.types import EventsAccepted, Filters, Hit, IndexStateError, Page, RecsysError, UnknownArticle
+from recsys.types import EventsAccepted, Filters, Hit, Hits, IndexStateError, Page, RecsysError, UnknownArticle
 
 __all__ = ["EventsAccepted", "Page", "Recommender", "TimeLike", "ranking_reason"]
 logger = logging.getLogger(__name__)
-PAGE_SPARE = 5  # extra articles each later box of a page asks for, to replace repeats of a story
 
 
 class Recommender:
@@ -71,6 +71,7 @@ class Recommender:
         self._arms = Arms(self.settings, self._activity, self._models)
         self._related = self._arms.default.related  # drafts (related_to_text) are not part of experiments
         self.served_log = ServedLog(self._events, self.settings.feedback)  # every list served, with its id
+        self._past: tuple[float, Arms] | None = None  # the pipelines of the last past moment asked for
 
     @classmethod
     def open(
@@ -100,6 +101,15 @@ class Recommender:
         self._models.ranker(), self._models.coreads(), self._models.clock()
         return self
 
+    def state_tag(self) -> str:
+        """What the lists are served from: index version, editorial rules and model (an HTTP ETag's base)."""
+        try:
+            rules = (self.layout.root / RULES_FILE).stat().st_mtime_ns
+        except FileNotFoundError:
+            rules = 0
+        ranker = self._models.ranker()
+        return f"{self.version}|{rules}|{'' if ranker is None else ranker.model_id}"
+
     @property
     def events_store(self) -> EventStore:
         """The events store (events, histories and the served-list log)."""
@@ -113,23 +123,8 @@ class Recommender:
         return self.view.n_live
 
     def info(self) -> dict[str, Any]:
-        view = self.view
-        folders = [view.path, *(segment.path for segment in view.segments)]
-        size = sum(p.stat().st_size for folder in folders for p in folder.rglob("*") if p.is_file())
-        return {
-            "index": str(self.layout.root),
-            "version": view.version,
-            "model": view.manifest["model"],
-            "articles": view.n_live,
-            "rows": view.manifest["counts"]["rows"],
-            "segments": len(view.segments),
-            "takedowns": view.store.takedowns(),
-            "ann": view.manifest["ann"],
-            "created_at": view.manifest["created_at"],
-            "build_seconds": view.manifest["build_seconds"],
-            "size_bytes": size,
-            "library_versions": view.manifest["library_versions"],
-        }
+        """What is being served: the version, model, counts, ANN, size on disk, library versions."""
+        return {"index": str(self.layout.root), **self.view.describe()}
 
     def problems(self) -> dict[str, Any]:
         """What this process is serving around (empty when all is well): a newer version it refused to open
@@ -171,18 +166,23 @@ class Recommender:
         max_age_days: float | None = None,
         now: TimeLike = None,
         reader: str | None = None,
+        floor: float | str | None = None,
     ) -> list[Hit]:
         """Articles about the same story or topic as an indexed one (see recsys/lists/related.py). ``reader``:
-        who it is for (their experiment variant; recorded with the list)."""
+        who it is for (their experiment variant; recorded with the list). ``floor``: leave out hits less similar
+        than this cosine ("auto": the site's calibrated floor, as ``page()`` does; the list may then be short)."""
         now_s = now_seconds(now)
         max_age = self.settings.related.max_age_days if max_age_days is None else max_age_days
         filters = make_filters(category, language, published_after, published_before, exclude, max_age, now_s)
         view, k = self.view, check_k(self.settings.related.k if k is None else k)
+        rules = rules_for(self._models, view, "related", now_s, article_id)
+        fetch = rules.fetch(k, MAX_K)
+        least = None if floor is None else related_floor(self.settings, self._models, floor)
         arms = [
-            (n, b.related.for_article(view, article_id, k, filters, now_s))
-            for n, b in self._arms.for_reader(reader or "")
+            (n, above_floor(b.related.for_article(view, article_id, fetch, filters, now_s), least))
+            for n, b in self._arms_at(now, now_s).for_reader(reader or "")
         ]
-        return self._serve("related", arms, k, now_s, reader or "", article_id)
+        return self._serve("related", arms, k, now_s, reader or "", article_id, rules, None, filters)
 
     def related_to_text(
         self,
@@ -244,10 +244,13 @@ class Recommender:
         now_s = now_seconds(now)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
         view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
+        rules = rules_for(self._models, view, "ranking", now_s)
+        fetch = rules.fetch(k, MAX_K)
         arms = [
-            (n, b.ranking.top(view, k, filters, window_hours, now_s)) for n, b in self._arms.for_reader(reader or "")
+            (n, b.ranking.top(view, fetch, filters, window_hours, now_s))
+            for n, b in self._arms_at(now, now_s).for_reader(reader or "")
         ]
-        return self._serve("ranking", arms, k, now_s, reader or "")
+        return self._serve("ranking", arms, k, now_s, reader or "", "", rules, None, filters)
 
     def recommend(
         self,
@@ -270,18 +273,55 @@ class Recommender:
         reads = self._reads(history, user_id, now_s)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
         view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
-        arms = self._arms.for_reader(user_id or "")
-        found = [(n, b.recommendation.for_reader(view, reads, k, filters, now_s)) for n, b in arms]
-        return self._serve("recommendation", found, k, now_s, user_id or "")
+        rules = rules_for(self._models, view, "recommendation", now_s)
+        arms = self._arms_at(now, now_s).for_reader(user_id or "")
+        found = [(n, b.recommendation.for_reader(view, reads, rules.fetch(k, MAX_K), filters, now_s)) for n, b in arms]
+        return self._serve("recommendation", found, k, now_s, user_id or "", "", rules, None, filters)
+
+    def _arms_at(self, now: TimeLike, now_s: float) -> Arms:
+        """The pipelines for a list at ``now_s``: the live ones, or, for a ``now`` before the newest stored event
+        (time travel: ``--now``, a replay), pipelines over what the logs said at that moment only (popularity,
+        first sightings, live co-reads, the learned features, the reasons' counts), folded once per moment."""
+        if now is None or now_s > time.time() - self.settings.popularity.refresh_seconds:
+            return self._arms
+        try:
+            newest = self._events.last_event_time() if self._events.exists() else None
+        except EventsUnavailable:
+            return self._arms
+        if newest is None or now_s >= newest:
+            return self._arms
+        found = self._past
+        if found is None or found[0] != now_s:
+            tracker = PopularityTracker(self._events, self.settings.popularity, as_of=now_s)
+            found = self._past = (now_s, Arms(self.settings, tracker, self._models))
+        return found[1]
 
     def _serve(
-        self, box: str, arms: list[tuple[str, list[Hit]]], k: int, now_s: float, reader: str, article_id: str = ""
+        self,
+        box: str,
+        arms: list[tuple[str, list[Hit]]],
+        k: int,
+        now_s: float,
+        reader: str,
+        article_id: str = "",
+        rules: BoxRules = NO_RULES,
+        taken: set[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[Hit]:
-        """One list as served: the arms' hits (interleaved when two), a list id, recorded in the served log."""
+        """One list as served: the arms' hits under the editorial rules (blocks and boosts per arm, then pins;
+        ``taken``: ids it may not show), interleaved when two arms, a list id, recorded in the served log. An empty
+        list says why (``Hits.why``, also logged as a warning: which filter emptied it)."""
         seed = f"{box}:{reader}:{article_id}:{now_s}"
+        if rules:
+            arms = [(n, rules.screen(hits, k)) for n, hits in arms]
         hits, variant, teams = self._arms.merge(arms, k, seed)
+        hits, teams = place_pins(self.view, rules, hits, k, taken if taken is not None else {article_id}, teams)
         model = "+".join(self._arms.boxes(n).model_id() for n, _ in arms) if box != "related" else ""
-        return self.served_log.serve(box, hits, now_s, reader, article_id, model, variant, teams)
+        served = Hits(self.served_log.serve(box, hits, now_s, reader, article_id, model, variant, teams))
+        if not served and k > 0 and filters is not None:
+            served.why = empty_reason(self.view, filters, now_s, box)
+            logger.warning("%s list is empty: %s", box, served.why)
+        return served
 
     def page(
         self,
@@ -309,53 +349,20 @@ class Recommender:
         k_rel = check_k(self.settings.related.k if k_related is None else k_related)
         k_rank = check_k(self.settings.recommend.k if k_ranking is None else k_ranking)
         k_rec = check_k(self.settings.recommend.k if k_recommend is None else k_recommend)
-        arms = self._arms.for_reader(user_id or "")
-        pages = [(n, self._page_with(b, view, article_id, reads, (k_rel, k_rank, k_rec), now_s)) for n, b in arms]
+        arms = self._arms_at(now, now_s).for_reader(user_id or "")
+        sizes = {"related": k_rel, "ranking": k_rank, "recommendation": k_rec}
+        rules = {box: rules_for(self._models, view, box, now_s, article_id) for box in sizes}
+        fetch = PageSizes(*(rules[box].fetch(k, MAX_K) for box, k in sizes.items()))
+        pages = [(n, compose_page(b, view, article_id, reads, fetch, now_s)) for n, b in arms]
+        k_rec += max(0, k_rel - max(len(page.related) for _, page in pages))  # slots the Related floor left
         boxes: dict[str, list[Hit]] = {}
         shown = {article_id}
         for box, k in (("related", k_rel), ("recommendation", k_rec), ("ranking", k_rank)):
             # interleaved pages merge box by box; an article one arm put in an earlier box stays out of later ones
             found = [(n, [h for h in getattr(page, box) if h.id not in shown]) for n, page in pages]
-            boxes[box] = self._serve(box, found, k, now_s, user_id or "", article_id)
+            boxes[box] = self._serve(box, found, k, now_s, user_id or "", article_id, rules[box], set(shown))
             shown.update(h.id for h in boxes[box])
         return Page(article_id, boxes["related"], boxes["ranking"], boxes["recommendation"])
-
-    def _page_with(
-        self,
-        lists: Boxes,
-        view: VersionReader,
-        article_id: str,
-        reads: list[str],
-        sizes: tuple[int, int, int],
-        now_s: float,
-    ) -> Page:
-        """One arm's page (see ``page``), not yet served."""
-        k_related, k_rank, k_rec = sizes
-        threshold = self.settings.related.duplicate_similarity
-        recent = make_filters(max_age_days=self.settings.related.max_age_days, now_s=now_s)
-        related = lists.related.for_article(view, article_id, k_related, recent, now_s)
-        shown = [article_id, *(h.id for h in related)]
-        spare = PAGE_SPARE  # each later box asks for a few more, to drop what repeats a story already shown
-        if not view.store.rows_of(reads) and lists.models.ranker() is None:
-            # A first visit without a trained ranker: Ranking keeps the popular articles, and Recommendation
-            # shows what is new rather than repeating Ranking's fallback (with a ranker, the article being
-            # read is context enough: its co-reads, what is hot around it).
-            ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
-            ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
-            shown += [h.id for h in ranked]
-            banned = set(view.store.rows_of(shown).values())
-            newest = newest_hits(view, min(k_rec + spare, MAX_K), Filters(), banned, now_s) if k_rec else []
-            recommended = drop_repeated_stories(view, newest, shown, threshold, k_rec)
-            return Page(article_id, related, ranked, recommended)
-        unshown = Filters(exclude_ids=tuple(shown))
-        # The article being read is the reader's newest read: its co-reads and its subject are context.
-        reads = [article_id, *(r for r in reads if r != article_id)]
-        found = lists.recommendation.for_reader(view, reads, min(k_rec + spare, MAX_K), unshown, now_s)
-        recommended = drop_repeated_stories(view, found, shown, threshold, k_rec)
-        shown += [h.id for h in recommended]
-        ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
-        ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
-        return Page(article_id, related, ranked, recommended)
 
     def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:
         """Read article ids, newest first, from an explicit history (oldest first) and/or a user's events."""

@@ -92,6 +92,13 @@ class Hit:
         return asdict(self)
 
 
+class Hits(list):
+    """A served list: a plain ``list[Hit]``, and ``why`` says what emptied it when it is empty (e.g. "max_age_days
+    = 90 leaves 0 of 120 articles: the newest was published 2023-05-24; 40 are undated")."""
+
+    why: str = ""
+
+
 @dataclass(frozen=True)
 class Filters:
     """Restrictions on which articles may appear in a list (every list takes the same ones)."""

@@ -26,6 +26,7 @@ LAYERS = {
     "recsys.service": 6,
     "recsys": 6,  # the package face re-exports the service
     "recsys.http": 7,
+    "recsys.http_rules": 7,  # /rules
     "recsys.monitoring": 7,
     "recsys.guards": 7,  # request-level guards of the HTTP service  # /metrics for the HTTP service
     "recsys.server": 7,

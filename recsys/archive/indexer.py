@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.archive import lexical
+from recsys.archive.calibrate import Calibration, calibrate_version, store_calibration
 from recsys.archive.embed import ProgressStart, embed_plan
 from recsys.archive.layout import FORMAT_VERSION, MANIFEST, IndexLayout, crash_point
 from recsys.archive.merge import MergePolicy, merge_parts, optimize_parts
@@ -145,6 +146,21 @@ class Indexer:
         report.problems = result.problems
         return report
 
+    def _calibrate(self, version: Path, rewrite: bool) -> float | None:
+        """Measure the site's similarity floor on a rebuilt or optimized version (or the first time there is
+        none); an add keeps the last one (sections and the model's scale change slowly)."""
+        known = Calibration.load(self.layout.root) if not rewrite else None
+        if known is not None:
+            return None
+        reader = VersionReader(version)
+        try:
+            found = calibrate_version(reader)
+        finally:
+            reader.close()
+        if found is not None:
+            store_calibration(self.layout.root, found)
+        return None if found is None else found.floor
+
     def _open_previous(self, replace_all: bool = False) -> VersionReader | None:
         """The live version, or None. A full build over an index written in another format starts afresh
         (logged) rather than failing: that build is what the format error tells the user to run."""
@@ -215,6 +231,7 @@ class Indexer:
                 self.layout.collect_segments()
                 raise
             report.version = final.name
+            report.related_floor = self._calibrate(final, replace_all or optimize)
             report.seconds = round(time.perf_counter() - started, 3)
             return report
         finally:

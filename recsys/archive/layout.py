@@ -57,6 +57,9 @@ RANKER_FILE = "ranker.json"
 COREADS_FILE = "coreads.json"
 CLOCK_FILE = "clock.json"
 TRAINED_FILES = (RANKER_FILE, COREADS_FILE, CLOCK_FILE)
+RULES_FILE = "rules.json"  # editorial rules (owned by recsys.archive.rules)
+CALIBRATION_FILE = "calibration.json"  # the site's similarity floor (owned by recsys.archive.calibrate)
+ROOT_FILES = (*TRAINED_FILES, RULES_FILE, CALIBRATION_FILE)  # what a replica copies from the source's root
 MODELS_DIR = "models"  # earlier ranker.json files, kept by recsys.learning.history for `recsys model rollback`
 CRASH_ENV = "RECSYS_CRASH_AT"
 VERSION_NAME = re.compile(r"v[0-9]{6}-[0-9A-Za-z-]{1,64}")
@@ -72,7 +75,9 @@ DAMAGE_FIX = (
 )  # test hook: SIGKILL ourselves at a named build stage
 
 
-def load_trained(root: str | Path, name: str, parse: Callable[[Any], T]) -> T | None:
+def load_trained(
+    root: str | Path, name: str, parse: Callable[[Any], T], fix: str = "re-run `recsys train`"
+) -> T | None:
     """A trained file beside the versions (``ranker.json``, ``coreads.json``, ``clock.json``) parsed by its
     owner's ``parse``; None when there is none. Unreadable text, bad JSON or fields ``parse`` cannot use are
     one ``IndexStateError`` naming the file and the fix."""
@@ -82,11 +87,11 @@ def load_trained(root: str | Path, name: str, parse: Callable[[Any], T]) -> T | 
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+        raise IndexStateError(f"{path} is unreadable ({exc}); {fix}") from None
     try:
         return parse(json.loads(text))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise IndexStateError(f"{path} is unreadable ({exc}); re-run `recsys train`") from None
+        raise IndexStateError(f"{path} is unreadable ({exc}); {fix}") from None
 
 
 def crash_point(stage: str) -> None:

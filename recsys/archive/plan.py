@@ -45,6 +45,7 @@ class BuildReport:
     visible_seconds: float = 0.0  # when the change was live (an add's merges run after it is published)
     problems: list[InputProblem] = field(default_factory=list)
     not_indexed: list[str] = field(default_factory=list)  # ids a remove named that no version holds
+    related_floor: float | None = None  # the similarity floor calibrated on this version (build, optimize)
 
     @property
     def docs_per_second(self) -> float:

@@ -7,7 +7,8 @@ at the source: one small segment) plus the version's own small files, checks eve
 source's manifests (every file, its size and its checksum: a damaged source is refused), and swaps
 ``CURRENT`` atomically under the replica's writer lock: a pull killed at any point leaves the previous
 version serving, and the next pull starts clean (a segment is renamed into place only once complete).
-What ``recsys train`` stored at the source's root (ranker.json, coreads.json) comes along, each checked
+What ``recsys train`` stored at the source's root (ranker.json, coreads.json, clock.json) and the editorial
+rules (rules.json) come along, each checked
 to parse and replaced atomically. Events are not copied: replicas share one events store (``[events]
 url``), or keep their own.
 """
@@ -23,8 +24,8 @@ from pathlib import Path
 
 from recsys.archive.layout import (
     MANIFEST,
+    ROOT_FILES,
     STAGING_PREFIX,
-    TRAINED_FILES,
     IndexLayout,
     check_sealed,
     crash_point,
@@ -153,7 +154,7 @@ def _copy_tree(source: Path, target: Path) -> tuple[int, int]:
 def _pull_models(source: Path, replica: Path) -> list[str]:
     """Copy the source root's trained files that differ from the replica's, each replaced atomically."""
     updated = []
-    for name in TRAINED_FILES:
+    for name in ROOT_FILES:
         theirs = source / name
         ours = replica / name
         if not theirs.is_file():
@@ -166,8 +167,8 @@ def _pull_models(source: Path, replica: Path) -> list[str]:
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             raise IndexStateError(
-                f"refusing to pull {theirs}: unreadable ({exc}); re-run `recsys train` on the source and pull again "
-                "(this replica keeps its own copy)"
+                f"refusing to pull {theirs}: unreadable ({exc}); fix it on the source (`recsys train`, "
+                "`recsys rules`) and pull again (this replica keeps its own copy)"
             ) from None
         tmp = replica / f".{name}.{os.getpid()}.tmp"
         tmp.write_bytes(data)

@@ -161,6 +161,25 @@ class VersionReader:
             mask &= (published != NO_TIME) & (published <= filters.published_before)
         return mask
 
+    def describe(self) -> dict[str, Any]:
+        """The version as ``recsys index info`` shows it: model, counts, segments, takedowns, ANN, size on disk."""
+        folders = [self.path, *(segment.path for segment in self.segments)]
+        size = sum(p.stat().st_size for folder in folders for p in folder.rglob("*") if p.is_file())
+        manifest = self.manifest
+        return {
+            "version": self.version,
+            "model": manifest["model"],
+            "articles": self.n_live,
+            "rows": manifest["counts"]["rows"],
+            "segments": len(self.segments),
+            "takedowns": self.store.takedowns(),
+            "ann": manifest["ann"],
+            "created_at": manifest["created_at"],
+            "build_seconds": manifest["build_seconds"],
+            "size_bytes": size,
+            "library_versions": manifest["library_versions"],
+        }
+
     def close(self) -> None:
         self.store.close()
 

@@ -1,6 +1,7 @@
 """The ``recsys`` command. Thin: it parses, calls the library, prints.
 
-One module per command group (``index``, ``lists``, ``query``, ``serve``, ``train``, ``evaluate``, ``report``); shared
+One module per command group (``index``, ``lists``, ``query``, ``serve``, ``train``, ``evaluate``, ``report``,
+``rules``); shared
 options and printing in ``common``. On top of the house: it may import any recsys module.
 """
 
@@ -19,6 +20,7 @@ from recsys.cli.index import index_app
 from recsys.cli.lists import events_app, page, ranking, recommend
 from recsys.cli.query import config_app, demo, related
 from recsys.cli.report import report_app
+from recsys.cli.rules import rules_app
 from recsys.cli.serve import serve
 from recsys.cli.train import model_app, train_command
 from recsys.types import RecsysError
@@ -49,6 +51,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(config_app, name="config")
 app.add_typer(report_app, name="report")
 app.add_typer(model_app, name="model")
+app.add_typer(rules_app, name="rules")
 app.command()(related)
 app.command()(ranking)
 app.command()(recommend)

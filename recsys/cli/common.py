@@ -88,6 +88,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
+ORDER_NOTE = "   #  score  (# is the order served: relevance balanced with variety, so the scores need not fall)"
+
+
 def print_hits(hits: list[Hit], as_json: bool, title: str = "") -> None:
     if as_json:
         print_json([h.to_dict() for h in hits])
@@ -95,18 +98,56 @@ def print_hits(hits: list[Hit], as_json: bool, title: str = "") -> None:
     if title:
         typer.echo(title)
     if not hits:
-        typer.echo("  (no results)")
+        why = getattr(hits, "why", "")
+        typer.echo(f"  (no results: {why})" if why else "  (no results)")
+        return
+    typer.echo(ORDER_NOTE)
     for rank, hit in enumerate(hits, start=1):
         date = (hit.published_at or "")[:10]
         typer.echo(f"  {rank:2d}. {hit.score:6.3f}  {hit.title}")
         typer.echo(f"      {hit.id}  {date}  {hit.reason}")
 
 
+PROGRESS_SECONDS = 5.0  # a plain progress line at most this often when stderr is not a terminal
+
+
+def plain_progress(start: Callable[[], float] = time.perf_counter) -> Callable[[int], Callable[[int], None]]:
+    """Progress for logs and CI (no TTY: a bar would print nothing until done): one line every
+    ``PROGRESS_SECONDS`` and one at the end, e.g. "embedding: 1,200/8,000 (15%), 210.3 docs/s, ~32 s left"."""
+
+    def begin(total: int) -> Callable[[int], None]:
+        started = start()
+        done, shown = 0, started
+
+        def advance(n: int) -> None:
+            nonlocal done, shown
+            done += n
+            now = start()
+            if now - shown < PROGRESS_SECONDS and done < total:
+                return
+            shown = now
+            rate = done / max(now - started, 1e-9)
+            left = (total - done) / rate if rate > 0 else 0.0
+            share = 100.0 * done / max(total, 1)
+            print(
+                f"embedding: {done:,}/{total:,} ({share:.0f}%), {rate:,.1f} docs/s, ~{left:,.0f} s left",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        return advance
+
+    return begin
+
+
 @contextmanager
 def docs_progress(enabled: bool = True) -> Iterator[Callable[[int], Callable[[int], None]] | None]:
-    """A progress bar factory for embedding: ``start(total)`` returns ``advance(n)``."""
+    """A progress bar factory for embedding: ``start(total)`` returns ``advance(n)`` (plain lines without a TTY)."""
     if not enabled:
         yield None
+        return
+    if not err.is_terminal:
+        yield plain_progress()
         return
     progress = Progress(
         TextColumn("embedding"),

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recsys.archive.layout import CLOCK_FILE
+from recsys.archive.calibrate import Calibration
+from recsys.archive.layout import CALIBRATION_FILE, CLOCK_FILE, RULES_FILE
+from recsys.archive.rules import RuleSet
 from recsys.learning.clock import RankingClock
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
 from recsys.signals.coreads import COREADS_FILE, CoReadTable
@@ -19,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 class StoredModels:
-    """What ``recsys train`` stored in the index root (ranker.json, coreads.json, clock.json), loaded on first use and
-    reloaded when the file changes (checked at most every ``refresh_seconds``)."""
+    """What ``recsys train`` stored in the index root (ranker.json, coreads.json, clock.json), and the editorial rules
+    (rules.json), loaded on first use and reloaded when the file changes (checked at most every ``refresh_seconds``)."""
 
     def __init__(self, root: Path, refresh_seconds: float) -> None:
         self.root = root
@@ -61,3 +63,11 @@ class StoredModels:
 
     def clock(self) -> RankingClock | None:
         return self._get(CLOCK_FILE, RankingClock.load)
+
+    def rules(self) -> RuleSet:
+        """The editorial rules (none when there is no rules.json, or it is damaged: reported in ``problems``)."""
+        return self._get(RULES_FILE, RuleSet.load) or RuleSet()
+
+    def calibration(self) -> Calibration | None:
+        """The similarity floor measured at build/optimize (recsys/archive/calibrate.py), or None."""
+        return self._get(CALIBRATION_FILE, Calibration.load)

@@ -23,7 +23,7 @@ from recsys.archive.version import VersionReader
 from recsys.config import Settings
 from recsys.ingest.text import parse_timestamp
 from recsys.learning.trained import StoredModels
-from recsys.lists.scoring import DAY, days_phrase
+from recsys.lists.scoring import DAY, days_phrase, freshness
 from recsys.signals.activity import PopularityTracker
 from recsys.signals.popularity import squash
 from recsys.types import Filters, Hit, RecsysError
@@ -31,6 +31,7 @@ from recsys.types import Filters, Hit, RecsysError
 MAX_K = 1000
 SUBSET_EXACT_MAX = 20_000  # a filter leaving fewer rows than this is searched exactly over those rows
 TimeLike = datetime | str | float | int | None
+NEW_DAYS = 7.0  # an article published longer ago than this is from the archive, never "new"
 
 
 class MomentCache:
@@ -208,14 +209,24 @@ def newest_hits(view: VersionReader, k: int, filters: Filters, banned: set[int],
     rows = newest_rows(view, k, filters, banned, now_s)
     published = np.asarray(view.rows["published"])
     articles = view.store.get_rows(rows, with_text=False)
-    return [to_hit(articles[int(r)], 0.0, newness_reason(int(published[r]), now_s), None) for r in rows.tolist()]
+    # the score is the article's recency, 0.5 ** (age / NEW_DAYS) (0 undated): the order it is listed in
+    recency = freshness(published[rows], now_s, NEW_DAYS) if rows.size else np.zeros(0)
+    return [
+        to_hit(articles[int(r)], float(f), newness_reason(int(published[r]), now_s), None)
+        for r, f in zip(rows.tolist(), recency.tolist(), strict=True)
+    ]
 
 
 def newness_reason(published: int, now_s: float) -> str:
-    """E.g. "new: published 3 hours ago", or "new: recently added" for an undated article."""
+    """E.g. "new: published 3 hours ago". An article older than ``NEW_DAYS`` or undated (a bulk import of the
+    archive) is never called new: "latest in the archive: published 1531 days ago" / "latest in the archive
+    (undated)"."""
     if published == NO_TIME:
-        return "new: recently added"
-    return f"new: published {days_phrase((now_s - float(published)) / DAY)} ago"
+        return "latest in the archive (undated)"
+    age = (now_s - float(published)) / DAY
+    if age > NEW_DAYS:
+        return f"latest in the archive: published {days_phrase(age)} ago"
+    return f"new: published {days_phrase(age)} ago"
 
 
 def to_hit(
@@ -282,3 +293,40 @@ def drop_repeated_stories(
         kept_keys.add(key)
         out.append(hit)
     return out
+
+
+def empty_reason(view: VersionReader, filters: Filters, now_s: float, box: str) -> str:
+    """Why a list came back empty: the first filter that alone leaves no article, else what else is missing."""
+    rows = view.rows
+    live = np.asarray(rows["live"])
+    total = int(live.sum())
+    if total == 0:
+        return "the index holds no live article (add some with `recsys index add ARTICLES`)"
+    published = np.asarray(rows["published"])
+    undated = int((live & (published == NO_TIME)).sum())
+    dated = published[live & (published != NO_TIME)]
+    newest = iso(float(dated.max())) if dated.size else None
+    checks = [
+        (f"category {', '.join(filters.categories)}", Filters(categories=filters.categories)),
+        (f"language {', '.join(filters.languages)}", Filters(languages=filters.languages)),
+        (
+            f"published after {iso(filters.published_after)} (max_age_days / published_after)",
+            Filters(published_after=filters.published_after),
+        ),
+        (f"published before {iso(filters.published_before)}", Filters(published_before=filters.published_before)),
+    ]
+    for name, alone in checks:
+        if alone.restricts_rows and not view.allowed(alone).any():
+            dates = f"; the newest article was published {newest[:10]}" if newest else "; no article has a date"
+            if "published" in name and undated:
+                dates += f", {undated} are undated (an undated article never passes a date window)"
+            return f"{name} leaves 0 of {total} articles{dates}"
+    passing = int(view.allowed(filters).sum())
+    if passing == 0:
+        return f"the filters together leave 0 of {total} articles"
+    what = {
+        "related": "none is similar enough ([related] min_similarity) or all are excluded",
+        "ranking": "all are excluded",
+        "recommendation": "all are read, excluded or not similar enough",
+    }.get(box, "all are excluded")
+    return f"{passing} of {total} articles pass the filters, but {what}"

@@ -27,6 +27,7 @@ from recsys.archive.version import VersionReader
 from recsys.config import ExploreConfig
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.ranker import LearnedRanker
+from recsys.learning.trained import StoredModels
 from recsys.signals.coreads import CoReadTable
 from recsys.signals.logstate import LogState
 from recsys.signals.popularity import CHANNELS
@@ -236,24 +237,34 @@ def one_per_story(order: np.ndarray, vectors: np.ndarray, duplicate: float, limi
     return kept
 
 
+DEFAULT_SIMILAR = 0.4  # "similar" for reasons when the archive has no calibration (recsys/archive/calibrate.py)
+
+
+def similar_floor(models: StoredModels) -> float:
+    """The cosine at which a read counts as similar in a reason: the calibrated floor, else ``DEFAULT_SIMILAR``."""
+    calibration = models.calibration()
+    return DEFAULT_SIMILAR if calibration is None else calibration.floor
+
+
 def reason_for(
     features: np.ndarray,
     coread_source: str | None,
     content_source: str | None,
     popular_reason: str | None,
     fresh_reason: str | None,
+    similar: float = DEFAULT_SIMILAR,
 ) -> str:
-    """The strongest reader-facing reason among the signals that apply, most personal first."""
+    """The strongest reader-facing reason among the signals that apply, most personal first. "because you read X"
+    only when X is at least ``similar`` (the site's calibrated floor) close: otherwise it would name a read the
+    pick has nothing to do with."""
     if coread_source and features[_COREAD] > 0:
         return f'readers of "{coread_source}" also read this'
-    if content_source and np.isfinite(features[_CONTENT]) and features[_CONTENT] >= 0.4:
+    if content_source and np.isfinite(features[_CONTENT]) and features[_CONTENT] >= similar:
         return f'because you read "{content_source}"'
     if popular_reason:
         return f"popular now: {popular_reason}"
     if fresh_reason:
         return fresh_reason
-    if content_source:
-        return f'because you read "{content_source}"'
     return "recommended for you"
 
 

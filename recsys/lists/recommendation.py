@@ -120,12 +120,16 @@ class RecommendationList:
 
         articles = view.store.get_rows(rows[picked], with_text=False)
         read_titles = view.store.get_rows([reader.read_rows[a] for a in reader.known], with_text=False)
+        similar = learned.similar_floor(self.context.models)
         hits = []
         for pos in picked:
             members = reader.interests[owner[pos]].members
             source_rows = [reader.read_rows[reader.known[m]] for m in members]
-            closest = source_rows[int(np.argmax(reader.vectors[list(members)] @ vectors[pos]))]
-            reason = f'because you read "{read_titles[closest].title}"'
+            closeness = reader.vectors[list(members)] @ vectors[pos]
+            closest = source_rows[int(np.argmax(closeness))]
+            reason = "recommended for you"  # a read named only when it is similar by the site's own measure
+            if float(closeness.max()) >= similar:
+                reason = f'because you read "{read_titles[closest].title}"'
             hits.append(to_hit(articles[int(rows[pos])], float(scores[pos]), reason, float(sims[pos])))
         return hits
 
@@ -251,6 +255,7 @@ class RecommendationList:
         popular_set = set(popular[: max(20, 2 * k)]) | set(hot[: max(20, 2 * k)])
         fresh_set = set(fresh.tolist())
         recent_reads = self._recent_reads(state, [ids[p] for p in picked.tolist()], now_s)
+        similar = learned.similar_floor(self.context.models)
         hits = []
         for pos, row in zip(picked.tolist(), picked_rows, strict=True):
             closest = None
@@ -264,7 +269,7 @@ class RecommendationList:
             fresh_reason = None
             if row in fresh_set:
                 fresh_reason = newness_reason(int(view.rows["published"][row]), now_s)
-            reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason)
+            reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason, similar)
             if explored and pos == int(picked[-1]):
                 reason = newness_reason(int(view.rows["published"][row]), now_s)  # a new article, being tried
             similarity = content[pos, 0]

@@ -38,6 +38,8 @@ from recsys.config import RelatedConfig
 
 DAY = 86_400.0
 _WORD = re.compile(r"[^\W\d_][\w'\-]{3,}")
+_NAME_WORD = re.compile(r"[^\W\d_][\w'’\-]*")
+SAME_MOMENT_DAYS = 0.5 / 24  # published within half an hour of each other: neither follows the other
 # Generic words that say nothing about a story, even when two headlines share them. Rare words are
 # judged by the archive itself (``common`` in shared_terms), which also covers other languages.
 _STOP = frozenset(
@@ -154,23 +156,70 @@ def shared_terms(
     return terms_shared_with(source_title, source_tags, common)(title, tags)
 
 
+def names_in(title: str) -> list[str]:
+    """The proper names of a headline, whole: maximal runs of capitalised words ("Kim Jong Un", "Marjorie Taylor
+    Greene", "North Korea"), never a fragment of one. A lone capitalised first word is the sentence's start, not a
+    name; a headline in Title Case has no telling capitals, so it has none."""
+    matches = list(_NAME_WORD.finditer(title))
+    lower = sum(1 for m in matches if len(m.group()) > 3 and m.group()[0].islower())
+    if lower == 0 and sum(1 for m in matches if m.group()[0].isupper()) >= 3:
+        return []  # Title Case (only short words such as "of" or "in" in lower case)
+    names: list[str] = []
+    run: list[tuple[int, str]] = []  # (word index, word) of the current run
+    previous_end = -1
+
+    def close() -> None:
+        if len(run) >= 2 or (run and run[0][0] > 0 and run[0][1].lower() not in _STOP):
+            names.append(" ".join(w for _, w in run))
+        run.clear()
+
+    for index, match in enumerate(matches):
+        word = re.sub(r"['’]s$", "", match.group()).strip("'-")
+        adjacent = bool(run) and not title[previous_end : match.start()].strip()
+        if word[:1].isupper() and len(word) > 1:
+            if run and not adjacent:
+                close()
+            run.append((index, word))
+        else:
+            close()
+        previous_end = match.end()
+    close()
+    return list(dict.fromkeys(names))
+
+
+def _mentions(text: str, name: str) -> bool:
+    return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text, flags=re.IGNORECASE) is not None
+
+
 def terms_shared_with(
     source_title: str, source_tags: Sequence[str], common: Callable[[str], bool] | None = None
 ) -> Callable[[str, Sequence[str]], list[str]]:
-    """``shared_terms`` with the source's side worked out once, for the k hits of one list."""
+    """``shared_terms`` with the source's side worked out once, for the k hits of one list: the tags/entities both
+    carry, else the proper names both headlines mention whole (a one-word name that is ``common`` in the archive
+    says nothing). Ordinary words are never a reason: "same topic: Removed" told readers nothing true."""
     source_tag_set = {s.lower() for s in source_tags}
-    source_words = {w.lower() for w in keywords(source_title)}
+    source_names = names_in(source_title)
 
     def shared(title: str, tags: Sequence[str]) -> list[str]:
         tag_overlap = [t for t in tags if t.lower() in source_tag_set]
         if tag_overlap:
             return tag_overlap[:3]
-        found = [w for w in keywords(title) if w.lower() in source_words]
-        if common is not None:
-            found = [w for w in found if not common(w.lower())]
-        return found[:3]
+        found: dict[str, str] = {}
+        for name, other in [*((n, title) for n in source_names), *((n, source_title) for n in names_in(title))]:
+            if name.lower() in found or not _mentions(other, name):
+                continue
+            if " " not in name and common is not None and common(name.lower()):
+                continue
+            found[name.lower()] = name
+        whole = [n for n in found.values() if not any(n != m and _mentions(m, n) for m in found.values())]
+        return whole[:3]  # a name inside a longer one found ("Greene" in "Marjorie Taylor Greene") is not repeated
 
     return shared
+
+
+def is_name(label: str) -> bool:
+    """A section or tag a reader can read: not a bare code such as "118"."""
+    return any(ch.isalpha() for ch in label)
 
 
 def days_phrase(days: float) -> str:
@@ -191,6 +240,8 @@ def related_reason(
 ) -> str:
     """A short explanation: follow-up / earlier coverage of the same story, readers' co-reads, else what is shared."""
     if gap_days is not None and abs(gap_days) <= config.followup_days and similarity >= config.story_similarity:
+        if abs(gap_days) < SAME_MOMENT_DAYS:
+            return "same story, published at the same time"
         if gap_days >= 0:
             return f"follow-up from {days_phrase(gap_days)} later"
         return f"earlier coverage, {days_phrase(-gap_days)} before"
@@ -198,6 +249,6 @@ def related_reason(
         return "readers of this also read"
     if terms:
         return "same topic: " + ", ".join(terms)
-    if shared_category:
+    if shared_category and is_name(shared_category):  # a section code ("118") is no reason
         return f"same topic: {shared_category}"
     return "similar content"

@@ -119,10 +119,12 @@ class PopularityTracker:
     """Keeps the logs' state (popularity at 24 h, 2 h, 15 min and all-time, first sightings, co-reads; features.py)
     folded up to the latest stored event, at most ``refresh_seconds`` stale."""
 
-    def __init__(self, store: EventStore, config: PopularityConfig) -> None:
+    def __init__(self, store: EventStore, config: PopularityConfig, as_of: float | None = None) -> None:
         self.store = store
         self.config = config
         self.max_future_seconds = store.config.max_future_seconds
+        # A past moment (time travel: a query's ``now`` before the newest event): nothing later is ever folded.
+        self.as_of = as_of
         self.state = LogState(config, live_coreads=True)
         self._seq = 0
         self._checked = -float("inf")
@@ -154,12 +156,16 @@ class PopularityTracker:
     def _fold_new(self, now: float) -> None:
         """Fold every event stored since the last fold into the state and into each clock's view."""
         with self._lock:
-            # Events stamped later than the clock allows (stored before that was refused) never count.
-            latest = time.time() + self.max_future_seconds
+            latest = self._latest()
             self._seq = self._fold_since(self._seq, self.popularity.half_life, latest, self.state.fold)
             for key, (view, seq) in list(self._views.items()):
                 self._views[key] = (view, self._fold_since(seq, view.half_life, latest, view.fold))
             self._checked = now
+
+    def _latest(self) -> float:
+        """The newest event time folded: the past moment, or now plus the allowed skew (events stamped later than
+        the clock allows, stored before that was refused, never count)."""
+        return self.as_of if self.as_of is not None else time.time() + self.max_future_seconds
 
     def _fold_since(self, seq: int, half_life: float, latest: float, fold: Callable[[list], Any]) -> int:
         """Hand ``fold`` every event stored after ``seq`` (a first fold starts 40 half-lives before the newest
@@ -190,7 +196,7 @@ class PopularityTracker:
                 found = self._views.get(key)
                 if found is None:
                     view = Popularity(replace(self.config, half_life_hours=half_life_hours, ranking_ctr_cap=cap))
-                    latest = time.time() + self.max_future_seconds
+                    latest = self._latest()
                     try:
                         seq = self._fold_since(0, view.half_life, latest, view.fold) if self.store.exists() else 0
                     except EventsUnavailable as exc:
