@@ -46,6 +46,15 @@ class EmbedderConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """How article files' columns map to recsys's fields (AG News' ``label,title,description`` is
+    {category = "label", body = "description"}); ``--map`` and ``--id-from`` on build/add set the same."""
+
+    columns: dict[str, Any] = field(default_factory=dict)  # field -> the input's column, e.g. {body = "text"}
+    id_from: str = ""  # "url": the article's url is its id; "hash": a hash of its title and text; "": the id column
+
+
+@dataclass(frozen=True)
 class IndexConfig:
     """How vectors are searched."""
 
@@ -290,6 +299,7 @@ class Settings:
     """Everything configurable, by section."""
 
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     related: RelatedConfig = field(default_factory=RelatedConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)

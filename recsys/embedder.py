@@ -119,6 +119,13 @@ class SentenceTransformerEmbedder:
     def model(self):
         return _load_sentence_transformer(str(self.path.resolve()), self.config.device, self.precision)
 
+    @functools.cached_property
+    def document_prompt(self) -> str | None:
+        """The model's own prompt for documents (e5's "passage: ", a "document" prompt), from its configuration;
+        articles are embedded with it on both sides of a comparison. None for models without prompts."""
+        prompts = getattr(self.model, "prompts", None) or {}
+        return next((name for name in ("document", "passage") if prompts.get(name)), None)
+
     @property
     def dimension(self) -> int:
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -133,6 +140,7 @@ class SentenceTransformerEmbedder:
             vectors = self.model.encode(
                 [texts[i] for i in positions],
                 batch_size=self.config.batch_size,
+                prompt_name=self.document_prompt,
                 normalize_embeddings=False,
                 convert_to_numpy=False,
                 convert_to_tensor=True,
@@ -142,6 +150,57 @@ class SentenceTransformerEmbedder:
             if progress is not None:
                 progress(len(positions))
         return normalize(out)
+
+
+MULTILINGUAL_ADVICE = (
+    '[embedder]\nmodel = "paraphrase-multilingual-MiniLM-L12-v2"  # a multilingual sentence-transformers model, '
+    "copied into ./models/ (no hub at run time); e5 models work too: their query/passage prompts are read from the "
+    "model's own configuration"
+)
+
+
+def model_languages(path: Path) -> list[str]:
+    """The languages a model's card says it was trained on (``language:`` in its README's front matter), lower
+    case; empty when the card does not say. "multilingual" means any."""
+    try:
+        text = (path / "README.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    if not text.startswith("---"):
+        return []
+    front = text.split("---", 2)[1] if text.count("---") >= 2 else ""
+    found: list[str] = []
+    lines = front.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip().startswith("language:"):
+            value = line.split(":", 1)[1].strip()
+            if value:
+                found += [v.strip(" -'\"[]").lower() for v in value.split(",") if v.strip(" -'\"[]")]
+            else:
+                for item in lines[i + 1 :]:
+                    if not item.strip().startswith("-"):
+                        break
+                    found.append(item.strip(" -'\"").lower())
+    return found
+
+
+def language_warning(languages: Sequence[str], model_path: Path, model_name: str) -> str:
+    """A warning when most articles are in languages the model was not trained on, with the config line to fix it
+    (empty when all is well or nothing is known)."""
+    known = model_languages(model_path)
+    said = [lang.split("-")[0].lower() for lang in languages if lang]
+    if not known or "multilingual" in known or not said:
+        return ""
+    foreign = [lang for lang in said if lang not in known]
+    if len(foreign) * 2 <= len(said):
+        return ""
+    top = max(set(foreign), key=foreign.count)
+    share = 100.0 * len(foreign) / len(said)
+    return (
+        f"warning: {share:.0f}% of the articles are in languages the model {model_name} was not trained on "
+        f"(mostly {top!r}; it knows {', '.join(known)}): its similarities mean little there. For this site set, "
+        f"in recsys.toml:\n{MULTILINGUAL_ADVICE}"
+    )
 
 
 @functools.lru_cache(maxsize=4)

@@ -103,12 +103,9 @@ class Recommender:
 
     def state_tag(self) -> str:
         """What the lists are served from: index version, editorial rules and model (an HTTP ETag's base)."""
-        try:
-            rules = (self.layout.root / RULES_FILE).stat().st_mtime_ns
-        except FileNotFoundError:
-            rules = 0
-        ranker = self._models.ranker()
-        return f"{self.version}|{rules}|{'' if ranker is None else ranker.model_id}"
+        rules, ranker = self.layout.root / RULES_FILE, self._models.ranker()
+        stamp = rules.stat().st_mtime_ns if rules.exists() else 0
+        return f"{self.version}|{stamp}|{'' if ranker is None else ranker.model_id}"
 
     @property
     def events_store(self) -> EventStore:
@@ -176,7 +173,7 @@ class Recommender:
         filters = make_filters(category, language, published_after, published_before, exclude, max_age, now_s)
         view, k = self.view, check_k(self.settings.related.k if k is None else k)
         rules = rules_for(self._models, view, "related", now_s, article_id)
-        fetch = rules.fetch(k, MAX_K)
+        fetch, filters = rules.fetch(k, MAX_K), rules.apply_to(filters)
         least = None if floor is None else related_floor(self.settings, self._models, floor)
         arms = [
             (n, above_floor(b.related.for_article(view, article_id, fetch, filters, now_s), least))
@@ -245,7 +242,7 @@ class Recommender:
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
         view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
         rules = rules_for(self._models, view, "ranking", now_s)
-        fetch = rules.fetch(k, MAX_K)
+        fetch, filters = rules.fetch(k, MAX_K), rules.apply_to(filters)
         arms = [
             (n, b.ranking.top(view, fetch, filters, window_hours, now_s))
             for n, b in self._arms_at(now, now_s).for_reader(reader or "")
@@ -274,6 +271,7 @@ class Recommender:
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
         view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
         rules = rules_for(self._models, view, "recommendation", now_s)
+        filters = rules.apply_to(filters)
         arms = self._arms_at(now, now_s).for_reader(user_id or "")
         found = [(n, b.recommendation.for_reader(view, reads, rules.fetch(k, MAX_K), filters, now_s)) for n, b in arms]
         return self._serve("recommendation", found, k, now_s, user_id or "", "", rules, None, filters)
@@ -353,7 +351,8 @@ class Recommender:
         sizes = {"related": k_rel, "ranking": k_rank, "recommendation": k_rec}
         rules = {box: rules_for(self._models, view, box, now_s, article_id) for box in sizes}
         fetch = PageSizes(*(rules[box].fetch(k, MAX_K) for box, k in sizes.items()))
-        pages = [(n, compose_page(b, view, article_id, reads, fetch, now_s)) for n, b in arms]
+        kept_out = {box: rules[box].apply_to(Filters()) for box in sizes}
+        pages = [(n, compose_page(b, view, article_id, reads, fetch, now_s, kept_out)) for n, b in arms]
         k_rec += max(0, k_rel - max(len(page.related) for _, page in pages))  # slots the Related floor left
         boxes: dict[str, list[Hit]] = {}
         shown = {article_id}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -108,11 +108,26 @@ class Filters:
     published_after: float | None = None  # epoch seconds; undated articles fail a window
     published_before: float | None = None
     exclude_ids: tuple[str, ...] = ()
+    blocked_categories: tuple[str, ...] = ()  # an editor's block of whole sections (recsys/archive/rules.py)
 
     @property
     def restricts_rows(self) -> bool:
         return bool(
-            self.categories or self.languages or self.published_after is not None or self.published_before is not None
+            self.categories
+            or self.languages
+            or self.published_after is not None
+            or self.published_before is not None
+            or self.blocked_categories
+        )
+
+    def excluding(self, ids: tuple[str, ...] = (), categories: tuple[str, ...] = ()) -> Filters:
+        """These filters, also keeping out ``ids`` and the sections ``categories``."""
+        if not ids and not categories:
+            return self
+        return replace(
+            self,
+            exclude_ids=(*self.exclude_ids, *ids),
+            blocked_categories=(*self.blocked_categories, *categories),
         )
 
 

@@ -15,6 +15,7 @@ as_owner() {  # the server refuses to run as root: run it as the postgres user t
 case "$action" in
   start)
     if [ -z "$(pg_bin)" ]; then
+      echo "installing Debian's postgresql with apt-get (the events suite's PostgreSQL half)" >&2
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >/dev/null 2>&1 \
         || { echo "could not install Debian's postgresql (needs root and the package registry)" >&2; exit 1; }
     fi

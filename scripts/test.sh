@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser test drives Debian's Chromium; without it (no root, no apt) that one test is skipped, saying why.
+echo "scripts/test.sh installs what the tests need: Debian's chromium and postgresql (apt-get, as root, only when" \
+  "missing), torch==2.13.0 (CPU) and recsys[test] (pip, into the active environment)" >&2
 if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing Debian's chromium with apt-get (browser test)" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
     || echo "note: could not install chromium; the browser test will be skipped" >&2
 fi

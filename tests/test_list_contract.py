@@ -131,3 +131,130 @@ def test_a_k_beyond_the_archive_lists_each_article_once(pipeline):
     call, view, forbidden = pipeline
     hits = call(view, 500, Filters())
     check_contract(hits, 500, forbidden)
+
+
+# -- Editorial rules: every served box obeys them, and the contract above still holds with rules present -------
+
+BOX_CALLS = {
+    "related": lambda rec, k, now: rec.related(SOURCE, k, now=now),
+    "ranking": lambda rec, k, now: rec.ranking(k, now=now),
+    "recommendation": lambda rec, k, now: rec.recommend(READS[::-1], k=k, now=now),
+}
+
+
+@pytest.fixture
+def ruled(built: Path, tmp_path: Path):
+    """A copy of the contract index whose rules each test writes (rules.json beside the versions)."""
+    import shutil
+
+    root = tmp_path / "index"
+    shutil.copytree(built, root, symlinks=True)
+    settings = Settings().replace("popularity", refresh_seconds=0.0).replace("explore", share=0.0)
+    return root, settings
+
+
+def _rules(root: Path, *records: dict) -> None:
+    from recsys.archive.rules import Rule, add_rules
+
+    add_rules(root, [Rule.from_json(r) for r in records])
+
+
+@pytest.mark.parametrize("box", list(BOX_CALLS))
+def test_a_pin_is_at_its_position_in_the_boxes_it_names_and_nowhere_else(ruled, box):
+    root, settings = ruled
+    with Recommender.open(root, settings) as rec:
+        before = {b: [h.id for h in call(rec, 6, NOW)] for b, call in BOX_CALLS.items()}
+        pick = next(
+            a.id for a in articles() if a.id not in {SOURCE, *READS} and all(a.id not in v for v in before.values())
+        )
+        _rules(root, {"action": "pin", "article_id": pick, "box": box, "position": 2})
+        for other, call in BOX_CALLS.items():
+            hits = call(rec, 6, NOW)
+            check_contract(hits, 6, PIPELINES["recommendation-blend" if other == "recommendation" else other][2])
+            if other == box:
+                assert hits[1].id == pick and hits[1].reason == "editor's pick" and len(hits) == 6
+            else:
+                assert pick not in [h.id for h in hits]
+
+
+def test_a_pin_never_shows_the_article_being_read(ruled):
+    root, settings = ruled
+    _rules(root, {"action": "pin", "article_id": SOURCE, "box": "related", "position": 1})
+    with Recommender.open(root, settings) as rec:
+        assert SOURCE not in [h.id for h in rec.related(SOURCE, 6, now=NOW)]
+
+
+@pytest.mark.parametrize("box", list(BOX_CALLS))
+def test_a_block_removes_its_matches_and_the_list_stays_full(ruled, box):
+    root, settings = ruled
+    with Recommender.open(root, settings) as rec:
+        before = [h for h in BOX_CALLS[box](rec, 6, NOW)]
+        section = before[0].category
+        _rules(root, {"action": "block", "box": "all", "match": {"section": section}})
+        after = BOX_CALLS[box](rec, 6, NOW)
+    assert before and all(h.category != section for h in after)
+    if box != "related":  # (Related of a football story has few non-football articles above min_similarity)
+        assert len(after) == 6  # blocked ones replaced from further down
+
+
+def test_a_block_under_where_applies_only_on_those_pages(ruled):
+    root, settings = ruled
+    _rules(root, {"action": "block", "box": "related", "match": {"section": "fb"}, "where": {"section": "el"}})
+    with Recommender.open(root, settings) as rec:
+        on_football = rec.related(SOURCE, 6, now=NOW)  # fb1 is football: the rule's where does not hold
+        on_election = rec.related("el1", 6, now=NOW, category=["fb", "el"])
+        assert any(h.category == "fb" for h in on_football)
+        assert all(h.category != "fb" for h in on_election)
+        assert rec.ranking(6, now=NOW)  # no article is being read: a rule with a where never applies
+
+
+def test_a_block_wins_over_a_pin(ruled):
+    root, settings = ruled
+    _rules(
+        root,
+        {"action": "pin", "article_id": "ck3", "box": "all", "position": 1},
+        {"action": "block", "box": "all", "match": {"article_id": "ck3"}},
+    )
+    with Recommender.open(root, settings) as rec:
+        for call in BOX_CALLS.values():
+            assert "ck3" not in [h.id for h in call(rec, 6, NOW)]
+
+
+@pytest.mark.parametrize("box", list(BOX_CALLS))
+def test_a_boost_moves_its_matches_up(ruled, box):
+    root, settings = ruled
+    with Recommender.open(root, settings) as rec:
+        before = [h.id for h in BOX_CALLS[box](rec, 10, NOW)]
+        target = before[-1]
+        _rules(root, {"action": "boost", "box": box, "match": {"article_id": target}, "by": 0.5})
+        after = [h.id for h in BOX_CALLS[box](rec, 10, NOW)]
+    assert target in after and after.index(target) < before.index(target) - 1  # up by several places
+
+
+def test_expired_and_future_rules_do_nothing(ruled):
+    root, settings = ruled
+    with Recommender.open(root, settings) as rec:
+        before = [h.id for h in rec.ranking(6, now=NOW)]
+        _rules(
+            root,
+            {"action": "block", "box": "all", "until": NOW - 60},
+            {"action": "block", "box": "all", "from": NOW + 3600},
+        )
+        assert [h.id for h in rec.ranking(6, now=NOW)] == before
+        # the same everything-block, active now, empties the box and says why
+        _rules(root, {"action": "block", "box": "ranking", "from": NOW - 60, "until": NOW + 60})
+        assert rec.ranking(6, now=NOW) == []
+
+
+def test_rules_reach_a_page_and_its_later_boxes(ruled):
+    root, settings = ruled
+    _rules(
+        root,
+        {"action": "pin", "article_id": "ck5", "box": "related", "position": 1},
+        {"action": "block", "box": "all", "match": {"section": "el"}},
+    )
+    with Recommender.open(root, settings) as rec:
+        page = rec.page(SOURCE, READS[::-1], now=NOW)
+    everything = [*page.related, *page.recommendation, *page.ranking]
+    assert page.related[0].id == "ck5" and page.related[0].reason == "editor's pick"
+    assert [h.id for h in everything].count("ck5") == 1 and all(h.category != "el" for h in everything)

@@ -29,16 +29,35 @@ from recsys.archive.merge import MergePolicy, merge_parts, optimize_parts
 from recsys.archive.plan import BuildReport, JobPlan, Part, carried_parts, plan_job
 from recsys.archive.publish import JobInfo, VersionFiles, publish
 from recsys.archive.segment import Segment
+from recsys.archive.store import StoredArticle
 from recsys.archive.version import VersionReader
 from recsys.archive.write import AnnChoice, new_segment
 from recsys.config import Settings
-from recsys.embedder import Embedder, make_embedder
+from recsys.embedder import Embedder, SentenceTransformerEmbedder, language_warning, make_embedder, resolve_model
 from recsys.ingest.articles import read_articles
 from recsys.types import Article, IndexStateError, InputError, RecsysError
 
 __all__ = ["BuildReport", "Indexer", "ProgressStart"]
 
 logger = logging.getLogger(__name__)
+
+
+def stored_to_article(stored: StoredArticle) -> Article:
+    """An indexed article's input fields, as ``index add`` would take them back."""
+    return Article(
+        id=stored.id,
+        title=stored.title,
+        body=stored.body,
+        abstract=stored.abstract,
+        url=stored.url,
+        canonical_url=stored.canonical_url,
+        published_at=stored.published_at,
+        category=stored.category,
+        subcategory=stored.subcategory,
+        language=stored.language,
+        tags=tuple(stored.tags),
+        extra=dict(stored.extra),
+    )
 
 
 class Indexer:
@@ -109,9 +128,19 @@ class Indexer:
         return report
 
     def restore(self, article_ids: Iterable[str]) -> BuildReport:
-        """Lift takedowns; the articles come back with the next add or build that carries them."""
+        """Lift takedowns and bring the articles back at once, from the text their segment still holds and the
+        vector parked with the takedown (nothing is embedded). One whose text a merge has since dropped comes
+        back with the next add or build that carries it (``report.not_indexed`` names those)."""
+        ids = set(article_ids)
         with self.layout.writer_lock():
-            return self._write([], set(), replace_all=False, progress=None, restores=set(article_ids))
+            prev = self._open_previous()
+            found = {a: prev.store.parked(a) for a in ids} if prev is not None else {}
+            if prev is not None:
+                prev.close()
+            back = [stored_to_article(s) for s in found.values() if s is not None]
+            report = self._write(back, set(), replace_all=False, progress=None, restores=ids)
+        report.not_indexed = sorted(a for a in ids if found.get(a) is None)
+        return report
 
     def optimize(self) -> BuildReport:
         """Merge every segment into one and re-weigh the lexical arrays with frequencies counted afresh over
@@ -133,7 +162,7 @@ class Indexer:
     ) -> BuildReport:
         if on_error not in ("skip", "fail"):
             raise RecsysError(f"--on-error must be 'skip' or 'fail', not {on_error!r}")
-        result = read_articles(paths, fmt)
+        result = read_articles(paths, fmt, self.settings.input.columns, self.settings.input.id_from)
         if result.problems and on_error == "fail":
             raise InputError(result.problems)
         if replace_all and not result.articles:
@@ -144,6 +173,14 @@ class Indexer:
             report = self._write(result.articles, set(), replace_all=replace_all, progress=progress)
         report.read = len(result.articles)
         report.problems = result.problems
+        if isinstance(self._embedder, SentenceTransformerEmbedder) or self._embedder is None:
+            try:
+                model_path = resolve_model(self.model_name)
+            except RecsysError:
+                model_path = None  # the job embedded nothing; the model's card is not needed
+            if model_path is not None:
+                warning = language_warning([a.language for a in result.articles], model_path, self.model_name)
+                report.warnings += [warning] if warning else []
         return report
 
     def _calibrate(self, version: Path, rewrite: bool) -> float | None:

@@ -9,8 +9,10 @@ comparison of (candidates x TERMS x TERMS) ids, well under a millisecond.
 Document frequencies are counted as articles are added (``df.npy`` in each version, carried forward), so
 an ``index add`` tokenises only the new texts; an article's weights use the frequencies known when it
 was added (removals are not subtracted: the figures drift slowly and only ever toward "more common").
-Tokens are lower-cased letter runs of two or more; a short English stop list is dropped, and any
-language's function words end up with a low idf anyway.
+Tokens are lower-cased letter runs of two or more, stemmed by the Snowball stemmer of the article's language
+(PyStemmer, the stemmer bm25s uses: "elections" and "election", "valget" and "valg" are one term); a short
+English stop list is dropped for English and unknown text, and any language's function words end up with a low idf
+anyway. An article in a language Snowball has no stemmer for keeps its words as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +42,41 @@ _STOP = frozenset(
 )
 
 
-def tokens(text: str) -> list[str]:
-    return [t for t in (m.lower() for m in _TOKEN.findall(text)) if t not in _STOP]
+# ISO 639-1 code -> Snowball algorithm (PyStemmer's names)
+SNOWBALL = {
+    "ar": "arabic", "ca": "catalan", "cs": "czech", "da": "danish", "de": "german", "el": "greek", "en": "english",
+    "es": "spanish", "et": "estonian", "eu": "basque", "fa": "persian", "fi": "finnish", "fr": "french",
+    "ga": "irish", "hi": "hindi", "hu": "hungarian", "hy": "armenian", "id": "indonesian", "it": "italian",
+    "lt": "lithuanian", "nb": "norwegian", "ne": "nepali", "nl": "dutch", "nn": "norwegian", "no": "norwegian",
+    "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sr": "serbian", "sv": "swedish",
+    "ta": "tamil", "tr": "turkish", "yi": "yiddish",
+}  # fmt: skip
+_STEMMERS = threading.local()  # a PyStemmer object is not safe to share between threads
+
+
+def _stemmer(language: str) -> Any:
+    found = getattr(_STEMMERS, "by_language", None)
+    if found is None:
+        found = _STEMMERS.by_language = {}
+    code = language.lower().split("-")[0].split("_")[0]
+    if code not in found:
+        algorithm = SNOWBALL.get(code)
+        found[code] = None
+        if algorithm is not None:
+            import Stemmer
+
+            if algorithm in Stemmer.algorithms():
+                found[code] = Stemmer.Stemmer(algorithm)
+    return found[code]
+
+
+def tokens(text: str, language: str = "") -> list[str]:
+    """The lexical terms of a text in ``language`` (an ISO code; "" unknown, stemmed as English)."""
+    words = [m.lower() for m in _TOKEN.findall(text)]
+    if language.lower().startswith("en") or not language:
+        words = [w for w in words if w not in _STOP]
+    stemmer = _stemmer(language or "en")
+    return stemmer.stemWords(words) if stemmer is not None else words
 
 
 def term_id(token: str) -> int:
@@ -48,8 +84,10 @@ def term_id(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=4).digest(), "little") % BUCKETS
 
 
-def term_counts(texts: Sequence[str]) -> list[Counter[int]]:
-    return [Counter(term_id(t) for t in tokens(text)) for text in texts]
+def term_counts(texts: Sequence[str], languages: Sequence[str] | None = None) -> list[Counter[int]]:
+    """Term counts per text (``languages``: each text's language, "" unknown)."""
+    languages = languages if languages is not None else [""] * len(texts)
+    return [Counter(term_id(t) for t in tokens(text, lang)) for text, lang in zip(texts, languages, strict=True)]
 
 
 def add_frequencies(df: np.ndarray, counts: Sequence[Counter[int]]) -> None:

@@ -137,9 +137,9 @@ def optimize_parts(
         for part in parts:
             writer.copy_from(part.segment, part.live_rows())
         for start in range(0, rows, TEXT_CHUNK):
-            lexical.add_frequencies(df, lexical.term_counts(written_texts(writer, start, TEXT_CHUNK, max_chars)))
+            lexical.add_frequencies(df, lexical.term_counts(*written_texts(writer, start, TEXT_CHUNK, max_chars)))
         for start in range(0, rows, TEXT_CHUNK):
-            counts = lexical.term_counts(written_texts(writer, start, TEXT_CHUNK, max_chars))
+            counts = lexical.term_counts(*written_texts(writer, start, TEXT_CHUNK, max_chars))
             stop = start + len(counts)
             writer.lex_ids[start:stop], writer.lex_weights[start:stop] = lexical.weigh(counts, df, rows)
         segment = ann.finish(writer)
@@ -150,10 +150,10 @@ def optimize_parts(
     return len(parts), [Part(segment, np.empty(0, dtype=np.int32))], df, rows
 
 
-def written_texts(writer: SegmentWriter, start: int, count: int, max_chars: int) -> list[str]:
-    """The embedded texts of rows [start, start + count) of a segment being written."""
+def written_texts(writer: SegmentWriter, start: int, count: int, max_chars: int) -> tuple[list[str], list[str]]:
+    """The embedded texts of rows [start, start + count) of a segment being written, and their languages."""
     found = writer.conn.execute(
-        "SELECT title, abstract, body FROM articles WHERE row >= ? AND row < ? ORDER BY row",
+        "SELECT title, abstract, body, language FROM articles WHERE row >= ? AND row < ? ORDER BY row",
         (start, start + count),
-    )
-    return [article_text(t, a, b, max_chars) for t, a, b in found]
+    ).fetchall()
+    return [article_text(t, a, b, max_chars) for t, a, b, _ in found], [lang for *_, lang in found]

@@ -46,6 +46,7 @@ class BuildReport:
     problems: list[InputProblem] = field(default_factory=list)
     not_indexed: list[str] = field(default_factory=list)  # ids a remove named that no version holds
     related_floor: float | None = None  # the similarity floor calibrated on this version (build, optimize)
+    warnings: list[str] = field(default_factory=list)  # e.g. most articles in a language the model does not know
 
     @property
     def docs_per_second(self) -> float:

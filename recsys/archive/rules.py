@@ -229,6 +229,23 @@ class BoxRules:
         """How many hits to ask the list for, so blocked ones can be replaced and boosted ones brought in."""
         return min(limit, k * 2 + 10) if (self.blocks or self.boosts) else k
 
+    def filtered(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(ids, sections) the blocks keep out that a list's filters can keep out before it is built (a block by
+        one id or one section: the list then fills from what is left; tag blocks are screened afterwards)."""
+        ids: list[str] = []
+        sections: list[str] = []
+        for rule in self.blocks:
+            if set(rule.match) == {"article_id"}:
+                ids += rule.match["article_id"]
+            elif set(rule.match) == {"section"}:
+                sections += rule.match["section"]
+        return tuple(ids), tuple(sections)
+
+    def apply_to(self, filters: Any) -> Any:
+        """``filters`` (a ``Filters``) also keeping out what ``filtered`` names."""
+        ids, sections = self.filtered()
+        return filters.excluding(ids, sections)
+
     def blocked(self, article_id: str, section: str, tags: Sequence[str]) -> bool:
         return any(selects(r.match, article_id, section, tags) for r in self.blocks)
 

@@ -206,6 +206,16 @@ class SegmentedStore:
                     return row
         return None
 
+    def parked(self, article_id: str) -> StoredArticle | None:
+        """A taken-down article's stored text and fields (its row is deleted but its segment still holds it), or
+        None once a merge has dropped it."""
+        for i in self._newest_first:
+            store = self.segments[i].store
+            local = store.row_of(article_id)
+            if local is not None and self._global(i, local) is None:
+                return store.get_rows([local], with_text=True).get(local)
+        return None
+
     def rows_of(self, article_ids: Iterable[str]) -> dict[str, int]:
         """``id -> row`` of the live ones among these ids. A version never changes, so what was looked up is
         remembered (bounded): the lists of every request ask for the same hot articles again."""

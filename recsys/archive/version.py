@@ -23,6 +23,7 @@ from recsys.archive.layout import SEGMENTS, IndexLayout, read_manifest
 from recsys.archive.segment import Segment, checked_name, mapped
 from recsys.archive.segmented import SegmentedANN, SegmentedStore, concat
 from recsys.archive.store import NO_TIME, ROW_DTYPE, VOCAB_FILE
+from recsys.ingest.language import detect_language
 from recsys.types import Filters, IndexStateError, RecsysError
 
 logger = logging.getLogger(__name__)
@@ -106,10 +107,12 @@ class VersionReader:
             self._df = mapped(self.path / lexical.DF_FILE)
         return self._df
 
-    def lexical_of_text(self, text: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The lexical terms of a text that is not indexed (a draft), weighed by this version's frequencies."""
+    def lexical_of_text(self, text: str, language: str = "") -> tuple[np.ndarray, np.ndarray] | None:
+        """The lexical terms of a text that is not indexed (a draft, in ``language``: "" detects it), weighed by
+        this version's frequencies."""
         documents = int(self.manifest["lexical"]["documents"])
-        ids, weights = lexical.weigh(lexical.term_counts([text]), self.frequencies(), documents)
+        language = language or detect_language(text)
+        ids, weights = lexical.weigh(lexical.term_counts([text], [language]), self.frequencies(), documents)
         return ids[0], weights[0]
 
     def lexical_similarity(self, source: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray) -> np.ndarray:
@@ -154,6 +157,10 @@ class VersionReader:
             mask &= np.isin(rows["category"], self.codes("category", filters.categories))
         if filters.languages:
             mask &= np.isin(rows["language"], self.codes("language", filters.languages))
+        if filters.blocked_categories:
+            known = self.vocab.get("category", [])
+            blocked = {n.lower() for n in filters.blocked_categories}
+            mask &= ~np.isin(rows["category"], [c for c, name in enumerate(known) if name.lower() in blocked])
         published = rows["published"]
         if filters.published_after is not None:
             mask &= (published != NO_TIME) & (published >= filters.published_after)

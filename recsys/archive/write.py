@@ -83,7 +83,9 @@ def new_segment(
         lex_ids[moved] = prev.lexical[0][old]
         lex_weights[moved] = prev.lexical[1][old]
     if fresh:
-        counts = lexical.term_counts([text_of(ordered[i], max_chars) for i in fresh])
+        counts = lexical.term_counts(
+            [text_of(ordered[i], max_chars) for i in fresh], [ordered[i].language for i in fresh]
+        )
         lexical.add_frequencies(df, counts)
         lex_ids[fresh], lex_weights[fresh] = lexical.weigh(counts, df, documents + len(fresh))
     writer = SegmentWriter(segments_dir, dimension, len(ordered))

@@ -21,6 +21,7 @@ from recsys.cli.common import (
     offline,
     print_json,
 )
+from recsys.config import Settings
 from recsys.ingest.text import FORMATS
 from recsys.service import Recommender
 from recsys.types import RecsysError
@@ -37,6 +38,25 @@ OnErrorOption = typer.Option(
     help="skip: report bad records, index the rest, exit 3. fail: write nothing if any is bad (exit 1).",
 )
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show the embedding progress bar.")
+MapOption = typer.Option(
+    None,
+    "--map",
+    help="Input columns to fields, e.g. title=headline,body=description,category=label ([input] columns).",
+)
+IdFromOption = typer.Option(None, "--id-from", help="Derive ids: url (the url is the id) or hash (of title and text).")
+
+
+def _input_settings(ctx: typer.Context, mapping: str | None, id_from: str | None) -> Settings:
+    """The command's settings with --map / --id-from over [input]."""
+    settings = app_state(ctx).settings
+    if mapping:
+        pairs = [p.split("=", 1) for p in mapping.split(",") if p.strip()]
+        if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+            raise RecsysError(f"--map takes field=column pairs, e.g. body=description; got {mapping!r}")
+        settings = settings.replace("input", columns={f.strip(): c.strip() for f, c in pairs})
+    if id_from is not None:
+        settings = settings.replace("input", id_from=id_from)
+    return settings
 
 
 def _value(choice: Enum | None) -> str | None:
@@ -44,7 +64,7 @@ def _value(choice: Enum | None) -> str | None:
 
 
 def _job(
-    ctx: typer.Context,
+    settings: Settings,
     job: str,
     articles: list[str],
     index: str,
@@ -54,7 +74,7 @@ def _job(
     as_json: bool,
 ) -> None:
     """Run Indexer.build or Indexer.add with a progress bar, then report."""
-    run = getattr(Indexer(index, app_state(ctx).settings), job)
+    run = getattr(Indexer(index, settings), job)
     with docs_progress(progress) as bar:
         report = run(articles, fmt=_value(fmt), on_error=on_error.value, progress=bar)
     _finish(report, as_json)
@@ -63,6 +83,8 @@ def _job(
 def _finish(report: BuildReport, as_json: bool) -> None:
     for problem in report.problems:
         typer.echo(str(problem), err=True)
+    for warning in report.warnings:
+        typer.echo(warning, err=True)
     if as_json:
         print_json(report.to_dict())
     else:
@@ -86,10 +108,12 @@ def build(
     fmt: InputFormat = FormatOption,
     on_error: OnError = OnErrorOption,
     progress: bool = ProgressOption,
+    mapping: str = MapOption,
+    id_from: str = IdFromOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Build an index holding exactly these articles (unchanged texts re-use their vectors)."""
-    _job(ctx, "build", articles, index, fmt, on_error, progress, as_json)
+    _job(_input_settings(ctx, mapping, id_from), "build", articles, index, fmt, on_error, progress, as_json)
 
 
 @index_app.command()
@@ -100,10 +124,12 @@ def add(
     fmt: InputFormat = FormatOption,
     on_error: OnError = OnErrorOption,
     progress: bool = ProgressOption,
+    mapping: str = MapOption,
+    id_from: str = IdFromOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Add new articles and re-embed changed ones; unchanged ones cost nothing."""
-    _job(ctx, "add", articles, index, fmt, on_error, progress, as_json)
+    _job(_input_settings(ctx, mapping, id_from), "add", articles, index, fmt, on_error, progress, as_json)
 
 
 @index_app.command()
@@ -144,8 +170,15 @@ def restore(
     index: str = IndexOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Lift takedowns; the articles return with the next `index add` or `build` that carries them."""
-    _finish(Indexer(index, app_state(ctx).settings).restore(ids), as_json)
+    """Lift takedowns: the articles are back in the lists at once (their text and vector were kept)."""
+    report = Indexer(index, app_state(ctx).settings).restore(ids)
+    _finish(report, as_json)
+    if report.not_indexed and not as_json:
+        shown = ", ".join(report.not_indexed[:10])
+        typer.echo(
+            f"{len(report.not_indexed)} id(s) allowed again but not back (no stored text; re-add them): {shown}",
+            err=True,
+        )
 
 
 @index_app.command()

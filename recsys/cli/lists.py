@@ -7,6 +7,7 @@ from enum import StrEnum
 import typer
 
 from recsys.archive.layout import IndexLayout
+from recsys.archive.version import VersionReader
 from recsys.cli.common import (
     EXIT_SKIPPED,
     EventsOption,
@@ -49,16 +50,27 @@ def ingest(
     as_json: bool = JsonOption,
 ) -> None:
     """Store events; the same file twice counts nothing twice."""
-    IndexLayout(index).current()  # events belong to an index: fail early if there is none
+    view = VersionReader(IndexLayout(index).current())  # events belong to an index: fail early if there is none
     store = open_event_store(index, settings_of(ctx, events).events)
-    report = store.ingest(files, None if fmt is None else str(fmt.value), on_error.value)
+    try:
+        report = store.ingest(
+            files, None if fmt is None else str(fmt.value), on_error.value, lambda ids: set(view.store.rows_of(ids))
+        )
+    finally:
+        view.close()
     for problem in report.problems:
         typer.echo(str(problem), err=True)
     if as_json:
         print_json(report.to_dict())
     else:
+        held = ""
+        if report.unindexed:
+            held = (
+                f"; {report.unindexed:,} of them for {report.unindexed_ids:,} id(s) not indexed: held, they count "
+                "once those articles are indexed"
+            )
         typer.echo(
-            f"read {report.read:,} events: stored {report.stored:,}, already had {report.duplicates:,}; "
+            f"read {report.read:,} events: stored {report.stored:,}, already had {report.duplicates:,}{held}; "
             f"{report.history:,} history entries"
         )
     if report.problems:

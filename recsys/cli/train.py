@@ -103,6 +103,7 @@ def _train_once(
                 f"{served.unattributed_clicks:,} clicks named no recorded list)"
             )
         lookup = article_lookup(rec, impressions)
+    imported = _import_histories(index, settings, impressions) if behaviors else 0
     result = train(impressions, lookup, settings.popularity, settings.recommend, test_days)
     if not behaviors:  # every stored read, not only the impressions' histories, makes the co-read table
         result.coreads = coreads_from_reads(store.reads_by_reader())
@@ -142,8 +143,32 @@ def _train_once(
             typer.echo(text_table(rows, columns))
         typer.echo(f"\n{_clock_text(clock, settings)}")
         typer.echo(f"\nstored in {index}: {', '.join(stored) or 'nothing'}; report in {folder}/report.md")
+        if behaviors:
+            typer.echo(
+                f"readers' histories imported: {imported:,} reads (`recommend --user ID` knows them; the impressions "
+                "themselves are not counted as events: `recsys events ingest BEHAVIORS` does that)"
+            )
     if problems:
         raise typer.Exit(EXIT_SKIPPED)
+
+
+def _import_histories(index: str, settings: Settings, impressions: list[Impression]) -> int:
+    """The readers' histories of the impressions trained on, into the events store (as ``events ingest`` stores
+    them: reads a second apart before the row's time), so ``recommend --user`` knows who read what."""
+    store = open_event_store(index, settings.events)
+    latest: dict[str, Impression] = {}
+    for impression in impressions:
+        if impression.user_id and impression.history:
+            if impression.user_id not in latest or impression.ts > latest[impression.user_id].ts:
+                latest[impression.user_id] = impression
+    rows = [
+        (i.user_id, article_id, i.ts - (len(i.history) - n))
+        for i in latest.values()
+        for n, article_id in enumerate(i.history)
+    ]
+    for start in range(0, len(rows), 50_000):
+        store.add([], rows[start : start + 50_000])
+    return len(rows)
 
 
 model_app = typer.Typer(rich_markup_mode=None, help="The learned rankers kept in an index.", no_args_is_help=True)

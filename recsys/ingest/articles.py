@@ -11,6 +11,7 @@ file: a record that still holds an undecodable byte is reported and skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import unicodedata
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from recsys.ingest.language import detect_language
 from recsys.ingest.text import (
     EARLIEST_YEAR,
     FORMATS,
@@ -127,17 +129,20 @@ def article_from_record(record: dict[str, Any]) -> Article:
             )
         published_at = format_timestamp(moment)
     extra = {k: v for k, v in record.items() if k not in KNOWN_FIELDS and v not in (None, "")}
+    body, abstract = _text(record.get("body"), "body"), _text(record.get("abstract"), "abstract")
+    # Not given: detected from the text (recsys/ingest/language.py); no format is assumed to be English.
+    language = _text(record.get("language"), "language") or detect_language(f"{title}. {abstract} {body[:400]}")
     return Article(
         id=article_id,
         title=title,
-        body=_text(record.get("body"), "body"),
-        abstract=_text(record.get("abstract"), "abstract"),
+        body=body,
+        abstract=abstract,
         url=_text(record.get("url"), "url"),
         canonical_url=_text(record.get("canonical_url"), "canonical_url"),
         published_at=published_at,
         category=_text(record.get("category"), "category"),
         subcategory=_text(record.get("subcategory"), "subcategory"),
-        language=_text(record.get("language"), "language"),
+        language=language,
         tags=_tags(record.get("tags")),
         extra=extra,
     )
@@ -171,7 +176,6 @@ def _iter_mind(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         row = dict(zip(MIND_NEWS_COLUMNS, cells, strict=False))
         record: dict[str, Any] = {k: row[k] for k in ("id", "category", "subcategory", "title", "abstract", "url")}
         record["tags"] = _mind_tags(row["title_entities"], row["abstract_entities"])
-        record["language"] = "en"
         yield number, record
 
 
@@ -220,13 +224,14 @@ def _iter_txtdir(root: Path) -> Iterator[tuple[Path, int, dict[str, Any] | str]]
                     "title": lines[0].strip(),
                     "body": body,
                     "category": category,
-                    "language": "en",
                 },
             )
 
 
-def iter_records(path: Path, fmt: str | None = None) -> Iterator[tuple[str, int, dict[str, Any] | str]]:
-    """Yield ``(file, line, record_or_problem)`` for one input path."""
+def iter_records(
+    path: Path, fmt: str | None = None, required: tuple[str, ...] = ("id", "title")
+) -> Iterator[tuple[str, int, dict[str, Any] | str]]:
+    """Yield ``(file, line, record_or_problem)`` for one input path (``required``: the columns a CSV must have)."""
     fmt = fmt or detect_format(path)
     if fmt not in FORMATS:
         raise RecsysError(f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}")
@@ -236,22 +241,59 @@ def iter_records(path: Path, fmt: str | None = None) -> Iterator[tuple[str, int,
         for file, number, item in _iter_txtdir(path):
             yield str(file), number, item
         return
-    readers = {"jsonl": iter_jsonl, "csv": iter_csv, "mind": _iter_mind}
+    readers = {"jsonl": iter_jsonl, "csv": lambda p: iter_csv(p, required), "mind": _iter_mind}
     for number, item in readers[fmt](path):
         yield str(path), number, item
 
 
-def read_articles(paths: Iterable[str | Path], fmt: str | None = None) -> ReadResult:
-    """Read every file; duplicates of an id within the input are problems (the first one wins)."""
+ID_SOURCES = ("", "url", "hash")
+
+
+def check_mapping(columns: dict[str, Any], id_from: str) -> dict[str, str]:
+    """A column mapping checked: targets are Article fields, sources column names (RecsysError says which not)."""
+    mapping = {str(k): str(v) for k, v in columns.items()}
+    unknown = sorted(set(mapping) - set(KNOWN_FIELDS))
+    if unknown:
+        raise RecsysError(f"cannot map to {', '.join(unknown)}: an article's fields are {', '.join(KNOWN_FIELDS)}")
+    if id_from not in ID_SOURCES:
+        raise RecsysError(f"--id-from must be url or hash, not {id_from!r}")
+    return mapping
+
+
+def remap(record: dict[str, Any], mapping: dict[str, str], id_from: str) -> dict[str, Any]:
+    """A record with its columns renamed to recsys's fields (``mapping``: field -> column) and, when asked, its id
+    taken from its url or a hash of its title and text (the same text gives the same id on every run)."""
+    if mapping:
+        out = {k: v for k, v in record.items() if k not in mapping.values() or k in KNOWN_FIELDS}
+        for target, source in mapping.items():
+            if source in record:
+                out[target] = record[source]
+        record = out
+    if id_from == "url":
+        record = {**record, "id": record.get("url") or ""}
+    elif id_from == "hash":
+        text = "\x1f".join(str(record.get(k) or "") for k in ("title", "abstract", "body"))
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+        record = {**record, "id": digest}
+    return record
+
+
+def read_articles(
+    paths: Iterable[str | Path], fmt: str | None = None, columns: dict[str, Any] | None = None, id_from: str = ""
+) -> ReadResult:
+    """Read every file; duplicates of an id within the input are problems (the first one wins). ``columns`` maps
+    fields to the input's column names and ``id_from`` derives ids (see ``remap``)."""
+    mapping = check_mapping(columns or {}, id_from)
+    required = tuple(mapping.get(f, f) for f in ("id", "title") if not (f == "id" and id_from))
     result = ReadResult()
     seen: dict[str, str] = {}
     for raw in paths:
-        for file, number, item in iter_records(Path(raw), fmt):
+        for file, number, item in iter_records(Path(raw), fmt, required):
             if isinstance(item, str):
                 result.problems.append(InputProblem(file, number, item))
                 continue
             try:
-                article = article_from_record(item)
+                article = article_from_record(remap(item, mapping, id_from) if mapping or id_from else item)
             except ValueError as exc:
                 result.problems.append(InputProblem(file, number, str(exc)))
                 continue

@@ -50,13 +50,27 @@ def above_floor(hits: Sequence[Hit], floor: float | None) -> list[Hit]:
 
 
 def compose_page(
-    lists: Boxes, view: VersionReader, article_id: str, reads: list[str], sizes: PageSizes, now_s: float
+    lists: Boxes,
+    view: VersionReader,
+    article_id: str,
+    reads: list[str],
+    sizes: PageSizes,
+    now_s: float,
+    kept_out: dict[str, Filters] | None = None,
 ) -> Page:
     """One arm's page (see ``Recommender.page``), not yet served. Related slots left empty by the floor go to
-    Recommendation (the page keeps its size; the box that has something to say fills it)."""
+    Recommendation (the page keeps its size; the box that has something to say fills it). ``kept_out``: per box,
+    the ids and sections the editorial blocks keep out (``Filters``)."""
+    out = kept_out or {}
+    none = Filters()
+
+    def unshown(box: str, shown: list[str]) -> Filters:
+        return out.get(box, none).excluding(tuple(shown))
+
     settings = lists.related.context.settings
     threshold = settings.related.duplicate_similarity
     recent = make_filters(max_age_days=settings.related.max_age_days, now_s=now_s)
+    recent = recent.excluding(out.get("related", none).exclude_ids, out.get("related", none).blocked_categories)
     related = lists.related.for_article(view, article_id, sizes.related, recent, now_s)
     related = above_floor(related, related_floor(settings, lists.models))
     k_rank = sizes.ranking
@@ -67,19 +81,21 @@ def compose_page(
         # A first visit without a trained ranker: Ranking keeps the popular articles, and Recommendation
         # shows what is new rather than repeating Ranking's fallback (with a ranker, the article being
         # read is context enough: its co-reads, what is hot around it).
-        ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
+        ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), unshown("ranking", shown), None, now_s)
         ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
         shown += [h.id for h in ranked]
         banned = set(view.store.rows_of(shown).values())
-        newest = newest_hits(view, min(k_rec + spare, MAX_K), Filters(), banned, now_s) if k_rec else []
+        fresh = unshown("recommendation", [])
+        newest = newest_hits(view, min(k_rec + spare, MAX_K), fresh, banned, now_s) if k_rec else []
         recommended = drop_repeated_stories(view, newest, shown, threshold, k_rec)
         return Page(article_id, related, ranked, recommended)
-    unshown = Filters(exclude_ids=tuple(shown))
     # The article being read is the reader's newest read: its co-reads and its subject are context.
     reads = [article_id, *(r for r in reads if r != article_id)]
-    found = lists.recommendation.for_reader(view, reads, min(k_rec + spare, MAX_K), unshown, now_s)
+    found = lists.recommendation.for_reader(
+        view, reads, min(k_rec + spare, MAX_K), unshown("recommendation", shown), now_s
+    )
     recommended = drop_repeated_stories(view, found, shown, threshold, k_rec)
     shown += [h.id for h in recommended]
-    ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), Filters(exclude_ids=tuple(shown)), None, now_s)
+    ranked = lists.ranking.top(view, min(k_rank + spare, MAX_K), unshown("ranking", shown), None, now_s)
     ranked = drop_repeated_stories(view, ranked, shown, threshold, k_rank)
     return Page(article_id, related, ranked, recommended)

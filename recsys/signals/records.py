@@ -96,6 +96,8 @@ class IngestReport:
     duplicates: int
     history: int
     problems: list[InputProblem]
+    unindexed: int = 0  # of the events read, those for ids the index does not hold (yet): held until indexed
+    unindexed_ids: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "problems": [str(p) for p in self.problems]}

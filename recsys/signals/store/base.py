@@ -189,8 +189,15 @@ class EventStore(ServedTables, ABC):
 
         return self._transaction(work) if ids else 0
 
-    def ingest(self, paths: Iterable[str | Path], fmt: str | None = None, on_error: str = "skip") -> IngestReport:
-        """Read and store event files; with on_error='fail' any bad record stores nothing."""
+    def ingest(
+        self,
+        paths: Iterable[str | Path],
+        fmt: str | None = None,
+        on_error: str = "skip",
+        indexed: Callable[[set[str]], set[str]] | None = None,
+    ) -> IngestReport:
+        """Read and store event files; with on_error='fail' any bad record stores nothing. ``indexed(ids)`` (which
+        of these ids the index holds) lets the report count the events stored for articles not indexed yet."""
         if on_error not in ("skip", "fail"):
             raise RecsysError(f"--on-error must be 'skip' or 'fail', not {on_error!r}")
         paths = list(paths)
@@ -200,11 +207,18 @@ class EventStore(ServedTables, ABC):
                 raise InputError(problems)
         read = stored = history = 0
         problems = []
+        unknown: set[str] = set()
+        unindexed = 0
         for batch in iter_event_batches(paths, fmt, self.config):  # streamed: one batch, one transaction
             stored += self.add(batch.events, batch.history)
             read, history = read + len(batch.events), history + len(batch.history)
             problems += batch.problems
-        return IngestReport(read, stored, read - stored, history, problems)
+            if indexed is not None and batch.events:
+                ids = {e.article_id for _, e in batch.events}
+                missing = ids - indexed(ids)
+                unknown |= missing
+                unindexed += sum(1 for _, e in batch.events if e.article_id in missing)
+        return IngestReport(read, stored, read - stored, history, problems, unindexed, len(unknown))
 
     # -- reads ------------------------------------------------------------------------------------
 
