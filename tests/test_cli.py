@@ -56,9 +56,13 @@ def test_add_same_file_embeds_nothing_and_remove_takes_down(runner, index):
     assert "s-storm-ciaran-cleanup" not in [h["id"] for h in hits]
     refused = json.loads(invoke(runner, "index", "add", SAMPLE, "--index", index, "--json", "--no-progress").stdout)
     assert refused["blocked"] == 1 and refused["added"] == 0  # the feed cannot bring a takedown back
-    assert invoke(runner, "index", "restore", "s-storm-ciaran-cleanup", "--index", index).exit_code == 0
+    restore = invoke(runner, "index", "restore", "s-storm-ciaran-cleanup", "--index", index, "--json")
+    restored = json.loads(restore.stdout)
+    assert restored["added"] == 1 and restored["embedded"] == 0  # back at once, from its kept text and vector
+    hits = json.loads(invoke(runner, "related", "s-storm-ciaran-coast", "--index", index, "--json", "-k", "20").stdout)
+    assert "s-storm-ciaran-cleanup" in [h["id"] for h in hits]
     back = json.loads(invoke(runner, "index", "add", SAMPLE, "--index", index, "--json", "--no-progress").stdout)
-    assert back["added"] == 1
+    assert back["added"] == 0 and back["blocked"] == 0
 
 
 def test_bad_records_are_reported_with_file_and_line(runner, index, tmp_path):

@@ -42,7 +42,7 @@ def run_probe(script: str, tmp_path: Path) -> dict:
         text=True,
         check=True,
         cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO), "PATH": ""},
+        env={"PYTHONPATH": str(REPO), "PATH": "", "RECSYS_RELATED__FLOOR": "off"},  # keyword vectors: no floor
     )
     return json.loads(out.stdout)
 

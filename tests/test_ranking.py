@@ -96,7 +96,7 @@ def test_shared_terms_skip_generic_and_archive_common_words():
     assert shared_terms("People Came Back To Work", [], "People Came Back To Work In Paris", []) == []
     common = {"trump"}.__contains__
     found = shared_terms("Trump visits Ciarán storm site", [], "Trump on storm Ciarán", [], common)
-    assert found == ["storm", "Ciarán"]
+    assert found == ["Ciarán", "storm"]  # the name first, then the shared word
     assert keywords("Vejret: storm over København") == ["Vejret", "storm", "København"]
 
 

@@ -271,7 +271,8 @@ class RecommendationList:
                 fresh_reason = newness_reason(int(view.rows["published"][row]), now_s)
             reason = learned.reason_for(features[pos], coread_title, closest, popular_reason, fresh_reason, similar)
             if explored and pos == int(picked[-1]):
-                reason = newness_reason(int(view.rows["published"][row]), now_s)  # a new article, being tried
+                # a new article, being tried: new since it was published, or (undated) since the logs first saw it
+                reason = newness_reason(int(born[pos]) if np.isfinite(born[pos]) else NO_TIME, now_s)
             similarity = content[pos, 0]
             # the explored slot is marked for the served log (a key no input field is named)
             tried = {"recsys_explore": True} if explored and pos == int(picked[-1]) else None

@@ -196,23 +196,37 @@ def terms_shared_with(
 ) -> Callable[[str, Sequence[str]], list[str]]:
     """``shared_terms`` with the source's side worked out once, for the k hits of one list: the tags/entities both
     carry, else the proper names both headlines mention whole (a one-word name that is ``common`` in the archive
-    says nothing). Ordinary words are never a reason: "same topic: Removed" told readers nothing true."""
+    says nothing), then shared ordinary words when there are two or more: "same topic: Removed" alone told
+    readers nothing true."""
     source_tag_set = {s.lower() for s in source_tags}
     source_names = names_in(source_title)
+    source_words = {w.lower() for w in keywords(source_title)}
 
     def shared(title: str, tags: Sequence[str]) -> list[str]:
         tag_overlap = [t for t in tags if t.lower() in source_tag_set]
         if tag_overlap:
             return tag_overlap[:3]
         found: dict[str, str] = {}
-        for name, other in [*((n, title) for n in source_names), *((n, source_title) for n in names_in(title))]:
+        candidate_names = names_in(title)
+        for name, other in [*((n, title) for n in source_names), *((n, source_title) for n in candidate_names)]:
             if name.lower() in found or not _mentions(other, name):
                 continue
             if " " not in name and common is not None and common(name.lower()):
                 continue
             found[name.lower()] = name
-        whole = [n for n in found.values() if not any(n != m and _mentions(m, n) for m in found.values())]
-        return whole[:3]  # a name inside a longer one found ("Greene" in "Marjorie Taylor Greene") is not repeated
+        names = [n for n in found.values() if not any(n != m and _mentions(m, n) for m in found.values())]
+        # ordinary words both headlines use, never a piece of a name ("Jong" of "Kim Jong Un"); one alone is no
+        # topic ("removed"), two are ("storm", "coast")
+        in_names = {w.lower() for n in [*source_names, *candidate_names] for w in n.split()}
+        words = [
+            w
+            for w in keywords(title)
+            if w.lower() in source_words
+            and w.lower() not in in_names
+            and w.lower() not in found
+            and not (common is not None and common(w.lower()))
+        ]
+        return (names + (words if len(words) >= 2 or names else []))[:3]
 
     return shared
 
