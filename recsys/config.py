@@ -34,11 +34,16 @@ class EmbedderConfig:
     # any sentence-transformers model directory. Never fetched from a hub.
     model: str = DEFAULT_MODEL
     device: str = "cpu"  # "cuda" on a GPU machine with a CUDA build of torch
-    # Weights and activations in "bf16" or "fp32"; "auto" takes bf16 on a CPU that computes it natively
-    # (avx512_bf16 or AMX) and fp32 elsewhere. bf16 vectors have cosine >= 0.9999 to the fp32 ones and embed
-    # 1.8x faster on such a CPU (benchmarks/build_throughput.py), so an index may mix both.
+    # "fp32" or "bf16" (torch), "onnx" (ONNX Runtime, fp32) or "int8" (ONNX Runtime, int8 weights; converted locally
+    # once, recsys/embedder_onnx.py). "auto": the fastest that passed the list-quality gate of
+    # benchmarks/build_throughput.py on this kind of CPU: bf16 where the CPU computes it natively, else int8 where
+    # ONNX Runtime is installed, else fp32 (fp32 on a GPU). Vectors of any two of them give the same lists to within
+    # the gate (p@10 within 0.005, top-10 overlap >= 0.9), so an index may mix them.
     precision: str = "auto"
     batch_size: int = 32
+    # Word pieces the model reads of each text; 0: the model's own maximum (all-MiniLM-L6-v2: 256). Used by the ONNX
+    # precisions; all-MiniLM-L6-v2 was trained on 128-piece inputs, so 128 halves the work on long bodies.
+    max_tokens: int = 0
     # Characters of title + abstract + body kept before tokenising. MiniLM reads 256 word pieces
     # (~1,000 characters of English); keeping 2,000 characters never cuts what the model would
     # have read, and spares the tokenizer whole long bodies.

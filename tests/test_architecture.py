@@ -17,6 +17,7 @@ LAYERS = {
     "recsys.ingest.text": 1,
     "recsys.signals.records": 1,
     "recsys.embedder": 1,
+    "recsys.embedder_onnx": 1,
     "recsys.ingest": 2,
     "recsys.archive": 3,
     "recsys.signals": 3,

@@ -11,7 +11,8 @@ from recsys.types import RecsysError
 def test_precision_is_checked_and_auto_is_fp32_off_the_cpu():
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
     assert resolve_precision("auto", "cuda") == "fp32"
-    assert resolve_precision("auto", "cpu") in ("fp32", "bf16")
+    assert resolve_precision("auto", "cpu") in ("fp32", "bf16", "int8")
+    assert resolve_precision("int8", "cpu") == "int8" and resolve_precision("onnx", "cpu") == "onnx"
     with pytest.raises(RecsysError, match="auto, fp32, bf16"):
         resolve_precision("fp16", "cpu")
 

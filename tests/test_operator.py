@@ -381,3 +381,18 @@ def test_the_cli_explains_the_order_and_the_score_column_and_why_a_list_is_empty
     assert "scores need not fall" in listed.stdout
     empty = invoke("related", "war1", "--index", index, "--category", "science", "--now", "2030-01-01T00:00:00Z")
     assert empty.exit_code == 0 and "(no results: " in empty.stdout
+
+
+def test_the_docker_image_builds_where_docker_runs():
+    import os
+
+    if not os.environ.get("RECSYS_TEST_DOCKER"):
+        pytest.skip("set RECSYS_TEST_DOCKER=1 where a Docker daemon and the package index are reachable")
+    found = subprocess.run(
+        ["docker", "build", "-f", "deploy/Dockerfile", "-t", "recsys-test", "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
