@@ -3,7 +3,7 @@
 import numpy as np
 
 from recsys.archive import lexical
-from recsys.learning.ranker import write_json_atomic
+from recsys.archive.layout import write_json_atomic
 from recsys.service import Recommender
 from recsys.signals.coreads import COREADS_FILE, CoReadTable
 from tests.conftest import art

@@ -15,15 +15,13 @@ at the index root (beside the versions; copied by ``recsys index pull``) is owne
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recsys.archive.layout import CALIBRATION_FILE, fsync_path, load_trained
+from recsys.archive.layout import CALIBRATION_FILE, load_trained, write_json_atomic
 
 SAMPLE = 1_000  # articles whose neighbours are looked at
 NEIGHBOURS = 10
@@ -123,8 +121,4 @@ def calibrate_version(view: Any) -> Calibration | None:
 
 def store_calibration(root: str | Path, calibration: Calibration) -> None:
     """Write ``calibration.json`` atomically."""
-    root = Path(root)
-    tmp = root / f".{CALIBRATION_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(calibration.to_json(), indent=1), encoding="utf-8")
-    fsync_path(tmp)
-    os.replace(tmp, root / CALIBRATION_FILE)
+    write_json_atomic(Path(root) / CALIBRATION_FILE, calibration.to_json(), indent=1)

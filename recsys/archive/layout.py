@@ -94,6 +94,20 @@ def load_trained(
         raise IndexStateError(f"{path} is unreadable ({exc}); {fix}") from None
 
 
+def write_json_atomic(path: Path, data: dict[str, Any], indent: int | None = None) -> Path:
+    """Write JSON beside ``path``, fsync it, rename it into place and fsync the folder: a reader sees the old file or
+    the new one, never half of one (the trained files, the rules, the calibration)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, ensure_ascii=False, indent=indent)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
+    return path
+
+
 def crash_point(stage: str) -> None:
     """Die like ``kill -9`` at this stage when the crash-test hook asks for it."""
     if os.environ.get(CRASH_ENV) == stage:

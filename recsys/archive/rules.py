@@ -32,7 +32,6 @@ import contextlib
 import fcntl
 import json
 import math
-import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -40,9 +39,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from recsys.archive.layout import RULES_FILE, fsync_path, load_trained
+from recsys.archive.layout import RULES_FILE, load_trained, write_json_atomic
 from recsys.ingest.text import parse_timestamp
-from recsys.types import Hit, RecsysError
+from recsys.types import Filters, Hit, RecsysError
 
 ACTIONS = ("pin", "block", "boost")
 BOXES = ("related", "ranking", "recommendation", "all")
@@ -241,8 +240,8 @@ class BoxRules:
                 sections += rule.match["section"]
         return tuple(ids), tuple(sections)
 
-    def apply_to(self, filters: Any) -> Any:
-        """``filters`` (a ``Filters``) also keeping out what ``filtered`` names."""
+    def apply_to(self, filters: Filters) -> Filters:
+        """``filters`` also keeping out what ``filtered`` names."""
         ids, sections = self.filtered()
         return filters.excluding(ids, sections)
 
@@ -355,11 +354,7 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def _write(root: Path, rules: RuleSet) -> None:
-    tmp = root / f".{RULES_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(rules.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
-    fsync_path(tmp)
-    os.replace(tmp, root / RULES_FILE)
-    fsync_path(root)
+    write_json_atomic(root / RULES_FILE, rules.to_json(), indent=1)
 
 
 def add_rules(root: str | Path, new: Sequence[Rule]) -> list[Rule]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from recsys.archive.layout import CLOCK_FILE
+from recsys.archive.layout import CLOCK_FILE, write_json_atomic
 from recsys.archive.store import NO_TIME
 from recsys.cli.common import EXIT_SKIPPED, EventsOption, IndexOption, JsonOption, offline, print_json, settings_of
 from recsys.config import Settings
@@ -18,7 +18,7 @@ from recsys.feedback.served import served_impressions
 from recsys.ingest.events import read_impressions
 from recsys.learning.clock import MIN_HELD_CLICKS, RankingClock, choose_clock
 from recsys.learning.history import better_or_equal, keep_current, list_models, rollback
-from recsys.learning.ranker import RANKER_FILE, LearnedRanker, write_json_atomic
+from recsys.learning.ranker import RANKER_FILE, LearnedRanker
 from recsys.learning.training import ArticleLookup, TrainingResult, coreads_from_reads, train
 from recsys.service import Recommender
 from recsys.signals.coreads import COREADS_FILE

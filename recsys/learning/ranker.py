@@ -11,8 +11,6 @@ hand-set blend of recsys/config.py ``[recommend]``.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from recsys.archive.layout import RANKER_FILE, load_trained
+from recsys.archive.layout import RANKER_FILE, load_trained, write_json_atomic
 from recsys.learning.features import FEATURES
 from recsys.types import IndexStateError
 
@@ -204,15 +202,3 @@ def _predict(booster: Any, features: np.ndarray) -> np.ndarray:
     # one thread: a list is a few hundred rows, where OpenMP start-up costs more than it saves
     scores = booster.predict(features, num_threads=1)
     return np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> Path:
-    """Write JSON beside ``path``, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, ensure_ascii=False)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
