@@ -9,10 +9,13 @@ technique, then ``recsys index add`` of the same files (nothing to embed).
 
 Techniques: torch fp32 (texts longest first over the whole job), torch bf16 (only where the CPU computes it), ONNX
 Runtime fp32, ONNX Runtime dynamic int8 (per-channel weights, 7-bit on CPUs without VNNI, each layer's feed-forward
-output kept in fp32), and int8 reading at most 128 word pieces (all-MiniLM-L6-v2 was trained on 128-piece
-inputs). The gate, against the torch fp32 build of the same run: Related precision@10 within 0.005 (label: BBC
-topic folder, MIND subcategory) and the top-10 lists overlapping at least 0.9 on average. ``[embedder] precision =
-"auto"`` is the fastest technique that passed here.
+output kept in fp32), int8 reading at most 128 word pieces (all-MiniLM-L6-v2 was trained on 128-piece
+inputs), and, where ``openvino`` (and ``nncf``) are installed, OpenVINO fp32 and OpenVINO static int8 calibrated
+on 300 of the archive's own texts (NNCF, transformer preset, the feed-forward outputs kept in fp32): benchmark
+rows only, the engine does not depend on OpenVINO (on this AVX2 CPU without VNNI it was no faster than ONNX
+Runtime; see the README). The gate, against the torch fp32 build of the same run: Related precision@10 within
+0.005 (label: BBC topic folder, MIND subcategory) and the top-10 lists overlapping at least 0.9 on average.
+``[embedder] precision = "auto"`` is the fastest technique that passed here.
 
     python benchmarks/build_throughput.py      # prints the tables, writes results/build_throughput.json
 """
@@ -22,12 +25,16 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import numpy as np
 from _common import save, shared, table
 
 from recsys.archive.indexer import Indexer
 from recsys.config import Settings
 from recsys.embedder import _load_sentence_transformer, make_embedder, native_bf16, resolve_precision, text_of
+from recsys.embedder_onnx import OnnxEmbedder, converted_model
 from recsys.evaluation.related import evaluate_related, recsys_system, store_labels
 from recsys.ingest.articles import read_articles
 from recsys.service import Recommender
@@ -51,6 +58,62 @@ def techniques() -> list[tuple[str, dict]]:
         ("onnx int8, 128 word pieces", {"precision": "int8", "max_tokens": 128}),
     ]
     return found
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model behind the two calls OnnxEmbedder makes of an ONNX Runtime session."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.request = compiled.create_infer_request()
+        self.outputs = compiled.outputs
+
+    def get_outputs(self) -> list[Any]:
+        return [SimpleNamespace(shape=[None, self.outputs[0].get_partial_shape()[-1].get_length()])]
+
+    def run(self, _: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.request.infer(feeds)
+        return [self.request.get_output_tensor(0).data.copy()]
+
+
+def openvino_embedder(settings: Settings, texts: list[str], int8: bool) -> OnnxEmbedder | None:
+    """The ONNX embedder run by OpenVINO (fp32, or static int8 calibrated on 300 of ``texts``); None without it."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    embedder = make_embedder(settings.replace("embedder", precision="onnx").embedder)
+    assert isinstance(embedder, OnnxEmbedder)
+    model = openvino.Core().read_model(str(converted_model(embedder.path, "onnx")))
+    if int8:
+        try:
+            import nncf
+        except ImportError:
+            return None
+        encoded = embedder.tokenizer.encode_batch(texts[:: max(1, len(texts) // 300)][:300])
+        batches = []
+        for start in range(0, len(encoded), 4):
+            part = encoded[start : start + 4]
+            ids = np.zeros((len(part), max(len(e.ids) for e in part)), dtype=np.int64)
+            for row, e in enumerate(part):
+                ids[row, : len(e.ids)] = e.ids
+            batches.append({"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)})
+        ffn = [
+            op.get_friendly_name()
+            for op in model.get_ops()
+            if op.get_type_name() == "MatMul"
+            and op.get_friendly_name().endswith("/output/dense/MatMul")
+            and "/attention/" not in op.get_friendly_name()
+        ]
+        model = nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(batches),
+            ignored_scope=nncf.IgnoredScope(names=ffn),
+        )
+    compiled = openvino.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    embedder.__dict__["session"] = OpenVinoSession(compiled)  # in place of the cached ONNX Runtime session
+    return embedder
 
 
 def lists_and_precision(root: Path, label: str) -> tuple[dict[str, list[str]], float, float]:
@@ -81,9 +144,15 @@ def run_corpus(name: str, source: Path, label: str, tmp: Path) -> tuple[list[dic
 
     first = encode_bare()
     built = []
-    for technique, values in techniques():
+    chosen: list[tuple[str, dict, Any]] = [(t, v, None) for t, v in techniques()]
+    for technique, int8 in (("openvino fp32", False), ("openvino static int8", True)):
+        chosen.append((technique, {"precision": "onnx"}, lambda s, int8=int8: openvino_embedder(s, texts, int8)))
+    for technique, values, special in chosen:
         settings = base.replace("embedder", **values)
-        embedder = make_embedder(settings.embedder)
+        embedder = make_embedder(settings.embedder) if special is None else special(settings)
+        if embedder is None:
+            print(f"{technique}: skipped (pip install openvino nncf to measure it)")
+            continue
         embedder.encode(texts[:64])  # load (and convert, the first time) outside the timing
         root = tmp / technique.replace(" ", "-").replace(",", "")
         started = time.perf_counter()
