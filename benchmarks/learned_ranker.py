@@ -7,6 +7,7 @@
 3. Serving: recommend() and page() on the EB-NeRD index holding two weeks of events (~600k: the week, and the
    same week a week earlier under other reader ids, the load of a site that keeps a fortnight), with the
    stored ranker and with the hand-set blend in the same run; the difference is what the model's list costs.
+   Last, as ``recsys serve`` runs (``[http] compute_threads = 1``: FAISS and BLAS on the request's thread).
 
     python benchmarks/learned_ranker.py       # prints tables, writes results/learned_ranker.json
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from _common import CACHE, save, shared, table
 
+from recsys.archive.ann import limit_compute_threads
 from recsys.archive.indexer import Indexer
 from recsys.config import Settings
 from recsys.ingest.events import read_impressions
@@ -116,15 +118,18 @@ def serving_cost(root: Path, result: object, n: int = 600) -> dict:
             return found
 
         learned.score = timed_score  # measure the model step alone: features + LightGBM over the candidates
-        frozen = "learned, after warm() + gc.freeze() (as recsys serve starts)"
-        for mode in ("hand-set blend", "learned ranker", frozen):
+        frozen = "learned, after warm() + gc.freeze()"
+        served = "learned, warm + freeze + one compute thread (as recsys serve runs)"
+        for mode in ("hand-set blend", "learned ranker", frozen, served):
             if mode == "hand-set blend":
                 (copy / RANKER_FILE).unlink(missing_ok=True)
             else:
                 result.ranker.save(copy)
+            if mode == served:  # the last mode: the limit stays for the rest of the process
+                limit_compute_threads(1)
             rec = Recommender.open(copy)
             rec.warm().recommend(list(readers[0]), k=8, now=at)  # warm: folds the events, loads the model
-            if mode == frozen:
+            if mode in (frozen, served):
                 gc.freeze()
             samples = []
             for history in readers:

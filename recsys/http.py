@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
+from recsys.archive.ann import limit_compute_threads
 from recsys.config import DEFAULT_INDEX_DIR, Settings, load_settings
 from recsys.embedder import Embedder
 from recsys.feedback.report import GROUPINGS, online_report
@@ -109,17 +110,6 @@ def _ids(value: str | None) -> list[str]:
 
 def static_dir() -> Path:
     return Path(str(resources.files("recsys").joinpath("web")))
-
-
-def limit_compute_threads(threads: int) -> None:
-    """Cap the threads of FAISS (OpenMP) and numpy's BLAS for this process (``[http] compute_threads``)."""
-    if threads <= 0:
-        return
-    import faiss
-    from threadpoolctl import threadpool_limits
-
-    faiss.omp_set_num_threads(threads)
-    threadpool_limits(threads)
 
 
 def create_app(

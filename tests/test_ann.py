@@ -131,3 +131,27 @@ def test_ivf_tune_picks_the_smallest_nprobe_reaching_the_target():
             [len(set(t[1:]) & set(f[f != q][:10])) / 10 for t, f, q in zip(truth, found, query_ids, strict=True)]
         )
         assert lower < 0.95
+
+
+def test_a_small_batch_searches_on_the_calling_thread_alone_and_other_threads_keep_their_setting():
+    """A served list's search runs FAISS on its own thread (no OpenMP team spinning for one query); a batch keeps
+    every core, the setting comes back after, and it is per thread: a concurrent request never sees it."""
+    import threading
+
+    import faiss
+
+    from recsys.archive.ann import SMALL_QUERY_BATCH, calling_thread_only
+
+    before = faiss.omp_get_max_threads()
+    if before < 2:
+        pytest.skip("one OpenMP thread on this machine: nothing to limit")
+    inside, other = [], []
+    with calling_thread_only(1):
+        inside.append(faiss.omp_get_max_threads())
+        worker = threading.Thread(target=lambda: other.append(faiss.omp_get_max_threads()))
+        worker.start()
+        worker.join()
+    assert inside == [1] and faiss.omp_get_max_threads() == before
+    assert other == [before]  # another thread's searches keep their team
+    with calling_thread_only(SMALL_QUERY_BATCH + 1):
+        assert faiss.omp_get_max_threads() == before

@@ -190,6 +190,26 @@ def test_id_lookups_are_remembered_per_version_and_a_removed_article_is_gone(mak
     assert old.store.rows_of(["a"]) == {"a": rows["a"]}  # a version never changes: the old one still has it
 
 
+def test_a_full_lookup_cache_forgets_and_still_answers_every_id(make_indexer, tmp_path, monkeypatch):
+    """When a lookup would overflow a version's caches they are emptied: what they remembered must be looked up
+    again, not reported missing (a live article once came back unknown, its text dropped from a list)."""
+    from recsys.archive import segmented
+
+    make_indexer().add_articles([art(x, f"story {x} about the {x} coast") for x in "abcd"])
+    store = Recommender.open(tmp_path / "index").view.store
+    monkeypatch.setattr(segmented, "LOOKUP_CACHE", 3)
+    monkeypatch.setattr(segmented, "ARTICLE_CACHE", 3)
+    first = store.rows_of(["a", "b"])
+    rows = store.rows_of(["a", "b", "c", "d"])  # a and b remembered, c and d do not fit beside them
+    assert set(rows) == set("abcd") and {x: rows[x] for x in "ab"} == first
+    assert store.row_of("a") == rows["a"]
+    assert set(store.ids_of(list(rows.values()))) == set(rows.values())
+    assert store.ids_of([rows["a"]]) == {rows["a"]: "a"}
+    store.get_rows([rows["a"], rows["b"]], with_text=False)
+    found = store.get_rows(list(rows.values()), with_text=False)
+    assert {found[r].id for r in rows.values()} == set("abcd")
+
+
 def test_learned_recommendation_leaves_out_undated_articles_the_logs_never_mentioned(index, make_indexer):  # noqa: F811
     rec = _served(index)
     now = max(i.ts for i in synthetic_log(1500)) + 60

@@ -14,10 +14,12 @@ of shape ``(n_queries, k)``, best first, padded with ``-inf`` / ``-1`` when fewe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,6 +36,43 @@ def _faiss():
     except ImportError:
         raise RecsysError("faiss is not available - install faiss-cpu (`pip install -e .`)") from None
     return faiss
+
+
+SMALL_QUERY_BATCH = 8  # up to this many queries are searched by the calling thread alone (see calling_thread_only)
+
+
+@contextlib.contextmanager
+def calling_thread_only(queries: int) -> Iterator[None]:
+    """FAISS on the calling thread only for a small batch of queries (a served list asks one, or a reader's few
+    interests). FAISS splits a search over queries with OpenMP, so a single query leaves the other threads of its
+    team spinning at the barrier: on a 2-core machine whose other core is busy (another request, an index job)
+    that cost 10x the search itself. OpenMP's thread count is per calling thread, so concurrent requests do not
+    see each other's setting; large batches (evaluation, tuning, merges) keep every core."""
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    if queries > SMALL_QUERY_BATCH or before == 1:
+        yield
+        return
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def limit_compute_threads(threads: int) -> None:
+    """Cap the threads of FAISS (OpenMP) and numpy's BLAS for this process: what a serving process wants
+    (``recsys serve`` applies ``[http] compute_threads``, 1 by default; a site calling ``Recommender`` in its own
+    process calls this once at start). A list's products are small, and on a busy machine a BLAS or OpenMP team
+    waiting for a core costs more than the product: measured on 2 cores with an index job running beside the
+    queries, page() p50 118 -> 24 ms and recommend() 57 -> 10 ms (README, "Serving in-process"). 0 or less
+    leaves the libraries' defaults (every core: what batch jobs want)."""
+    if threads <= 0:
+        return
+    from threadpoolctl import threadpool_limits
+
+    _faiss().omp_set_num_threads(threads)
+    threadpool_limits(threads)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
@@ -206,7 +245,8 @@ class _FaissIndex(ANNIndex):
                 np.full((queries.shape[0], k), -np.inf, dtype=np.float32),
                 np.full((queries.shape[0], k), -1, dtype=np.int64),
             )
-        scores, ids = self._index.search(queries, k, params=params)
+        with calling_thread_only(queries.shape[0]):
+            scores, ids = self._index.search(queries, k, params=params)
         scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
         return scores, ids.astype(np.int64)
 

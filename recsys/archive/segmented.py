@@ -179,6 +179,7 @@ class SegmentedANN:
 
 
 LOOKUP_CACHE = 200_000  # ids (and rows) a version remembers from lookups, about 30 MB at most
+ARTICLE_CACHE = 20_000  # articles (without their text) a version remembers from lists, about 20 MB at most
 
 
 class SegmentedStore:
@@ -192,19 +193,16 @@ class SegmentedStore:
         self._newest_first = list(range(len(self.segments)))[::-1]
         self._row_cache: dict[str, int] = {}  # id -> row, -1: not live in this version
         self._id_cache: dict[int, str] = {}
+        self._article_cache: dict[int, StoredArticle] = {}  # row -> article without its text
 
     def _global(self, segment: int, local: int) -> int | None:
         row = int(self.offsets[segment]) + local
         return row if self.live[row] else None
 
     def row_of(self, article_id: str) -> int | None:
-        for i in self._newest_first:
-            local = self.segments[i].store.row_of(article_id)
-            if local is not None:
-                row = self._global(i, local)
-                if row is not None:
-                    return row
-        return None
+        """The live row of an id (remembered, like ``rows_of``: a page asks for the article being read again and
+        again, and an uncached look-up is one SQLite query per segment, newest first)."""
+        return self.rows_of((article_id,)).get(article_id)
 
     def parked(self, article_id: str) -> StoredArticle | None:
         """A taken-down article's stored text and fields (its row is deleted but its segment still holds it), or
@@ -222,9 +220,10 @@ class SegmentedStore:
         ids = list(dict.fromkeys(article_ids))
         cache = self._row_cache
         missing = [a for a in ids if a not in cache]
+        if missing and len(cache) + len(missing) > LOOKUP_CACHE:
+            cache.clear()  # and look all of them up again: what was remembered is gone
+            missing = ids
         if missing:
-            if len(cache) + len(missing) > LOOKUP_CACHE:
-                cache.clear()
             found = self.hashes_of(missing)
             for article_id in missing:
                 hit = found.get(article_id)
@@ -269,9 +268,10 @@ class SegmentedStore:
         rows = [int(r) for r in rows]
         cache = self._id_cache
         missing = [r for r in dict.fromkeys(rows) if r not in cache]
+        if missing and len(cache) + len(missing) > LOOKUP_CACHE:
+            cache.clear()
+            missing = list(dict.fromkeys(rows))
         if missing:
-            if len(cache) + len(missing) > LOOKUP_CACHE:
-                cache.clear()
             for part, local in self._by_segment(missing):
                 offset = int(self.offsets[part])
                 for row, article_id in self.segments[part].store.ids_of(local).items():
@@ -279,6 +279,21 @@ class SegmentedStore:
         return {r: cache[r] for r in rows if r in cache}
 
     def get_rows(self, rows: Sequence[int], with_text: bool = True) -> dict[int, StoredArticle]:
+        """Articles by global row. Without their text (what lists read) they are remembered (bounded): a
+        version never changes, and the lists of every request show the same hot articles again."""
+        if with_text:
+            return self._read_rows(rows, True)
+        cache = self._article_cache
+        wanted = [int(r) for r in rows]
+        missing = [r for r in dict.fromkeys(wanted) if r not in cache]
+        if missing and len(cache) + len(missing) > ARTICLE_CACHE:
+            cache.clear()
+            missing = list(dict.fromkeys(wanted))
+        if missing:
+            cache.update(self._read_rows(missing, False))
+        return {r: cache[r] for r in wanted if r in cache}
+
+    def _read_rows(self, rows: Sequence[int], with_text: bool) -> dict[int, StoredArticle]:
         found: dict[int, StoredArticle] = {}
         for part, local in self._by_segment(rows):
             offset = int(self.offsets[part])

@@ -151,6 +151,8 @@ class VersionReader:
 
     def allowed(self, filters: Filters, positions: np.ndarray | None = None) -> np.ndarray:
         """Boolean mask of rows that pass the filters (over ``positions`` if given, else all rows)."""
+        if positions is not None and not filters.restricts_rows:
+            return self.live[positions]  # the usual list: nothing but liveness to check
         rows = self.rows if positions is None else self.rows[positions]
         mask = np.asarray(rows["live"]).copy()
         if filters.categories:

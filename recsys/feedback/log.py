@@ -11,7 +11,6 @@ its list was served can be credited to its box at once (``/metrics``).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import secrets
@@ -38,7 +37,10 @@ def new_list_id() -> str:
 
 def stamp(hits: Sequence[Hit], list_id: str) -> list[Hit]:
     """The hits with their list's id and their 1-based positions."""
-    return [dataclasses.replace(h, list_id=list_id, position=i) for i, h in enumerate(hits, start=1)]
+    return [
+        Hit(h.id, h.title, h.url, h.published_at, h.score, h.reason, h.category, h.similarity, h.metadata, list_id, i)
+        for i, h in enumerate(hits, start=1)
+    ]  # built directly: dataclasses.replace was a tenth of a Related list's time
 
 
 class ServedLog:

@@ -28,6 +28,7 @@ Everything here works on numpy arrays; nothing touches storage.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 
@@ -39,6 +40,8 @@ from recsys.config import RelatedConfig
 DAY = 86_400.0
 _WORD = re.compile(r"[^\W\d_][\w'\-]{3,}")
 _NAME_WORD = re.compile(r"[^\W\d_][\w'’\-]*")
+_POSSESSIVE = re.compile(r"['’]s$")
+HEADLINES_REMEMBERED = 65_536  # headlines whose words and names are remembered (the same hits recur across lists)
 SAME_MOMENT_DAYS = 0.5 / 24  # published within half an hour of each other: neither follows the other
 # Generic words that say nothing about a story, even when two headlines share them. Rare words are
 # judged by the archive itself (``common`` in shared_terms), which also covers other languages.
@@ -136,12 +139,17 @@ def mmr(scores: np.ndarray, sims: np.ndarray, k: int, lam: float) -> np.ndarray:
 
 def keywords(text: str) -> list[str]:
     """Content words of a headline, in order, for human-readable reasons."""
+    return list(_keywords(text))
+
+
+@functools.lru_cache(maxsize=HEADLINES_REMEMBERED)
+def _keywords(text: str) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for word in _WORD.findall(text):
         low = word.lower().strip("'-")
         if low not in _STOP and low not in seen:
             seen[low] = word
-    return list(seen.values())
+    return tuple(seen.values())
 
 
 def shared_terms(
@@ -160,10 +168,15 @@ def names_in(title: str) -> list[str]:
     """The proper names of a headline, whole: maximal runs of capitalised words ("Kim Jong Un", "Marjorie Taylor
     Greene", "North Korea"), never a fragment of one. A lone capitalised first word is the sentence's start, not a
     name; a headline in Title Case has no telling capitals, so it has none."""
+    return list(_names_in(title))
+
+
+@functools.lru_cache(maxsize=HEADLINES_REMEMBERED)
+def _names_in(title: str) -> tuple[str, ...]:
     matches = list(_NAME_WORD.finditer(title))
     lower = sum(1 for m in matches if len(m.group()) > 3 and m.group()[0].islower())
     if lower == 0 and sum(1 for m in matches if m.group()[0].isupper()) >= 3:
-        return []  # Title Case (only short words such as "of" or "in" in lower case)
+        return ()  # Title Case (only short words such as "of" or "in" in lower case)
     names: list[str] = []
     run: list[tuple[int, str]] = []  # (word index, word) of the current run
     previous_end = -1
@@ -174,7 +187,7 @@ def names_in(title: str) -> list[str]:
         run.clear()
 
     for index, match in enumerate(matches):
-        word = re.sub(r"['’]s$", "", match.group()).strip("'-")
+        word = _POSSESSIVE.sub("", match.group()).strip("'-")
         adjacent = bool(run) and not title[previous_end : match.start()].strip()
         if word[:1].isupper() and len(word) > 1:
             if run and not adjacent:
@@ -184,11 +197,16 @@ def names_in(title: str) -> list[str]:
             close()
         previous_end = match.end()
     close()
-    return list(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names))
 
 
 def _mentions(text: str, name: str) -> bool:
-    return re.search(rf"(?<![\w]){re.escape(name)}(?![\w])", text, flags=re.IGNORECASE) is not None
+    return _whole_word(name).search(text) is not None
+
+
+@functools.lru_cache(maxsize=HEADLINES_REMEMBERED)
+def _whole_word(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", flags=re.IGNORECASE)
 
 
 def terms_shared_with(
@@ -207,7 +225,7 @@ def terms_shared_with(
         if tag_overlap:
             return tag_overlap[:3]
         found: dict[str, str] = {}
-        candidate_names = names_in(title)
+        candidate_names = _names_in(title)
         for name, other in [*((n, title) for n in source_names), *((n, source_title) for n in candidate_names)]:
             if name.lower() in found or not _mentions(other, name):
                 continue
@@ -220,7 +238,7 @@ def terms_shared_with(
         in_names = {w.lower() for n in [*source_names, *candidate_names] for w in n.split()}
         words = [
             w
-            for w in keywords(title)
+            for w in _keywords(title)
             if w.lower() in source_words
             and w.lower() not in in_names
             and w.lower() not in found
