@@ -5,8 +5,7 @@ figures are recsys's own: the first build (one segment, IVF trained and tuned), 
 and a remove (deletions only) and what they write, open, memory, and Related latency on a large index:
 the first 300 lists of a fresh process (pages of the arrays mapped in on first touch, read from disk if the
 page cache lost them) and 300 lists of a process that has answered WARM_LISTS others (the main figure).
-Baseline in the same run: the bare FAISS search of the big segment that Related starts from. Queries run as
-``recsys serve`` runs them (``[http] compute_threads = 1``), the jobs with every core.
+Baseline in the same run: the bare FAISS search of the big segment that Related starts from.
 
     python benchmarks/scale.py --articles 200000    # prints the table, writes results/scale.json
 """
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from _common import save, table
 
-from recsys.archive.ann import limit_compute_threads, top_k
+from recsys.archive.ann import top_k
 from recsys.archive.indexer import Indexer
 from recsys.archive.version import VersionReader
 from recsys.config import Settings
@@ -173,7 +172,6 @@ def main() -> None:
             )
         segments_after = publishes[-1].segments if publishes else None
         merged_total = sum(r.merged for r in publishes)
-        limit_compute_threads(1)  # as `recsys serve` runs ([http] compute_threads); the jobs above had every core
         open_seconds, rec = timed(lambda: Recommender.open(root, settings))
         rows.append({"step": "Recommender.open", "seconds": open_seconds})
         size = sum(current_files(root).values())

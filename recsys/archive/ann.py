@@ -63,10 +63,10 @@ def calling_thread_only(queries: int) -> Iterator[None]:
 def limit_compute_threads(threads: int) -> None:
     """Cap the threads of FAISS (OpenMP) and numpy's BLAS for this process: what a serving process wants
     (``recsys serve`` applies ``[http] compute_threads``, 1 by default; a site calling ``Recommender`` in its own
-    process calls this once at start). A list's products are small, and on a busy machine a BLAS or OpenMP team
-    waiting for a core costs more than the product: measured on 2 cores with an index job running beside the
-    queries, page() p50 118 -> 24 ms and recommend() 57 -> 10 ms (README, "Serving in-process"). 0 or less
-    leaves the libraries' defaults (every core: what batch jobs want)."""
+    busy process calls this once at start). A list's products are small, and on a busy machine a BLAS team waiting
+    for a core costs more than the product: measured on 2 cores with an index job running beside the queries,
+    page() p50 118 -> 24 ms (a quiet machine loses a little: README, "Serving in-process"). 0 or less leaves the
+    libraries' defaults (every core: what batch jobs want)."""
     if threads <= 0:
         return
     from threadpoolctl import threadpool_limits

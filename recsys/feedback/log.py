@@ -40,7 +40,7 @@ def stamp(hits: Sequence[Hit], list_id: str) -> list[Hit]:
     return [
         Hit(h.id, h.title, h.url, h.published_at, h.score, h.reason, h.category, h.similarity, h.metadata, list_id, i)
         for i, h in enumerate(hits, start=1)
-    ]  # built directly: dataclasses.replace was a tenth of a Related list's time
+    ]  # built directly: dataclasses.replace took 1.5x as long (115 vs 77 us for 10 hits)
 
 
 class ServedLog:
