@@ -11,6 +11,7 @@ its list was served can be credited to its box at once (``/metrics``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import secrets
@@ -35,12 +36,18 @@ def new_list_id() -> str:
     return secrets.token_hex(8)
 
 
+_HIT_FIELDS = ("id", "title", "url", "published_at", "score", "reason", "category", "similarity", "metadata")
+if tuple(f.name for f in dataclasses.fields(Hit)) != (*_HIT_FIELDS, "list_id", "position"):
+    raise ImportError("recsys.types.Hit changed its fields: update stamp(), which builds hits by position")
+
+
 def stamp(hits: Sequence[Hit], list_id: str) -> list[Hit]:
-    """The hits with their list's id and their 1-based positions."""
+    """The hits with their list's id and their 1-based positions (built by position: half the time of
+    ``dataclasses.replace``, 26 vs 54 us for 10 hits)."""
     return [
         Hit(h.id, h.title, h.url, h.published_at, h.score, h.reason, h.category, h.similarity, h.metadata, list_id, i)
         for i, h in enumerate(hits, start=1)
-    ]  # built directly: dataclasses.replace took 1.5x as long (115 vs 77 us for 10 hits)
+    ]
 
 
 class ServedLog:

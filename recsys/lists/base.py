@@ -239,7 +239,7 @@ def to_hit(
         if value:
             metadata[name] = value
     if article.tags:
-        metadata["tags"] = article.tags
+        metadata["tags"] = list(article.tags)  # a copy: the stored article may be remembered by the version
     score = float(score) if math.isfinite(score) else 0.0
     return Hit(
         id=article.id,

@@ -41,7 +41,8 @@ DAY = 86_400.0
 _WORD = re.compile(r"[^\W\d_][\w'\-]{3,}")
 _NAME_WORD = re.compile(r"[^\W\d_][\w'’\-]*")
 _POSSESSIVE = re.compile(r"['’]s$")
-HEADLINES_REMEMBERED = 65_536  # headlines whose words and names are remembered (the same hits recur across lists)
+HEADLINES_REMEMBERED = 20_000  # headlines whose words and names are remembered (the same hits recur across lists)
+NAME_PATTERNS_REMEMBERED = 4_096  # compiled whole-word patterns of names (a few KB each)
 SAME_MOMENT_DAYS = 0.5 / 24  # published within half an hour of each other: neither follows the other
 # Generic words that say nothing about a story, even when two headlines share them. Rare words are
 # judged by the archive itself (``common`` in shared_terms), which also covers other languages.
@@ -204,7 +205,7 @@ def _mentions(text: str, name: str) -> bool:
     return _whole_word(name).search(text) is not None
 
 
-@functools.lru_cache(maxsize=HEADLINES_REMEMBERED)
+@functools.lru_cache(maxsize=NAME_PATTERNS_REMEMBERED)
 def _whole_word(name: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w]){re.escape(name)}(?![\w])", flags=re.IGNORECASE)
 
