@@ -89,14 +89,7 @@ def openvino_embedder(settings: Settings, texts: list[str], int8: bool) -> OnnxE
             import nncf
         except ImportError:
             return None
-        encoded = embedder.tokenizer.encode_batch(texts[:: max(1, len(texts) // 300)][:300])
-        batches = []
-        for start in range(0, len(encoded), 4):
-            part = encoded[start : start + 4]
-            ids = np.zeros((len(part), max(len(e.ids) for e in part)), dtype=np.int64)
-            for row, e in enumerate(part):
-                ids[row, : len(e.ids)] = e.ids
-            batches.append({"input_ids": ids, "attention_mask": (ids != 0).astype(np.int64)})
+        batches = [feeds for _, feeds in embedder.batches(texts[:: max(1, len(texts) // 300)][:300])]
         ffn = [
             op.get_friendly_name()
             for op in model.get_ops()

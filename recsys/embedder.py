@@ -97,9 +97,9 @@ def native_bf16() -> bool:
 def resolve_precision(precision: str, device: str) -> str:
     """``auto`` as the fastest precision that passed the list-quality gate (benchmarks/build_throughput.py: Related
     p@10 within 0.005 of fp32 and top-10 lists overlapping >= 0.9) on this kind of CPU: bf16 where the CPU computes
-    it natively (1.7-2.2x bare fp32 on an avx512_bf16 machine), else ONNX Runtime int8 where it is installed (1.04x
-    on BBC, 1.28x on MIND-sample on an AVX2 machine without VNNI, where torch fp32 is 0.91-0.95x), else fp32; fp32
-    off the CPU."""
+    it natively (1.7-2.2x bare fp32 on an avx512_bf16 machine), else ONNX Runtime int8 where it is installed
+    (1.04-1.33x on BBC, 1.28-1.50x on MIND-sample in two runs on an AVX2 machine without VNNI, torch fp32
+    0.91-1.04x), else fp32; fp32 off the CPU."""
     if precision not in PRECISIONS:
         raise RecsysError(f"[embedder] precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":

@@ -230,13 +230,13 @@ class OnnxEmbedder:
             return int(shape[-1])
         return int(self.encode(["dimension"]).shape[1])
 
-    def encode(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+    def batches(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """The model's inputs for ``texts``: tokenized at once, longest first, padded per batch to its longest and
+        batched by token count (at most ``TOKENS_PER_BATCH`` tokens and ``batch_size`` texts), each with the
+        positions of its texts in ``texts``."""
         encoded = self.tokenizer.encode_batch([self.prefix + t for t in texts])
         lengths = np.fromiter((len(e.ids) for e in encoded), dtype=np.int64, count=len(encoded))
         order = np.argsort(-lengths, kind="stable")
-        out: np.ndarray | None = None
         start = 0
         limit = max(1, self.config.batch_size)
         while start < len(order):
@@ -249,12 +249,19 @@ class OnnxEmbedder:
                 n = int(lengths[i])
                 ids[row, :n] = encoded[i].ids
                 mask[row, :n] = 1
+            yield positions, {"input_ids": ids, "attention_mask": mask}
+            start += positions.size
+
+    def encode(self, texts: Sequence[str], progress: Any = None) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        out: np.ndarray | None = None
+        for positions, feeds in self.batches(texts):
             with self._lock:  # one run at a time uses every core already
-                vectors = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+                vectors = self.session.run(None, feeds)[0]
             if out is None:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[positions] = vectors
-            start += positions.size
             if progress is not None:
                 progress(int(positions.size))
         assert out is not None

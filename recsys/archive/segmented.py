@@ -8,8 +8,8 @@ lookups across the segments' SQLite files, skipping deleted rows.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -17,6 +17,8 @@ from recsys.archive.ann import ExactIndex
 from recsys.archive.segment import IVFRows, Segment, row_key
 from recsys.archive.store import StoredArticle
 
+K = TypeVar("K")
+V = TypeVar("V")
 EXACT_COPY_MAX = 20_000  # exact-segment rows searched as one in-memory matrix (30 MB at 384-d)
 
 
@@ -178,6 +180,18 @@ class SegmentedANN:
         return int(self.live.sum())
 
 
+def remember(cache: dict[K, V], keys: list[K], limit: int, fetch: Callable[[list[K]], dict[K, V]]) -> None:
+    """Make ``cache`` hold what ``fetch`` finds for ``keys`` (no repeats), fetching only those it lacks. A cache
+    that would grow past ``limit`` is emptied first and all of ``keys`` are fetched again: what it remembered
+    is gone (fetching only the missing ones then lost the rest: live ids came back unknown)."""
+    missing = [key for key in keys if key not in cache]
+    if missing and len(cache) + len(missing) > limit:
+        cache.clear()
+        missing = keys
+    if missing:
+        cache.update(fetch(missing))
+
+
 LOOKUP_CACHE = 200_000  # ids (and rows) a version remembers from lookups, about 30 MB at most
 ARTICLE_CACHE = 20_000  # articles (without their text) a version remembers from lists, about 20 MB at most
 
@@ -219,15 +233,12 @@ class SegmentedStore:
         remembered (bounded): the lists of every request ask for the same hot articles again."""
         ids = list(dict.fromkeys(article_ids))
         cache = self._row_cache
-        missing = [a for a in ids if a not in cache]
-        if missing and len(cache) + len(missing) > LOOKUP_CACHE:
-            cache.clear()  # and look all of them up again: what was remembered is gone
-            missing = ids
-        if missing:
+
+        def look_up(missing: list[str]) -> dict[str, int]:
             found = self.hashes_of(missing)
-            for article_id in missing:
-                hit = found.get(article_id)
-                cache[article_id] = -1 if hit is None else hit[0]
+            return {a: found[a][0] if a in found else -1 for a in missing}  # -1: not live, remembered too
+
+        remember(cache, ids, LOOKUP_CACHE, look_up)
         out = {}
         for article_id in ids:
             row = cache.get(article_id, -1)
@@ -267,15 +278,16 @@ class SegmentedStore:
         """``row -> id`` of these rows (remembered like ``rows_of``)."""
         rows = [int(r) for r in rows]
         cache = self._id_cache
-        missing = [r for r in dict.fromkeys(rows) if r not in cache]
-        if missing and len(cache) + len(missing) > LOOKUP_CACHE:
-            cache.clear()
-            missing = list(dict.fromkeys(rows))
-        if missing:
+
+        def look_up(missing: list[int]) -> dict[int, str]:
+            found: dict[int, str] = {}
             for part, local in self._by_segment(missing):
                 offset = int(self.offsets[part])
                 for row, article_id in self.segments[part].store.ids_of(local).items():
-                    cache[row + offset] = article_id
+                    found[row + offset] = article_id
+            return found
+
+        remember(cache, list(dict.fromkeys(rows)), LOOKUP_CACHE, look_up)
         return {r: cache[r] for r in rows if r in cache}
 
     def get_rows(self, rows: Sequence[int], with_text: bool = True) -> dict[int, StoredArticle]:
@@ -285,12 +297,7 @@ class SegmentedStore:
             return self._read_rows(rows, True)
         cache = self._article_cache
         wanted = [int(r) for r in rows]
-        missing = [r for r in dict.fromkeys(wanted) if r not in cache]
-        if missing and len(cache) + len(missing) > ARTICLE_CACHE:
-            cache.clear()
-            missing = list(dict.fromkeys(wanted))
-        if missing:
-            cache.update(self._read_rows(missing, False))
+        remember(cache, list(dict.fromkeys(wanted)), ARTICLE_CACHE, lambda missing: self._read_rows(missing, False))
         return {r: cache[r] for r in wanted if r in cache}
 
     def _read_rows(self, rows: Sequence[int], with_text: bool) -> dict[int, StoredArticle]:
