@@ -109,6 +109,22 @@ def test_exact_search_over_a_subset():
     assert ids[0].tolist() == [0, 1] and scores[0, 0] == 1.0
 
 
+@pytest.mark.parametrize("share, k", [(0.9, 10), (0.6, 300), (0.2, 10)])
+def test_exact_search_over_most_rows_masks_the_rest_and_answers_as_a_copy_would(share, k):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(400, 16)).astype(np.float32)
+    rows = np.sort(rng.choice(400, int(share * 400), replace=False))
+    queries = rng.normal(size=(3, 16)).astype(np.float32)
+    scores, ids = exact_search(vectors, queries, k, rows)
+    sims = queries @ vectors[rows].T
+    for q in range(3):
+        expected = rows[np.argsort(-sims[q], kind="stable")[:k]]
+        found = ids[q][ids[q] >= 0]
+        assert found.tolist() == expected.tolist() and set(found) <= set(rows.tolist())
+        np.testing.assert_allclose(scores[q, : found.size], sims[q][np.argsort(-sims[q], kind="stable")[:k]], rtol=1e-5)
+        assert np.all(np.isneginf(scores[q, found.size :]))  # fewer wanted rows than k: the rest is padding
+
+
 def test_exact_is_the_reference():
     assert isinstance(make_index("exact", 4), ExactIndex)
 

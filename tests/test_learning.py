@@ -2,7 +2,11 @@
 
 import json
 import math
+import os
 import random
+import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -166,6 +170,12 @@ def test_train_from_ingested_events_then_serve_learned_lists(index, tmp_path):
     )
     report = json.loads((tmp_path / "r" / "metrics.json").read_text())["training"]
     assert report["impressions"] == len(log)  # every stored impression was rebuilt from the events
+    clock = json.loads((index / "clock.json").read_text())  # the Ranking's leaders: ordered as judged on day 5
+    rates = clock["order_hit_rates"]
+    assert {"clock", "box_model"} <= set(rates) and rates[clock["order"]] == max(rates.values())
+    assert "(models fitted before those days) caught a next click by the clock" in result.output
+    ranking_model = json.loads((index / RANKER_FILE).read_text()).get("ranking_model")
+    assert (ranking_model is not None) == (clock["order"] == "ranking_model")  # stored only when it serves
     rec = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0))
     assert rec.learned_ranker() is not None
     hits = rec.recommend(["fb1", "fb2", "fb3"], k=5)
@@ -272,3 +282,20 @@ def test_an_impressions_list_and_its_pool_group_share_a_side_of_every_split():
         assert side[group] == (dataset.owners[group] % 2 == 0)
     pooled = dataset.shown is not None and (~dataset.shown).any()
     assert pooled and set(np.unique(dataset.owners)) == set(range(len(rows)))
+
+
+def test_a_training_run_is_repeatable_whatever_the_process_hash_seed(index, tmp_path):
+    """Two `recsys train` runs on the same log in processes with other string hashes store the same models:
+    nothing fitted may depend on the order a set of ids happens to iterate in."""
+    path = behaviors_file(synthetic_log(1500), tmp_path / "behaviors.tsv")
+    stored = []
+    for seed in ("1", "2"):
+        copy = tmp_path / f"index-{seed}"
+        shutil.copytree(index, copy)
+        env = {**os.environ, "RECSYS_EMBEDDER__MODEL": "keyword-test", "PYTHONHASHSEED": seed}
+        args = ["train", "--index", str(copy), "--behaviors", str(path), "--test-days", "1", "--json"]
+        done = subprocess.run([sys.executable, "-m", "recsys.cli", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        ranker = json.loads((copy / RANKER_FILE).read_text())
+        stored.append((ranker["model"], ranker.get("box_model"), json.loads((copy / "clock.json").read_text())))
+    assert stored[0][1] is not None and stored[0] == stored[1]

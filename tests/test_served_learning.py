@@ -1,6 +1,7 @@
 """Trained as it serves: features independent of the pool, the box model, the refit on
 every day, the learned Ranking, the page's context, and the lookups that make the served path fast."""
 
+import dataclasses
 import json
 import random
 from types import SimpleNamespace
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 
 from recsys.archive.ann import exact_search
+from recsys.archive.layout import CLOCK_FILE, write_json_atomic
 from recsys.config import Settings
 from recsys.feedback.report import online_report
+from recsys.learning.clock import RankingClock
 from recsys.learning.features import FEATURES, ReaderContext, candidate_features
 from recsys.learning.pools import POOL_CONTENT, ContentMatch
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
@@ -76,10 +79,16 @@ def test_the_box_score_is_the_box_models_and_round_trips(tmp_path):
     loaded = LearnedRanker.load(tmp_path)
     assert loaded is not None and loaded.box_text == box.model_text
     np.testing.assert_array_equal(loaded.score_box(x), ranker.score_box(x))
+    np.testing.assert_array_equal(ranker.score_ranking(x), ranker.score_box(x))  # no Ranking model: the box's
+    ranking = ranker.with_ranking(click.model_text)
+    np.testing.assert_array_equal(ranking.score_ranking(x), click.score(x))
+    assert ranking.model_id != ranker.model_id and ranking.with_box(box.model_text).ranking_text == click.model_text
+    ranking.save(tmp_path)
+    assert LearnedRanker.load(tmp_path) == ranking
     data = json.loads((tmp_path / RANKER_FILE).read_text())
-    data["box_model"] = 7
-    with pytest.raises(IndexStateError, match="box_model"):
-        LearnedRanker.from_json(data)
+    for name in ("box_model", "ranking_model"):
+        with pytest.raises(IndexStateError, match=name):
+            LearnedRanker.from_json({**data, name: 7})
 
 
 def test_a_timed_log_trains_a_box_model_then_refits_on_every_day(index):  # noqa: F811
@@ -138,10 +147,27 @@ def test_ranking_with_a_trained_box_model_is_one_list_for_everyone_in_score_orde
     # the clock alone orders the same active articles otherwise
     ranker = rec.learned_ranker()
     assert ranker is not None
+    settings = Settings().replace("popularity", refresh_seconds=0.0)
+    config = settings.popularity
+    judged = RankingClock(config.ranking_half_life_hours, config.window_hours, config.ranking_ctr_cap, order="clock")
+    write_json_atomic(index / CLOCK_FILE, judged.to_json())  # `recsys train` found the clock's order caught more
+    by_clock = [(h.id, h.score) for h in Recommender.open(index, settings).ranking(8, now=now)]
+
+    def served(order: str, model: LearnedRanker) -> list[tuple[str, float]]:
+        model.save(index)
+        write_json_atomic(index / CLOCK_FILE, dataclasses.replace(judged, order=order).to_json())
+        return [(h.id, h.score) for h in Recommender.open(index, settings).ranking(8, now=now)]
+
+    # the Ranking model's order where it was judged best: here the click model's text as the Ranking model,
+    # which must order the leaders as that same text does as the box model
+    own = served("ranking_model", ranker.with_ranking(ranker.model_text))
+    assert own == served("box_model", ranker.with_box(ranker.model_text)) and [s for _, s in own] != scores
+    assert served("ranking_model", ranker) == by_clock  # the serving ranker has none (a rollback): the clock's
     ranker.with_box(None).save(index)  # the click model alone
-    clock = Recommender.open(index, Settings().replace("popularity", refresh_seconds=0.0)).ranking(8, now=now)
+    clock = Recommender.open(index, settings).ranking(8, now=now)
     assert {h.id for h in clock} & {h.id for h in first}
     assert [h.score for h in clock] != scores
+    assert by_clock == [(h.id, h.score) for h in clock]  # a box model judged worse does not re-order the leaders
 
 
 def test_the_page_hands_the_article_being_read_to_recommendation(make_indexer, tmp_path):

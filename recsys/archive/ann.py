@@ -90,18 +90,30 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def exact_search(
     vectors: np.ndarray, queries: np.ndarray, k: int, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product search over ``vectors`` (or only the given ``rows`` of it)."""
+    """Exact inner-product search over ``vectors`` (or only the given ``rows`` of it; on equal scores the row
+    given first wins)."""
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-    pool = vectors if rows is None else vectors[rows]
     scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
     ids = np.full((queries.shape[0], k), -1, dtype=np.int64)
-    if pool.shape[0] == 0:
-        return scores, ids
-    sims = queries @ pool.T
+    masked = rows is not None and 2 * rows.size >= vectors.shape[0] > 0 and bool(np.all(np.diff(rows) > 0))
+    if masked:
+        # Most rows wanted, in order (a segment with a few deletions): one product over all of them with the
+        # others masked reads the vectors once; copying the wanted rows out first reads them and writes a copy.
+        sims = queries @ vectors.T
+        unwanted = np.ones(vectors.shape[0], dtype=bool)
+        unwanted[rows] = False
+        sims[:, unwanted] = -np.inf
+        k_found = min(k, int(rows.size))
+    else:
+        pool = vectors if rows is None else vectors[rows]
+        if pool.shape[0] == 0:
+            return scores, ids
+        sims = queries @ pool.T
+        k_found = k
     for i in range(queries.shape[0]):
-        best = top_k(sims[i], k)
+        best = top_k(sims[i], k_found)
         scores[i, : best.size] = sims[i, best]
-        ids[i, : best.size] = best if rows is None else rows[best]
+        ids[i, : best.size] = best if rows is None or masked else rows[best]
     return scores, ids
 
 

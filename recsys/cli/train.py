@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from recsys.config import Settings
 from recsys.evaluation.report import Run, markdown_table, text_table
 from recsys.feedback.served import served_impressions
 from recsys.ingest.events import read_impressions
-from recsys.learning.clock import MIN_HELD_CLICKS, RankingClock, choose_clock
+from recsys.learning.clock import MIN_HELD_CLICKS, OrderChoice, RankingClock, choose_clock, choose_order
 from recsys.learning.history import better_or_equal, keep_current, list_models, rollback
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
 from recsys.learning.training import ArticleLookup, TrainingResult, coreads_from_reads, train
@@ -32,7 +33,9 @@ BASELINES = {"popularity": "recsys popularity", "ctr_all": "smoothed CTR", "cont
 def article_lookup(rec: Recommender, impressions: list[Impression]) -> ArticleLookup:
     """What the index knows of the articles the impressions mention."""
     view = rec.view
-    rows = view.store.rows_of({a for i in impressions for a in (*i.candidates, *i.history)})
+    # sorted: the content search of training's pools walks these in order, and a set's order changes with every
+    # process's string hashes (the same log must fit the same models)
+    rows = view.store.rows_of(sorted({a for i in impressions for a in (*i.candidates, *i.history)}))
     articles = view.store.get_rows(list(rows.values()))
     published = np.asarray(view.rows["published"])
     return ArticleLookup(
@@ -108,8 +111,10 @@ def _train_once(
     if not behaviors:  # every stored read, not only the impressions' histories, makes the co-read table
         result.coreads = coreads_from_reads(store.reads_by_reader())
         result.report["coread_articles"] = len(result.coreads.neighbours)
-    clock = _clock(impressions, test_days, settings)
+    clock = _clock(impressions, test_days, settings, result, lookup)
     promote = _guard(result, Path(index))
+    if clock is not None and not promote:
+        clock = _serving_order(clock, Path(index))
     stored = _store(result, Path(index), clock, promote)
     report = result.report
     run.metrics.update({"training": report, "source": source, "stored": stored, "bad_rows": len(problems)})
@@ -199,13 +204,37 @@ def model_rollback(
     typer.echo(f"serving {chosen.model_id} again (fitted {chosen.fitted_on or 'on an earlier log'})")
 
 
-def _clock(impressions: list[Impression], test_days: float, settings: Settings) -> RankingClock | None:
-    """The Ranking clock that caught the most clicks on the held-back days (None: too few to choose)."""
+def _clock(
+    impressions: list[Impression], test_days: float, settings: Settings, result: TrainingResult, lookup: ArticleLookup
+) -> RankingClock | None:
+    """The Ranking clock that caught the most clicks on the held-back days (None: too few to choose), with the
+    order of its leaders (the clock's, the box model's or a Ranking model's) judged on the same days with models
+    fitted before them; a chosen Ranking model joins ``result.ranker`` (stored in ranker.json with the others)."""
     timed = [i for i in impressions if math.isfinite(i.ts)]
     if not timed:
         return None
     held_from = max(i.ts for i in timed) - test_days * 86400.0
-    return choose_clock(timed, held_from, settings.popularity)
+    clock = choose_clock(timed, held_from, settings.popularity)
+    if clock is None:
+        return None
+    choice: OrderChoice = choose_order(timed, held_from, clock, result.validated, lookup, settings.popularity)
+    if result.ranker is not None:
+        result.ranker = result.ranker.with_ranking(choice.ranking_text)
+        if choice.ranking_text is not None:
+            rates = choice.clock.order_hit_rates
+            result.ranker.meta["ranking_model"] = {"rounds": choice.rounds, "order_hit_rates": rates}
+    return choice.clock
+
+
+def _serving_order(clock: RankingClock, root: Path) -> RankingClock:
+    """When the serving model stays (the guard), the order judged for it earlier stays too: the one just judged
+    was the new model's (a clock.json from before the order was judged, or none: the box model's, as before)."""
+    try:
+        previous = RankingClock.load(root)
+    except RecsysError:
+        previous = None
+    order, rates = ("box_model", {}) if previous is None else (previous.order, previous.order_hit_rates)
+    return dataclasses.replace(clock, order=order, order_hit_rates=rates)
 
 
 def _clock_text(clock: RankingClock | None, settings: Settings) -> str:
@@ -221,12 +250,21 @@ def _clock_text(clock: RankingClock | None, settings: Settings) -> str:
         f"{r['half_life_hours']:g} h / {r['window_hours']:g} h / CTR cap {r['ctr_cap']:g}: {r['hit_rate']:.3f}"
         for r in best
     )
-    return (
+    text = (
         f"Ranking clock: half-life {clock.half_life_hours:g} h, window {clock.window_hours:g} h, CTR cap "
         f"{clock.ctr_cap:g}: its top "
         f"{clock.k} held a clicked article in {clock.hit_rate:.1%} of {clock.held_clicks:,} held-back clicked "
         f"impressions (replayed in time order). Best candidates: {others}."
     )
+    rates = clock.order_hit_rates
+    if len(rates) > 1:
+        names = {"clock": "the clock", "box_model": "the box model", "ranking_model": "the Ranking model"}
+        each = ", ".join(f"by {names.get(o, o)} {rate:.1%}" for o, rate in rates.items())
+        text += (
+            f" Its leaders' top {clock.k} (models fitted before those days) caught a next click {each}: the "
+            f"Ranking box orders them by {names.get(clock.order, clock.order)}."
+        )
+    return text
 
 
 def _guard(result: TrainingResult, root: Path) -> bool:

@@ -61,6 +61,9 @@ class ReaderContext:
     known_reads: int
 
 
+NOBODY = ReaderContext((), {}, 0)  # a reader nothing is known of (the Ranking box: one list for everyone)
+
+
 def content_columns(vectors: np.ndarray, interests: np.ndarray | None, recent: np.ndarray | None) -> np.ndarray:
     """The ``content`` input of candidate_features: (n, 2), each candidate's best cosine to the reader's
     interests and mean cosine to the last reads; NaN without a history."""

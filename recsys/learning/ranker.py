@@ -64,15 +64,19 @@ class LearnedRanker:
     features: tuple[str, ...] = FEATURES
     meta: dict[str, Any] = field(default_factory=dict)
     box_text: str | None = None  # the box model (None: boxes use the click model)
+    # the Ranking model: fitted on the Ranking box's own task (recsys/learning/clock.py), None when not fitted
+    ranking_text: str | None = None
     _booster: Any = field(default=None, repr=False, compare=False)
     _box: Any = field(default=None, repr=False, compare=False)
+    _ranking: Any = field(default=None, repr=False, compare=False)
     _id: str = field(default="", repr=False, compare=False)
 
     @property
     def model_id(self) -> str:
-        """A short fingerprint of both models (what the served-list log records as the model behind a list)."""
+        """A short fingerprint of the models (what the served-list log records as the model behind a list)."""
         if not self._id:
-            text = f"{self.model_text}\x00{self.box_text or ''}".encode("utf-8", "surrogatepass")
+            ranking = f"\x00{self.ranking_text}" if self.ranking_text is not None else ""  # older ids stay as they were
+            text = f"{self.model_text}\x00{self.box_text or ''}{ranking}".encode("utf-8", "surrogatepass")
             self._id = xxhash.xxh3_64_hexdigest(text)[:12]
         return self._id
 
@@ -100,6 +104,17 @@ class LearnedRanker:
 
             self._box = lightgbm.Booster(model_str=self.box_text)
         return _predict(self._box, features)
+
+    def score_ranking(self, features: np.ndarray) -> np.ndarray:
+        """Scores of the Ranking box's leaders with no reader known: the Ranking model's, fitted on which of the
+        clock's leaders readers clicked next (recsys/learning/clock.py); without one, the box score."""
+        if self.ranking_text is None:
+            return self.score_box(features)
+        if self._ranking is None:
+            import lightgbm
+
+            self._ranking = lightgbm.Booster(model_str=self.ranking_text)
+        return _predict(self._ranking, features)
 
     def importance(self) -> dict[str, float]:
         """Each feature's share of the total split gain."""
@@ -137,8 +152,12 @@ class LearnedRanker:
         return cls(text, FEATURES, info)
 
     def with_box(self, box_text: str | None) -> LearnedRanker:
-        """This click model with a box model (``fit``'s ``model_text`` on pool groups)."""
-        return LearnedRanker(self.model_text, self.features, self.meta, box_text)
+        """This click model with a box model (``fit``'s ``model_text`` on pool groups); the Ranking model kept."""
+        return LearnedRanker(self.model_text, self.features, self.meta, box_text, self.ranking_text)
+
+    def with_ranking(self, ranking_text: str | None) -> LearnedRanker:
+        """These models with a Ranking model (``fit``'s ``model_text`` on the Ranking's leaders)."""
+        return LearnedRanker(self.model_text, self.features, self.meta, self.box_text, ranking_text)
 
     # -- storage -------------------------------------------------------------------------------
 
@@ -146,6 +165,8 @@ class LearnedRanker:
         data = {"format": RANKER_FORMAT, "features": list(self.features), "meta": self.meta, "model": self.model_text}
         if self.box_text is not None:
             data["box_model"] = self.box_text
+        if self.ranking_text is not None:
+            data["ranking_model"] = self.ranking_text
         return data
 
     @classmethod
@@ -157,10 +178,11 @@ class LearnedRanker:
             raise IndexStateError(
                 "the stored ranker was fitted on other features than this recsys computes; re-run `recsys train`"
             )
-        box = data.get("box_model")
-        if box is not None and not isinstance(box, str):
-            raise IndexStateError("ranker.json: box_model must be LightGBM model text; re-run `recsys train`")
-        return cls(str(data["model"]), features, dict(data.get("meta", {})), box)
+        box, ranking = data.get("box_model"), data.get("ranking_model")
+        for name, text in (("box_model", box), ("ranking_model", ranking)):
+            if text is not None and not isinstance(text, str):
+                raise IndexStateError(f"ranker.json: {name} must be LightGBM model text; re-run `recsys train`")
+        return cls(str(data["model"]), features, dict(data.get("meta", {})), box, ranking)
 
     def save(self, root: str | Path) -> Path:
         """Write ``<root>/ranker.json`` atomically (a reader sees the old model or the new one, never half)."""

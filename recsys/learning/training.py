@@ -242,6 +242,9 @@ class TrainingResult:
     report: dict[str, Any]
     # held-back in-view rows: features, labels, groups, impression times (the retraining guard scores on them)
     held: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    # the models fitted before the held-back days (``ranker`` is their refit on every day): what a choice judged
+    # on the held-back days (the Ranking box's order, recsys/learning/clock.py) must be judged with
+    validated: LearnedRanker | None = None
 
 
 def _informative(dataset: Dataset) -> np.ndarray:
@@ -363,6 +366,7 @@ def train(
             report["held_out"]["pool_hit@10"] = pool_hit_rate(boxes, ranker.score_box(boxes.features), 10)
             report["held_out"]["pool_hit@10 (click model)"] = pool_hit_rate(boxes, ranker.score(boxes.features), 10)
         seen_until = cut
+        validated = ranker
         if refit and test.any():
             ranker = _refit(ranker, dataset, useful, pooled, report)
             seen_until = last
@@ -399,7 +403,9 @@ def train(
     report["importance"] = ranker.importance()
     report["rounds"] = ranker.meta["rounds"]
     report["model"] = "fitted"
-    return TrainingResult(ranker, coreads, report, held_rows if dataset.timed else None)
+    if not dataset.timed:
+        return TrainingResult(ranker, coreads, report)
+    return TrainingResult(ranker, coreads, report, held_rows, validated)
 
 
 def _refit(

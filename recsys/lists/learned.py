@@ -25,7 +25,7 @@ import numpy as np
 from recsys.archive.store import NO_TIME
 from recsys.archive.version import VersionReader
 from recsys.config import ExploreConfig
-from recsys.learning.features import FEATURES, ReaderContext, candidate_features
+from recsys.learning.features import FEATURES, NOBODY, ReaderContext, candidate_features
 from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
 from recsys.signals.coreads import CoReadTable
@@ -179,19 +179,22 @@ def row_facts(view: VersionReader, rows: np.ndarray) -> tuple[list[str], np.ndar
 
 
 def order_for_everyone(
-    ranker: LearnedRanker, view: VersionReader, rows: np.ndarray, ids: Sequence[str], state: LogState, at: float
+    scorer: Callable[[np.ndarray], np.ndarray],
+    view: VersionReader,
+    rows: np.ndarray,
+    ids: Sequence[str],
+    state: LogState,
+    at: float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions of ``rows`` best first, their box scores) with no reader known (the same for every reader):
-    how the Ranking box orders what is popular now once a box model is trained."""
+    """(positions of ``rows`` best first, their scores by ``scorer``: a ranker's ``score_box`` or
+    ``score_ranking``) with no reader known (the same for every reader): how the Ranking box orders what is
+    popular now when ``recsys train`` found a model's order caught more next clicks than the clock's."""
     if not len(ids):
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     categories, published = row_facts(view, rows)
     content = np.full((len(ids), 2), np.nan)
-    scores, _ = score(ranker, ids, state, at, NOBODY, content, categories, published, None)
+    scores = scorer(candidate_features(ids, state, at, NOBODY, content, categories, published, None))
     return np.argsort(-scores, kind="stable"), scores
-
-
-NOBODY = ReaderContext((), {}, 0)
 
 
 def spread(scores: np.ndarray, vectors: np.ndarray, k: int, lam: float, duplicate: float) -> np.ndarray:

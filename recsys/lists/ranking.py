@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from recsys.archive.version import VersionReader
+from recsys.learning.clock import LEARNED_POOL
 from recsys.lists import learned
 from recsys.lists.base import ListContext, banned_rows, check_k, newest_hits, to_hit
 from recsys.signals.activity import WindowCounts
@@ -68,34 +69,41 @@ class RankingList:
     def _learned_order(
         self, view: VersionReader, picked: list[tuple[int, str, float]], now_s: float, k: int
     ) -> list[tuple[int, str, float]]:
-        """With a trained box model (recsys/learning/ranker.py), the clock's first ``LEARNED_POOL`` (or ``k``)
-        articles are ordered by its score with no reader known (recsys/lists/learned.py): the same for every
-        reader, from the same counts, which is what the served replay found readers click next. Without one, the
-        clock's order."""
+        """With a trained ranker (recsys/learning/ranker.py), the clock's first ``LEARNED_POOL`` (or ``k``) articles
+        are ordered by a model's score with no reader known (recsys/lists/learned.py): the same for every reader,
+        from the same counts. Which model, or none, is what ``recsys train`` found caught the most held-back next
+        clicks (recsys/learning/clock.py ``choose_order``, stored as the clock's ``order``): the Ranking model,
+        the box model, or the clock's own order. A clock.json from before the order was judged, or none: the box
+        model's, as before; an order naming a model the serving ranker lacks (a rollback): the clock's."""
         ranker = self.context.models.ranker()
-        if ranker is None or ranker.box_text is None or len(picked) < 2:
+        stored = self.context.models.clock()
+        order = "box_model" if stored is None else stored.order
+        if ranker is None or len(picked) < 2 or order == "clock":
+            return picked
+        if order == "ranking_model" and ranker.ranking_text is not None:
+            scorer = ranker.score_ranking
+        elif order == "box_model" and ranker.box_text is not None:
+            scorer = ranker.score_box
+        else:
             return picked
         head = picked[: max(LEARNED_POOL, k)]  # the list is cut to k after: nothing below the head is shown
         state = self.context.activity.current_state()
         # A candidate's score does not depend on the others beside it (recsys/learning/features.py), so the
         # scores of this second are shared by every request, whatever each one excludes.
         known: dict[str, tuple[float, float]] = self.context.moments.get(
-            view, state.generation, now_s, ("ranking", id(ranker)), dict
+            view, state.generation, now_s, ("ranking", id(ranker), order), dict
         )  # id -> (time scored for, score); a score from later in the second is scored again
         missing = [(r, a) for r, a, _ in head if a not in known or known[a][0] > now_s]
         scored: dict[str, float] = {a: known[a][1] for _, a, _ in head if a in known and known[a][0] <= now_s}
         if missing:
             rows = np.array([r for r, _ in missing], dtype=np.int64)
-            _, fresh = learned.order_for_everyone(ranker, view, rows, [a for _, a in missing], state, now_s)
+            _, fresh = learned.order_for_everyone(scorer, view, rows, [a for _, a in missing], state, now_s)
             for (_, article), score in zip(missing, fresh.tolist(), strict=True):
                 scored[article] = score
                 known.setdefault(article, (now_s, score))
         scores = np.array([scored[a] for _, a, _ in head])
-        order = np.argsort(-scores, kind="stable")
-        return [(head[i][0], head[i][1], float(scores[i])) for i in order.tolist()]  # the model's score is shown
-
-
-LEARNED_POOL = 60  # the clock's leaders a trained model re-orders (the hot set a box competes within)
+        ranked = np.argsort(-scores, kind="stable")
+        return [(head[i][0], head[i][1], float(scores[i])) for i in ranked.tolist()]  # the model's score is shown
 
 
 def ranking_reason(counts: WindowCounts, hours: float) -> str:
