@@ -5,7 +5,16 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from recsys.archive.ann import BACKENDS, ANNIndex, ExactIndex, FaissIVFIndex, exact_search, make_index, top_k
+from recsys.archive.ann import (
+    BACKENDS,
+    ANNIndex,
+    ExactIndex,
+    FaissIVFIndex,
+    HalfScan,
+    exact_search,
+    make_index,
+    top_k,
+)
 
 
 def clustered(n: int, dim: int = 32, clusters: int = 20, seed: int = 7) -> np.ndarray:
@@ -123,6 +132,31 @@ def test_exact_search_over_most_rows_masks_the_rest_and_answers_as_a_copy_would(
         assert found.tolist() == expected.tolist() and set(found) <= set(rows.tolist())
         np.testing.assert_allclose(scores[q, : found.size], sims[q][np.argsort(-sims[q], kind="stable")[:k]], rtol=1e-5)
         assert np.all(np.isneginf(scores[q, found.size :]))  # fewer wanted rows than k: the rest is padding
+
+
+def test_the_fp16_first_pass_answers_exactly_what_the_float32_scan_does():
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(3000, 32)).astype(np.float32)
+    # near-ties closer than fp16 can tell apart: the shortlist must grow for the float32 order to come out
+    base[1000:1400] = base[0] + rng.normal(0, 0.05, size=(400, 32)).astype(np.float32)
+    vectors = base / np.linalg.norm(base, axis=1, keepdims=True)
+    scan = HalfScan(vectors)
+    queries = np.vstack([vectors[0], rng.normal(size=(4, 32))]).astype(np.float32)
+    no_floor = np.full(queries.shape[0], -np.inf, dtype=np.float32)
+    scores, rows = scan.search(queries, 50, None, no_floor)
+    truth_scores, truth = exact_search(vectors, queries, 50)
+    np.testing.assert_array_equal(rows, truth)
+    np.testing.assert_allclose(scores, truth_scores, rtol=1e-5)
+    dead = np.zeros(3000, dtype=bool)
+    dead[truth[:, :5].ravel()] = True  # the best five of each query deleted
+    floor = np.asarray((truth_scores[:, 29] + truth_scores[:, 30]) / 2, dtype=np.float32)  # between two rows
+    scores, rows = scan.search(queries, 50, dead, floor)
+    alive = np.flatnonzero(~dead)
+    _, expected = exact_search(vectors, queries, 50, alive)
+    for q in range(queries.shape[0]):
+        found = rows[q][rows[q] >= 0]
+        wanted = expected[q][(expected[q] >= 0) & (vectors[np.maximum(expected[q], 0)] @ queries[q] >= floor[q])]
+        assert found.tolist() == wanted.tolist() and not dead[found].any() and len(found) == 25
 
 
 def test_exact_is_the_reference():

@@ -269,3 +269,24 @@ def test_in_a_large_archive_only_small_segments_are_searched_exactly(make_indexe
             assert np.isin(rows[:, :want], live).all() and (rows[:, want:] == -1).all()
             own = np.einsum("qd,qkd->qk", queries, vectors[rows[:, :want]])
             assert np.allclose(own, scores[:, :want], atol=1e-5)  # each row carries its own score
+
+
+def test_the_fp16_first_pass_over_exact_segments_gives_the_float32_answer(make_indexer, tmp_path, monkeypatch):
+    from recsys.archive import segmented
+
+    settings = Settings().replace("index", merge_factor=50, merge_floor=1)  # several exact segments stay
+    indexer = make_indexer(s=settings)
+    rng = np.random.default_rng(3)
+    for batch in range(4):
+        indexer.add_articles([story(batch * 10 + i, rng) for i in range(10)])
+    indexer.remove(["s3", "s17"])
+    view = Recommender.open(tmp_path / "index", settings).view
+    queries = np.asarray(view.vectors[[0, 5, 12, 33]], dtype=np.float32)
+    plain = view.ann.search(queries, 15)
+    monkeypatch.setattr(segmented, "HALF_SCAN_MIN", 1)
+    halved = Recommender.open(tmp_path / "index", settings).view
+    assert len(halved.ann._exact) > 1 and halved.ann._exact_dead.any()
+    scores, rows = halved.ann.search(queries, 15)
+    np.testing.assert_array_equal(rows, plain[1])
+    np.testing.assert_allclose(scores, plain[0], rtol=1e-5)
+    assert halved.ann._half is not None  # the first pass was taken

@@ -236,6 +236,34 @@ def test_a_full_lookup_cache_forgets_and_still_answers_every_id(make_indexer, tm
     assert {found[r].id for r in rows.values()} == set("abcd")
 
 
+def test_an_articles_neighbour_search_is_asked_once_per_version_and_answers_as_a_fresh_search(
+    make_indexer, tmp_path, monkeypatch
+):
+    from recsys.archive import segmented
+
+    make_indexer().add_articles([art(f"s{i}", f"storm coast flood {i}", f"storm coast {i} rain") for i in range(12)])
+    rec = Recommender.open(tmp_path / "index")
+    ann = rec.view.ann
+    searches = []
+    search = ann.search
+    monkeypatch.setattr(ann, "search", lambda q, k: searches.append(k) or search(q, k))
+    first = [(h.id, h.score) for h in rec.related("s1", 5)]
+    again = [(h.id, h.score) for h in rec.related("s1", 5)]
+    rec.related("s1", 3)  # fewer hits: the same candidates
+    assert first == again and len(searches) == 1
+    rec.related("s2", 5)  # another article: asked
+    assert len(searches) == 2
+    monkeypatch.setattr(segmented, "ROW_SEARCHES", 1)  # a full memory is emptied, never wrong
+    row = rec.view.store.row_of("s1")
+    scores, rows = ann.search_row(row, rec.view.vectors[row], 7)
+    fresh_scores, fresh_rows = search(rec.view.vectors[row], 7)
+    np.testing.assert_array_equal(rows, fresh_rows[0]) and np.testing.assert_array_equal(scores, fresh_scores[0])
+    assert not rows.flags.writeable  # shared between requests
+    make_indexer().add_articles([art("s99", "storm coast flood", "storm coast rain")])
+    newer = Recommender.open(tmp_path / "index")
+    assert newer.view.ann is not ann and "s99" in {h.id for h in newer.related("s1", 12)}  # a new version: afresh
+
+
 def test_learned_recommendation_leaves_out_undated_articles_the_logs_never_mentioned(index, make_indexer):  # noqa: F811
     rec = _served(index)
     now = max(i.ts for i in synthetic_log(1500)) + 60

@@ -117,6 +117,66 @@ def exact_search(
     return scores, ids
 
 
+HALF_SCAN_MIN = 2_048  # exact scans of at least this many rows read an fp16 copy first (``HalfScan``)
+_HALF_ERROR = 2.0**-11  # fp16 keeps 11 significant bits: each component within 2^-11 of itself (relative)
+
+
+class HalfScan:
+    """Exact top-k inner products over many rows, reading half the bytes: a first pass over an fp16 copy
+    (FAISS's scalar quantizer, SIMD kernels), then a shortlist re-scored in float32.
+
+    Why: an exact scan is bound by memory bandwidth (1.5 KB per 384-d row per query: 3.4 ms for 15,500 rows
+    here), and fp16 halves it (1.8 ms). Still exact, provably: rounding to fp16 moves each component by at most
+    2^-11 of itself, so a row's first-pass score is within ``eps`` = 2^-11 |q| max|v| (plus float32 summation
+    slack) of its float32 score. Once the shortlist's last first-pass score plus ``eps`` is below the k-th best
+    float32 score found (or the caller's floor), no row left out can beat it; otherwise the shortlist grows,
+    at worst to every row."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        faiss = _faiss()
+        self.vectors = vectors  # float32 (n, d); rows are re-scored from it
+        n, d = vectors.shape
+        self.index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        for start in range(0, n, 65_536):  # converted a block at a time: no second float32 copy of it all
+            self.index.add(np.ascontiguousarray(vectors[start : start + 65_536], dtype=np.float32))
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)) if n else np.zeros(1)
+        self.max_norm = float(norms.max())
+
+    def search(
+        self, queries: np.ndarray, k: int, dead: np.ndarray | None, floor: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per query the best ``k`` positions (-1 padding) and float32 scores (-inf padding) among rows not
+        ``dead`` (a bool mask) scoring at least ``floor`` (per query; -inf: no floor), best first."""
+        n = self.vectors.shape[0]
+        dead_count = 0 if dead is None else int(dead.sum())
+        out_scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+        out_rows = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        shortlist = min(n, 2 * k + 32 + dead_count)
+        pending = np.arange(queries.shape[0])
+        while pending.size:
+            with calling_thread_only(pending.size):
+                first, rows = self.index.search(np.ascontiguousarray(queries[pending]), shortlist)
+            again = []
+            for q, first_q, rows_q in zip(pending.tolist(), first, rows, strict=True):
+                query = queries[q]
+                eps = _HALF_ERROR * 1.01 * float(np.linalg.norm(query)) * self.max_norm + 1e-5
+                keep = rows_q[rows_q >= 0]
+                if dead is not None:
+                    keep = keep[~dead[keep]]
+                exact = self.vectors[keep] @ query
+                keep, exact = keep[exact >= floor[q]], exact[exact >= floor[q]]
+                order = np.lexsort((keep, -exact))[:k]  # best first, then the lower row
+                kth = float(exact[order[-1]]) if order.size == k else -np.inf
+                bound = float(first_q[-1]) + eps if rows_q[-1] >= 0 else -np.inf  # what a left-out row could score
+                if shortlist < n and bound >= max(kth, float(floor[q])):
+                    again.append(q)  # a row left out might still beat the k-th: look further
+                    continue
+                out_scores[q, : order.size], out_rows[q, : order.size] = exact[order], keep[order]
+            pending = np.asarray(again, dtype=np.int64)
+            shortlist = min(n, shortlist * 4)
+        return out_scores, out_rows
+
+
 class ANNIndex(ABC):
     """Vectors with int64 ids; add, remove, search, save, load."""
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from recsys.archive.ann import ExactIndex
+from recsys.archive.ann import HALF_SCAN_MIN, ExactIndex, HalfScan
 from recsys.archive.segment import IVFRows, Segment, row_key
 from recsys.archive.store import StoredArticle
 
@@ -116,6 +116,24 @@ class SegmentedANN:
         self._exact_matrix: np.ndarray | None = None
         if 1 < len(self._exact) and self._exact_rows.size <= EXACT_COPY_MAX:
             self._exact_matrix = np.ascontiguousarray(np.concatenate([self.segments[i].vectors for i in self._exact]))
+        self._of_rows: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (row, k) -> search's answer
+        self._half: HalfScan | None = None  # the exact rows' fp16 first pass, made on first use
+
+    def search_row(self, row: int, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` of a stored row's own ``vector`` (one query), remembered per version (``ROW_SEARCHES``): a
+        version never changes, so every reader of an article gets the same neighbours, and a news site's
+        readers crowd onto the same articles. The arrays returned are shared: read them, never write."""
+        key = (row, k)
+        found = self._of_rows.get(key)
+        if found is None:
+            scores, rows = self.search(vector, k)
+            found = (scores[0], rows[0])
+            for array in found:
+                array.setflags(write=False)
+            if len(self._of_rows) >= ROW_SEARCHES:
+                self._of_rows.clear()
+            self._of_rows[key] = found
+        return found
 
     @property
     def kind(self) -> str:
@@ -157,7 +175,20 @@ class SegmentedANN:
 
     def _search_exact(self, queries: np.ndarray, k: int, floor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of all exact segments at once (deleted rows excluded), unsorted: the caller merges. Rows
-        scoring below a query's ``floor`` cannot make the merged top-k and are left out (padded with -1)."""
+        scoring below a query's ``floor`` cannot make the merged top-k and are left out (padded with -1).
+        Many rows with few deleted: a first pass over their fp16 copy (``HalfScan``, exact all the same)."""
+        dead = self._exact_dead
+        if self._exact_rows.size >= HALF_SCAN_MIN and 4 * int(dead.sum()) <= dead.size:
+            scan = self._half
+            if scan is None:  # built on the first search of this version (two threads may both build one)
+                vectors = (
+                    self._exact_matrix if self._exact_matrix is not None else self.segments[self._exact[0]].vectors
+                )
+                if self._exact_matrix is None and len(self._exact) > 1:
+                    vectors = np.concatenate([self.segments[i].vectors for i in self._exact])
+                scan = self._half = HalfScan(vectors)
+            scores, positions = scan.search(queries, min(k, dead.size), dead if dead.any() else None, floor)
+            return scores, np.where(positions >= 0, self._exact_rows[np.maximum(positions, 0)], -1)
         if self._exact_matrix is not None:
             sims = (self._exact_matrix @ queries.T).T
         else:
@@ -193,6 +224,7 @@ def remember(cache: dict[K, V], keys: list[K], limit: int, fetch: Callable[[list
 
 
 LOOKUP_CACHE = 200_000  # ids (and rows) a version remembers from lookups, about 30 MB at most
+ROW_SEARCHES = 4_096  # articles' neighbour searches a version remembers (~1.2 KB each at Related's 100)
 ARTICLE_CACHE = 20_000  # articles (without their text) a version remembers from lists, about 20 MB at most
 
 

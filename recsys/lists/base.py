@@ -136,20 +136,33 @@ def banned_rows(view: VersionReader, filters: Filters, also: Iterable[int] = ())
 
 
 def candidates(
-    view: VersionReader, query: np.ndarray, filters: Filters, banned: set[int], want: int
+    view: VersionReader,
+    query: np.ndarray,
+    filters: Filters,
+    banned: set[int],
+    want: int,
+    source_row: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``want`` allowed rows nearest to the query, with their cosine, best first (``nearest_each`` of one)."""
-    return nearest_each(view, np.atleast_2d(query), filters, banned, want)[0]
+    """Up to ``want`` allowed rows nearest to the query, with their cosine, best first (``nearest_each`` of one).
+    ``source_row``: the query is that indexed article's own vector, whose search the version remembers."""
+    return nearest_each(view, np.atleast_2d(query), filters, banned, want, source_row)[0]
 
 
 def nearest_each(
-    view: VersionReader, queries: np.ndarray, filters: Filters, banned: set[int], want: int
+    view: VersionReader,
+    queries: np.ndarray,
+    filters: Filters,
+    banned: set[int],
+    want: int,
+    source_row: int | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query: up to ``want`` allowed rows nearest to it, with their cosine, best first.
 
     All queries go to the index in one call (an exact segment is one pass over its vectors however many
     interests a reader has). A filter that leaves few rows is searched exactly over those rows; otherwise the
-    ANN is asked for more until enough pass the filters for every query (or the whole archive was asked)."""
+    ANN is asked for more until enough pass the filters for every query (or the whole archive was asked).
+    With ``source_row`` (one query: that row's vector) the ANN's answers come from the version's memory of
+    that article's searches (``SegmentedANN.search_row``): the same answer, asked once per version."""
     queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
     if queries.shape[0] == 0:
         return []
@@ -164,7 +177,11 @@ def nearest_each(
     fetch = want + len(banned)
     banned_array = np.fromiter(banned, dtype=np.int64, count=len(banned))
     while True:
-        scores, rows = view.ann.search(queries, fetch)
+        if source_row is not None and queries.shape[0] == 1:
+            found_scores, found_rows = view.ann.search_row(source_row, queries, fetch)
+            scores, rows = found_scores[None, :], found_rows[None, :]
+        else:
+            scores, rows = view.ann.search(queries, fetch)
         out = []
         for q_scores, q_rows in zip(scores, rows, strict=True):
             valid = q_rows >= 0

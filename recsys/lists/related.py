@@ -68,7 +68,7 @@ class RelatedList:
             source_id = source.id
         banned = banned_rows(view, filters, () if source_row is None else (source_row,))
         want = max(config.candidates, k * config.overfetch)
-        rows, sims = candidates(view, query, filters, banned, want)
+        rows, sims = candidates(view, query, filters, banned, want, source_row)
         keep = sims >= config.min_similarity
         rows, sims = rows[keep], sims[keep]
         rows, sims, coread = self._with_coreads(view, source_id, query, rows, sims, filters, banned)
