@@ -217,7 +217,9 @@ def _clock(
     clock = choose_clock(timed, held_from, settings.popularity)
     if clock is None:
         return None
-    choice: OrderChoice = choose_order(timed, held_from, clock, result.validated, lookup, settings.popularity)
+    # judged only where the validated models had seen nothing (a short log holds back its last quarter instead)
+    judged_from = max(held_from, result.fitted_before)
+    choice: OrderChoice = choose_order(timed, judged_from, clock, result.validated, lookup, settings.popularity)
     if result.ranker is not None:
         result.ranker = result.ranker.with_ranking(choice.ranking_text)
         if choice.ranking_text is not None:

@@ -245,6 +245,7 @@ class TrainingResult:
     # the models fitted before the held-back days (``ranker`` is their refit on every day): what a choice judged
     # on the held-back days (the Ranking box's order, recsys/learning/clock.py) must be judged with
     validated: LearnedRanker | None = None
+    fitted_before: float = -math.inf  # ``validated`` learned from impressions before this time only
 
 
 def _informative(dataset: Dataset) -> np.ndarray:
@@ -405,7 +406,7 @@ def train(
     report["model"] = "fitted"
     if not dataset.timed:
         return TrainingResult(ranker, coreads, report)
-    return TrainingResult(ranker, coreads, report, held_rows, validated)
+    return TrainingResult(ranker, coreads, report, held_rows, validated, cut)
 
 
 def _refit(

@@ -228,10 +228,12 @@ def one_per_story(order: np.ndarray, vectors: np.ndarray, duplicate: float, limi
         vs = vectors[chunk]
         within = vs @ vs.T
         earlier = (vs @ vectors[kept].T).max(axis=1) if kept else np.full(chunk.size, -np.inf)
+        close = within >= duplicate
+        blocked = (earlier >= duplicate).tolist()  # a copy of a story kept from an earlier block
+        paired = np.triu(close, 1).any(axis=0).tolist()  # a copy of something earlier in this block: look closer
         chosen: list[int] = []  # positions in chunk kept so far
         for i in range(chunk.size):
-            best = max(float(earlier[i]), float(within[i, chosen].max()) if chosen else -np.inf)
-            if best >= duplicate:
+            if blocked[i] or (paired[i] and chosen and bool(close[i, chosen].any())):
                 continue
             chosen.append(i)
             kept.append(int(chunk[i]))
