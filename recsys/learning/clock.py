@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,19 +131,14 @@ def choose_clock(
         for c in ctr_caps
     }
     hits = {(h, c, w): 0 for h, c in views for w in windows}
-    pending: list[Impression] = []
-    for n, impression in enumerate(timed):
-        if n in scored:
-            ready = [p for p in pending if p.ts < impression.ts]
-            pending = [p for p in pending if p.ts >= impression.ts]
-            rows = [e for p in ready for e in _events(p)]
-            clicked = {a for a, c in zip(impression.candidates, impression.clicked, strict=True) if c}
-            for (h, c), view in views.items():
-                view.fold(rows)
-                for w in windows:
-                    ids, _ = view.ranked_active(impression.ts, w * 3600.0)
-                    hits[(h, c, w)] += bool(clicked.intersection(ids[:k]))
-        pending.append(impression)
+    for _, impression, ready in _moments(timed, scored):
+        rows = [e for p in ready for e in _events(p)]
+        clicked = {a for a, c in zip(impression.candidates, impression.clicked, strict=True) if c}
+        for (h, c), view in views.items():
+            view.fold(rows)
+            for w in windows:
+                ids, _ = view.ranked_active(impression.ts, w * 3600.0)
+                hits[(h, c, w)] += bool(clicked.intersection(ids[:k]))
     table = [
         {"half_life_hours": h, "window_hours": w, "ctr_cap": c, "hit_rate": round(count / len(held), 4)}
         for (h, c, w), count in hits.items()
@@ -156,6 +151,18 @@ def choose_clock(
     return RankingClock(
         best["half_life_hours"], best["window_hours"], best["ctr_cap"], best["hit_rate"], k, len(held), table
     )
+
+
+def _moments(timed: Sequence[Impression], wanted: set[int]) -> Iterator[tuple[int, Impression, list[Impression]]]:
+    """Each wanted position of ``timed`` with its impression and the impressions to fold in before it is scored:
+    every earlier one not folded yet (those of its own second wait: no list sees its own second's clicks)."""
+    pending: list[Impression] = []
+    for n, impression in enumerate(timed):
+        if n in wanted:
+            ready = [p for p in pending if p.ts < impression.ts]
+            pending = [p for p in pending if p.ts >= impression.ts]
+            yield n, impression, ready
+        pending.append(impression)
 
 
 def _held_back(impressions: Sequence[Impression], held_from: float, seed: int) -> tuple[list[Impression], list[int]]:
@@ -177,27 +184,22 @@ def _leaders(
     state = LogState(config)  # what the features read, folded as the Ranking's view is
     view = Popularity(dataclasses.replace(config, half_life_hours=clock.half_life_hours, ranking_ctr_cap=clock.ctr_cap))
     found: dict[int, Leaders] = {}
-    pending: list[Impression] = []
-    for n, impression in enumerate(timed):
-        if n in wanted:
-            ready = [p for p in pending if p.ts < impression.ts]
-            pending = [p for p in pending if p.ts >= impression.ts]
-            rows = [e for p in ready for e in _events(p)]
-            view.fold(rows)
-            state.fold(rows)
-            for p in ready:
-                state.saw(p.candidates, p.ts)
-                state.saw(p.history, p.ts)
-            ids, _ = view.ranked_active(impression.ts, clock.window_hours * 3600.0)
-            head = [a for a in ids if a in lookup.rows][: max(LEARNED_POOL, clock.k)]
-            clicked = {a for a, c in zip(impression.candidates, impression.clicked, strict=True) if c}
-            published = np.array([lookup.published.get(a, np.nan) for a in head], dtype=np.float64)
-            features = candidate_features(
-                head, state, impression.ts, NOBODY, np.full((len(head), 2), np.nan),
-                [lookup.category(a) for a in head], published,
-            )  # fmt: skip
-            found[n] = Leaders(features, np.array([a in clicked for a in head], dtype=np.int8))
-        pending.append(impression)
+    for n, impression, ready in _moments(timed, wanted):
+        rows = [e for p in ready for e in _events(p)]
+        view.fold(rows)
+        state.fold(rows)
+        for p in ready:
+            state.saw(p.candidates, p.ts)
+            state.saw(p.history, p.ts)
+        ids, _ = view.ranked_active(impression.ts, clock.window_hours * 3600.0)
+        head = [a for a in ids if a in lookup.rows][: max(LEARNED_POOL, clock.k)]
+        clicked = {a for a, c in zip(impression.candidates, impression.clicked, strict=True) if c}
+        published = np.array([lookup.published.get(a, np.nan) for a in head], dtype=np.float64)
+        features = candidate_features(
+            head, state, impression.ts, NOBODY, np.full((len(head), 2), np.nan),
+            [lookup.category(a) for a in head], published,
+        )  # fmt: skip
+        found[n] = Leaders(features, np.array([a in clicked for a in head], dtype=np.int8))
     return found
 
 
