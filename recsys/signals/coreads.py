@@ -107,22 +107,26 @@ class CoReads:
         if scale == 0.0:
             return out
         shrink = self.config.shrink
-        where: dict[str, list[int]] = {}
-        for i, candidate in enumerate(candidates):
-            where.setdefault(candidate, []).append(i)
+        slot: dict[str, int] = {}  # each distinct candidate's place in ``totals``
+        inverse = np.fromiter((slot.setdefault(c, len(slot)) for c in candidates), np.int64, count=len(candidates))
+        totals = np.zeros(len(slot))
+        mass = self.mass
         for read in history[:last]:
             row = self.pairs.get(read)
             if not row:
                 continue
-            read_mass = self.mass[read] * scale
-            # the key views' intersection walks the shorter side (a hub read has thousands of co-reads)
-            for candidate in where.keys() & row.keys():
-                together = row[candidate]
-                if together:
-                    value = together * scale / (math.sqrt(read_mass * self.mass[candidate] * scale) + shrink)
-                    for i in where[candidate]:
-                        out[i] += value
-        return out
+            read_mass = mass[read] * scale
+            # the key views' intersection walks the shorter side (a hub read has thousands of co-reads); each
+            # candidate gets one term per read, in read order, whatever order the intersection comes in
+            common = list(slot.keys() & row.keys())
+            if not common:
+                continue
+            together = np.fromiter((row[c] for c in common), np.float64, count=len(common))
+            masses = np.fromiter((mass[c] for c in common), np.float64, count=len(common))
+            value = together * scale / (np.sqrt(read_mass * masses * scale) + shrink)
+            at_slots = np.fromiter((slot[c] for c in common), np.int64, count=len(common))
+            totals[at_slots] += np.where(together > 0, value, 0.0)
+        return totals[inverse]
 
     def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
         """The k articles most associated with ``article`` (strongest first)."""
