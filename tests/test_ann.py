@@ -157,6 +157,7 @@ def test_the_fp16_first_pass_answers_exactly_what_the_float32_scan_does():
         found = rows[q][rows[q] >= 0]
         wanted = expected[q][(expected[q] >= 0) & (vectors[np.maximum(expected[q], 0)] @ queries[q] >= floor[q])]
         assert found.tolist() == wanted.tolist() and not dead[found].any() and len(found) == 25
+    assert scan.search(queries, 0, None, no_floor)[1].shape == (queries.shape[0], 0)  # nothing asked, nothing found
 
 
 def test_exact_is_the_reference():

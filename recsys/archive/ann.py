@@ -151,6 +151,8 @@ class HalfScan:
         dead_count = 0 if dead is None else int(dead.sum())
         out_scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
         out_rows = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        if k <= 0 or n == 0:
+            return out_scores, out_rows
         shortlist = min(n, 2 * k + 32 + dead_count)
         pending = np.arange(queries.shape[0])
         while pending.size:
