@@ -271,7 +271,8 @@ def test_in_a_large_archive_only_small_segments_are_searched_exactly(make_indexe
             assert np.allclose(own, scores[:, :want], atol=1e-5)  # each row carries its own score
 
 
-def test_the_fp16_first_pass_over_exact_segments_gives_the_float32_answer(make_indexer, tmp_path, monkeypatch):
+@pytest.mark.parametrize("copied", [True, False])  # the exact rows as one matrix, or read from each segment
+def test_the_fp16_first_pass_over_exact_segments_gives_the_float32_answer(make_indexer, tmp_path, monkeypatch, copied):
     from recsys.archive import segmented
 
     settings = Settings().replace("index", merge_factor=50, merge_floor=1)  # several exact segments stay
@@ -284,8 +285,11 @@ def test_the_fp16_first_pass_over_exact_segments_gives_the_float32_answer(make_i
     queries = np.asarray(view.vectors[[0, 5, 12, 33]], dtype=np.float32)
     plain = view.ann.search(queries, 15)
     monkeypatch.setattr(segmented, "HALF_SCAN_MIN", 1)
+    if not copied:
+        monkeypatch.setattr(segmented, "EXACT_COPY_MAX", 0)
     halved = Recommender.open(tmp_path / "index", settings).view
     assert len(halved.ann._exact) > 1 and halved.ann._exact_dead.any()
+    assert (halved.ann._exact_matrix is not None) == copied
     scores, rows = halved.ann.search(queries, 15)
     np.testing.assert_array_equal(rows, plain[1])
     np.testing.assert_allclose(scores, plain[0], rtol=1e-5)

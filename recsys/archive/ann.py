@@ -132,15 +132,19 @@ class HalfScan:
     float32 score found (or the caller's floor), no row left out can beat it; otherwise the shortlist grows,
     at worst to every row."""
 
-    def __init__(self, vectors: np.ndarray) -> None:
+    def __init__(self, vectors: Any) -> None:
+        """``vectors``: float32 rows, an ndarray or anything indexed like one by slices and row arrays (the
+        segments' ``RowConcat``): read a block at a time here, and gathered by row to re-score."""
         faiss = _faiss()
-        self.vectors = vectors  # float32 (n, d); rows are re-scored from it
+        self.vectors = vectors
         n, d = vectors.shape
         self.index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-        for start in range(0, n, 65_536):  # converted a block at a time: no second float32 copy of it all
-            self.index.add(np.ascontiguousarray(vectors[start : start + 65_536], dtype=np.float32))
-        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64)) if n else np.zeros(1)
-        self.max_norm = float(norms.max())
+        self.max_norm = 0.0
+        for start in range(0, n, 65_536):  # a block at a time: no second float32 copy of them all
+            block = np.ascontiguousarray(vectors[start : start + 65_536], dtype=np.float32)
+            self.index.add(block)
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            self.max_norm = max(self.max_norm, float(norms.max()))
 
     def search(
         self, queries: np.ndarray, k: int, dead: np.ndarray | None, floor: np.ndarray

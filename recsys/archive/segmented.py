@@ -181,12 +181,10 @@ class SegmentedANN:
         if self._exact_rows.size >= HALF_SCAN_MIN and 4 * int(dead.sum()) <= dead.size:
             scan = self._half
             if scan is None:  # built on the first search of this version (two threads may both build one)
-                vectors = (
-                    self._exact_matrix if self._exact_matrix is not None else self.segments[self._exact[0]].vectors
-                )
-                if self._exact_matrix is None and len(self._exact) > 1:
-                    vectors = np.concatenate([self.segments[i].vectors for i in self._exact])
-                scan = self._half = HalfScan(vectors)
+                parts = [self.segments[i].vectors for i in self._exact]
+                offsets = np.cumsum([0, *(part.shape[0] for part in parts)]).astype(np.int64)
+                rows = self._exact_matrix if self._exact_matrix is not None else concat(parts, offsets, parts[0])
+                scan = self._half = HalfScan(rows)  # the segments' own rows re-scored: no float32 copy of them
             scores, positions = scan.search(queries, min(k, dead.size), dead if dead.any() else None, floor)
             return scores, np.where(positions >= 0, self._exact_rows[np.maximum(positions, 0)], -1)
         if self._exact_matrix is not None:
