@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 import pytest
 
 from recsys.config import Settings
@@ -176,7 +177,6 @@ def test_ranking_reason_wording():
 
 
 def test_interests_by_hand():
-    import numpy as np
 
     from recsys.config import RecommendConfig
     from recsys.signals.profile import build_interests
@@ -220,3 +220,50 @@ def test_impressions_alone_do_not_make_an_article_popular(index, tmp_path):
     hits = Recommender.open(index).ranking(2, now=NOW)
     assert hits[0].id == "el1" and hits[0].reason == "5 clicks from 50 impressions in the last 24 h"
     assert "ck1" not in [h.id for h in hits]  # shown 50 times, never chosen: not "popular"
+
+
+def _newest_by_sorting_everything(view, k, filters, banned, now_s):
+    """The whole-archive computation ``newest_rows`` replaced: every allowed row's date ranked per request."""
+
+    from recsys.archive.store import NO_TIME
+
+    mask = view.allowed(filters)
+    mask[list(banned)] = False
+    published = np.asarray(view.rows["published"])
+    dated = np.flatnonzero(mask & (published != NO_TIME) & (published <= now_s))
+    dated = dated[np.lexsort((dated, -published[dated]))][:k]
+    undated = np.flatnonzero(mask & (published == NO_TIME))[::-1][: k - dated.size]
+    return np.concatenate([dated, undated]).astype(np.int64)
+
+
+def test_newest_rows_walk_the_publication_order_as_ranking_every_date_would(make_indexer, tmp_path):
+    """Ties, undated articles, future ones, deletions, two segments, filters and banned rows: the walk over the
+    version's publication order gives the rows (and order) of ranking every allowed row's date."""
+    import random
+
+    from recsys.archive.layout import IndexLayout
+    from recsys.archive.version import VersionReader
+    from recsys.lists.base import newest_rows
+    from recsys.types import Filters
+
+    coin = random.Random(7)
+    days = ["2026-11-20T10:00:00Z", "2026-11-21T10:00:00Z", "2026-11-21T10:00:00Z", "2026-11-30T10:00:00Z", None]
+    made = [
+        art(f"a{i}", f"story {i}", f"words {i}", published_at=coin.choice(days), category=coin.choice(["x", "y"]))
+        for i in range(300)
+    ]
+    indexer = make_indexer()
+    indexer.add_articles(made[:200])
+    indexer.add_articles(made[200:])
+    indexer.remove([f"a{i}" for i in range(0, 300, 17)])
+    view = VersionReader(IndexLayout(tmp_path / "index").current())
+    assert len(view.segments) >= 2
+    now = time.mktime(time.strptime("2026-11-25", "%Y-%m-%d"))
+    for k in (0, 1, 5, 40, 400):
+        for filters in (Filters(), Filters(categories=("x",))):
+            for banned in (set(), set(coin.sample(range(view.rows.shape[0]), 60))):
+                got = newest_rows(view, k, filters, banned, now)
+                assert got.tolist() == _newest_by_sorting_everything(view, k, filters, banned, now).tolist()
+    assert newest_rows(view, 400, Filters(), set(), now).size == view.n_live - int(
+        (np.asarray(view.rows["published"])[view.live] > now).sum()
+    )

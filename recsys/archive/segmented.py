@@ -306,7 +306,7 @@ class SegmentedStore:
 
     def ids_of(self, rows: Iterable[int]) -> dict[int, str]:
         """``row -> id`` of these rows (remembered like ``rows_of``)."""
-        rows = [int(r) for r in rows]
+        rows = rows.tolist() if isinstance(rows, np.ndarray) else [int(r) for r in rows]
         cache = self._id_cache
 
         def look_up(missing: list[int]) -> dict[int, str]:

@@ -14,6 +14,7 @@ a third of the served hit rate).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,15 +69,21 @@ def content_columns(vectors: np.ndarray, interests: np.ndarray | None, recent: n
     """The ``content`` input of candidate_features: (n, 2), each candidate's best cosine to the reader's
     interests and mean cosine to the last reads; NaN without a history."""
     out = np.full((vectors.shape[0], 2), np.nan)
+    # many candidates against a few queries as (n x dim) @ (dim x q): OpenBLAS is slower over a few rows the other way
     if interests is not None and interests.size:
-        out[:, 0] = (interests @ vectors.T).max(axis=0)  # few interests against many candidates (see repeats_story)
+        out[:, 0] = (vectors @ interests.T).max(axis=1)
     if recent is not None and recent.size:
-        out[:, 1] = (recent @ vectors.T).mean(axis=0)
+        out[:, 1] = (vectors @ recent.T).mean(axis=1)
     return out
 
 
 def _log_counts(sums: np.ndarray, channel: int) -> np.ndarray:
     return np.log1p(np.maximum(sums[:, channel], 0.0))
+
+
+def first_sightings(state: LogState, ids: Sequence[str]) -> np.ndarray:
+    """When the logs first saw each id (epoch seconds; NaN: never)."""
+    return np.fromiter(map(state.first_seen.get, ids, itertools.repeat(math.nan)), dtype=np.float64, count=len(ids))
 
 
 def _sums(popularity: Popularity, rows: np.ndarray, at: float) -> np.ndarray:
@@ -98,12 +105,14 @@ def candidate_features(
     published: np.ndarray,
     coreads: CoReadTable | None = None,
     timed: bool = True,
+    seen: np.ndarray | None = None,
 ) -> np.ndarray:
     """The feature matrix (len(ids), len(FEATURES)) for one list of candidates at time ``at``.
 
     ``content`` is (n, 2): best and mean cosine to the reader's reads (NaN where unknown);
     ``published`` epoch seconds or NaN; ``coreads`` a stored table to use instead of the state's
-    live counts (the service); ``timed`` False when the log has no times (ages are then unknown).
+    live counts (the service); ``timed`` False when the log has no times (ages are then unknown);
+    ``seen`` the ids' first sightings in ``state`` (NaN: never seen) when the caller has looked them up already.
     """
     n = len(ids)
     out = np.full((n, len(FEATURES)), np.nan)
@@ -112,7 +121,7 @@ def candidate_features(
     config = state.config
     # The views are folded together, so an article has the same row in each.
     index = state.day.index
-    rows = np.fromiter((index.get(a, -1) for a in ids), dtype=np.int64, count=n)
+    rows = np.fromiter(map(index.get, ids, itertools.repeat(-1)), dtype=np.int64, count=n)
     day = _sums(state.day, rows, at)
     hours = _sums(state.hours, rows, at)
     ever = _sums(state.ever, rows, at)
@@ -125,7 +134,8 @@ def candidate_features(
     out[:, 6] = shrunk_ctr(ever, config)
     out[:, 7] = np.log1p(np.maximum(day[:, _READS] + config.reaction_gain * day[:, _REACTIONS], 0.0))
     if timed:
-        seen = np.array([state.first_seen.get(a, np.nan) for a in ids], dtype=np.float64)
+        if seen is None:
+            seen = first_sightings(state, ids)
         born = np.where(np.isfinite(published), published, seen)
         out[:, 8] = np.log1p(np.maximum(at - born, 0.0) / HOUR)
     out[:, 9:11] = content

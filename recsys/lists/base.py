@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.archive.ann import exact_search, top_k
+from recsys.archive.ann import exact_search
 from recsys.archive.store import NO_TIME, StoredArticle
 from recsys.archive.version import VersionReader
 from recsys.config import Settings
@@ -206,19 +206,32 @@ def popularity_of_rows(context: ListContext, view: VersionReader, rows: np.ndarr
 
 
 def newest_rows(view: VersionReader, k: int, filters: Filters, banned: set[int], now_s: float) -> np.ndarray:
-    """The k newest allowed rows: dated ones by publication time (not future ones), then, if the
-    archive has too few dates, undated ones in the order they were indexed (latest first)."""
-    mask = view.allowed(filters)
-    if banned:
-        mask[list(banned)] = False
-    published = np.asarray(view.rows["published"])
-    undated = published == NO_TIME
-    dated_rows = np.flatnonzero(mask & ~undated & (published <= now_s))
-    rows = dated_rows[top_k(published[dated_rows].astype(np.float64), k)] if dated_rows.size else dated_rows
+    """The k newest allowed rows: dated ones by publication time (not future ones; ties: lower row first), then,
+    if the archive has too few dates, undated ones in the order they were indexed (latest first). Walks the
+    version's publication order (``VersionReader.by_publication``) until k pass: a request costs what it
+    shows, not a pass over the archive."""
+    dated, minus_published, undated = view.by_publication()
+    start = int(np.searchsorted(minus_published, -float(now_s), side="left"))  # the first not in the future
+    rows = _first_allowed(view, dated[start:], k, filters, banned)
     if rows.size < k:
-        rest = np.flatnonzero(mask & undated)[::-1][: k - rows.size]
-        rows = np.concatenate([rows, rest])
+        rows = np.concatenate([rows, _first_allowed(view, undated, k - rows.size, filters, banned)])
     return rows.astype(np.int64)
+
+
+def _first_allowed(view: VersionReader, ordered: np.ndarray, k: int, filters: Filters, banned: set[int]) -> np.ndarray:
+    """The first ``k`` rows of ``ordered`` that pass the filters and are not banned, in chunks that double."""
+    found: list[np.ndarray] = []
+    have, start, step = 0, 0, max(64, 4 * k)
+    excluded = np.fromiter(banned, dtype=np.int64, count=len(banned)) if banned else None
+    while have < k and start < ordered.size:
+        chunk = ordered[start : start + step]
+        keep = view.allowed(filters, chunk)
+        if excluded is not None:
+            keep &= ~np.isin(chunk, excluded)
+        found.append(chunk[keep][: k - have])
+        have += found[-1].size
+        start, step = start + step, 2 * step
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def newest_hits(view: VersionReader, k: int, filters: Filters, banned: set[int], now_s: float) -> list[Hit]:
@@ -271,16 +284,20 @@ def to_hit(
     )
 
 
-def repeats_story(view: VersionReader, rows: np.ndarray, told: np.ndarray, threshold: float) -> np.ndarray:
+def repeats_story(
+    view: VersionReader, rows: np.ndarray, told: np.ndarray, threshold: float, vectors: np.ndarray | None = None
+) -> np.ndarray:
     """Per row of ``rows``: does it tell a story one of ``told`` tells (the same canonical URL, or a cosine of
-    at least ``threshold``: a syndicated copy, a rewrite)?"""
+    at least ``threshold``: a syndicated copy, a rewrite)? ``vectors``: the rows' float32 vectors, if the caller
+    has them already."""
     rows, told = np.asarray(rows, dtype=np.int64), np.asarray(told, dtype=np.int64)
     if not rows.size or not told.size:
         return np.zeros(rows.size, dtype=bool)
     stories = np.asarray(view.rows["story"])
     keys = set(stories[told].tolist()) - {0}
     same = np.isin(stories[rows], list(keys)) if keys else np.zeros(rows.size, dtype=bool)
-    vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+    if vectors is None:
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
     # few told against many rows: (told @ rows.T) is one small GEMM; (rows @ told.T) was 10x slower in OpenBLAS
     close = (np.asarray(view.vectors[told], dtype=np.float32) @ vectors.T).max(axis=0) >= threshold
     return same | close

@@ -19,7 +19,7 @@ import numpy as np
 from recsys.archive.store import NO_TIME
 from recsys.archive.version import VersionReader
 from recsys.config import RecommendConfig
-from recsys.learning.features import ReaderContext, content_columns
+from recsys.learning.features import ReaderContext, content_columns, first_sightings
 from recsys.learning.pools import POOL_HOT, POOL_HOT_WINDOW, POOL_NEWEST
 from recsys.learning.ranker import LearnedRanker
 from recsys.lists import learned
@@ -139,11 +139,13 @@ class RecommendationList:
         ids, _ = self.context.activity.view(half_life, ctr_cap).ranked_active(now_s, window * 3600.0)
         return learned.indexed_rows(view.store.rows_of, ids, n)
 
-    def _copies_of_reads(self, view: VersionReader, rows: np.ndarray, reader: _Reader) -> np.ndarray:
+    def _copies_of_reads(
+        self, view: VersionReader, rows: np.ndarray, reader: _Reader, vectors: np.ndarray | None = None
+    ) -> np.ndarray:
         """True for candidates that tell a story the reader has read (a syndicated copy of an article they read
-        is not new): ``repeats_story`` of their reads."""
+        is not new): ``repeats_story`` of their reads (``vectors``: the candidates', if gathered already)."""
         read = np.asarray([reader.read_rows[a] for a in reader.known], dtype=np.int64)
-        return repeats_story(view, rows, read, self.context.settings.related.duplicate_similarity)
+        return repeats_story(view, rows, read, self.context.settings.related.duplicate_similarity, vectors)
 
     @staticmethod
     def _recent_reads(state: LogState, ids: list[str], now_s: float) -> dict[str, float]:
@@ -215,21 +217,24 @@ class RecommendationList:
         rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *hot, *popular, *fresh.tolist()]), dtype=np.int64)
         if rows.size:
             rows = rows[view.allowed(filters, rows) & ~np.isin(rows, list(banned))]
-            rows = rows[~self._copies_of_reads(view, rows, reader)]
+        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
+        fresh_story = ~self._copies_of_reads(view, rows, reader, vectors)
+        rows, vectors = rows[fresh_story], vectors[fresh_story]
         if rows.size == 0:
             return []
-        ids_by_row = view.store.ids_of(rows)
+        ids_by_row = view.store.ids_of(rows.tolist())
+        ids = list(map(ids_by_row.__getitem__, rows.tolist()))
+        seen = first_sightings(state, ids)
         if state.first_seen:
             # An undated article the logs have never mentioned has no evidence of being live (a bulk import, or
             # in a replay an article of later days); the model learned unseen-and-undated from first sightings
             # of what the site had just put up, so it would take these for fresh front-page news.
-            undated = np.asarray(view.rows["published"][rows]) == NO_TIME
-            unseen = np.fromiter((ids_by_row[int(r)] not in state.first_seen for r in rows), bool, rows.size)
-            rows = rows[~(undated & unseen)]
+            keep = ~((np.asarray(view.rows["published"][rows]) == NO_TIME) & np.isnan(seen))
+            if not keep.all():
+                rows, seen, vectors = rows[keep], seen[keep], vectors[keep]
+                ids = [a for a, kept in zip(ids, keep.tolist(), strict=True) if kept]
             if rows.size == 0:
                 return []
-        ids = [ids_by_row[int(r)] for r in rows]
-        vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         centroids = np.stack([i.vector for i in reader.interests]) if reader.interests else None
         content = content_columns(vectors, centroids, reader.vectors[:5])
         categories, published = learned.row_facts(view, rows)
@@ -237,12 +242,14 @@ class RecommendationList:
         read_codes = np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist()
         known_categories = Counter(names[c] for c in read_codes if 0 <= c < len(names))
         context = ReaderContext(tuple(reader.reads), dict(known_categories), sum(known_categories.values()))
-        scores, features = learned.score(ranker, ids, state, now_s, context, content, categories, published, coreads)
+        scores, features = learned.score(
+            ranker, ids, state, now_s, context, content, categories, published, coreads, seen
+        )
         settings = self.context.settings
         picked = learned.spread(
             scores, vectors, k, settings.recommend.mmr_lambda, settings.related.duplicate_similarity
         )
-        born = np.where(np.isfinite(published), published, [state.first_seen.get(a, np.nan) for a in ids])
+        born = np.where(np.isfinite(published), published, seen)
         # the draws are seeded by the request (the reads and the minute): the same request gets the same list
         request = f"{reader.reads[:20]}:{int(now_s // 60)}".encode("utf-8", "surrogatepass")
         coin = random.Random(hashlib.sha256(request).digest())

@@ -121,10 +121,10 @@ class CoReads:
             common = list(slot.keys() & row.keys())
             if not common:
                 continue
-            together = np.fromiter((row[c] for c in common), np.float64, count=len(common))
-            masses = np.fromiter((mass[c] for c in common), np.float64, count=len(common))
+            together = np.fromiter(map(row.__getitem__, common), np.float64, count=len(common))
+            masses = np.fromiter(map(mass.__getitem__, common), np.float64, count=len(common))
             value = together * scale / (np.sqrt(read_mass * masses * scale) + shrink)
-            at_slots = np.fromiter((slot[c] for c in common), np.int64, count=len(common))
+            at_slots = np.fromiter(map(slot.__getitem__, common), np.int64, count=len(common))
             totals[at_slots] += np.where(together > 0, value, 0.0)
         return totals[inverse]
 

@@ -39,19 +39,21 @@ def build_interests(vectors: np.ndarray, config: RecommendConfig) -> list[Intere
     weights = np.exp2(-np.arange(n) / max(config.history_half_life_reads, 1e-9))
     sums = np.zeros((n, vectors.shape[1]), dtype=np.float64)  # at most one interest per read
     mass = np.zeros(n)
+    norms = np.ones(n)  # of each interest's sum, kept as it changes (one norm per read, not one per interest)
     members: list[list[int]] = []
     for i in range(n):
         m = len(members)
         if m:
-            centroids = sums[:m] / np.linalg.norm(sums[:m], axis=1, keepdims=True)
-            sims = centroids @ vectors[i]
+            sims = (sums[:m] @ vectors[i]) / norms[:m]
             best = int(np.argmax(sims))
             if sims[best] >= config.interest_similarity:
                 sums[best] += weights[i] * vectors[i]
+                norms[best] = max(float(np.linalg.norm(sums[best])), 1e-30)
                 mass[best] += weights[i]
                 members[best].append(i)
                 continue
         sums[m] = weights[i] * vectors[i]
+        norms[m] = max(float(np.linalg.norm(sums[m])), 1e-30)
         mass[m] = weights[i]
         members.append([i])
     m = len(members)
