@@ -14,7 +14,7 @@ from recsys.archive.layout import CLOCK_FILE, write_json_atomic
 from recsys.config import Settings
 from recsys.feedback.report import online_report
 from recsys.learning.clock import RankingClock
-from recsys.learning.features import FEATURES, ReaderContext, candidate_features
+from recsys.learning.features import FEATURES, READER_COLUMNS, ReaderContext, candidate_features, first_sightings
 from recsys.learning.pools import POOL_CONTENT, ContentMatch
 from recsys.learning.ranker import RANKER_FILE, LearnedRanker
 from recsys.learning.training import train
@@ -59,6 +59,40 @@ def test_a_candidates_features_do_not_depend_on_the_candidates_beside_it():
     in_a_pool = row_of(["a3", *(f"a{i}" for i in range(12) if i != 3), "never-seen"])
     np.testing.assert_array_equal(alone, in_a_pool)  # the site's list of ten or a served pool of hundreds
     assert alone[FEATURES.index("impressions_15m")] > 0 and alone[FEATURES.index("impressions_2h")] > 0
+
+
+def test_the_articles_own_columns_are_computed_once_a_moment_and_never_from_a_later_time():
+    """``moment_features`` answers what ``candidate_features`` computes afresh, reuses a row only for a time at or
+    after the one it was computed for, and the reader's columns are the only ones left to fill."""
+    t0 = 1_790_000_000.0
+    state = _state(t0)
+    at = t0 + 300 * 20.0
+    ids = [f"a{i}" for i in range(12)] + ["never-seen"]
+    published = np.full(len(ids), np.nan)
+    published[:4] = t0
+    seen = first_sightings(state, ids)
+    reader = ReaderContext(("a1", "a2"), {"x": 2}, 2)
+    content = np.tile([0.5, 0.4], (len(ids), 1))
+
+    def fresh(when: float) -> np.ndarray:
+        return candidate_features(ids, state, when, reader, content, ["x"] * len(ids), published)
+
+    known: dict = {}
+    first = learned.moment_features(known, ids[:5], state, at, published[:5], seen[:5])
+    assert set(known) == set(ids[:5])
+    rows = learned.moment_features(known, ids, state, at, published, seen)
+    served = candidate_features(ids, state, at, reader, content, ["x"] * len(ids), published, articles=rows)
+    np.testing.assert_array_equal(served, fresh(at))
+    np.testing.assert_array_equal(first, rows[:5])
+    assert np.isnan(rows[:, list(READER_COLUMNS)]).all() and not np.isnan(np.delete(rows, READER_COLUMNS, 1)).all()
+    # half a second later the rows of ``at`` are reused (the same moment); ten minutes earlier they are not
+    later = learned.moment_features(known, ids, state, at + 0.5, published, seen)
+    np.testing.assert_array_equal(later, rows)
+    earlier = learned.moment_features(known, ids, state, at - 600.0, published, seen)
+    assert not np.array_equal(earlier, rows)  # ten minutes earlier: other counts, computed afresh
+    np.testing.assert_array_equal(
+        np.delete(earlier, READER_COLUMNS, 1), np.delete(fresh(at - 600.0), READER_COLUMNS, 1)
+    )
 
 
 def test_the_box_score_is_the_box_models_and_round_trips(tmp_path):

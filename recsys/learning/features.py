@@ -51,6 +51,11 @@ FEATURES = (
 )
 _CLICKS_15M, _RISING = FEATURES.index("clicks_15m"), FEATURES.index("rising")
 _SHOWN_2H, _SHOWN_15M = FEATURES.index("impressions_2h"), FEATURES.index("impressions_15m")
+# the columns that depend on the reader (the rest are the article's at the moment: ``article_features``)
+READER_COLUMNS = tuple(
+    FEATURES.index(f)
+    for f in ("content_max", "content_mean", "coread", "category_share", "in_history", "history_length")
+)
 
 
 @dataclass(frozen=True)
@@ -95,25 +100,17 @@ def _sums(popularity: Popularity, rows: np.ndarray, at: float) -> np.ndarray:
     return out
 
 
-def candidate_features(
+def article_features(
     ids: Sequence[str],
     state: LogState,
     at: float,
-    reader: ReaderContext,
-    content: np.ndarray,
-    categories: Sequence[str],
     published: np.ndarray,
-    coreads: CoReadTable | None = None,
     timed: bool = True,
     seen: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The feature matrix (len(ids), len(FEATURES)) for one list of candidates at time ``at``.
-
-    ``content`` is (n, 2): best and mean cosine to the reader's reads (NaN where unknown);
-    ``published`` epoch seconds or NaN; ``coreads`` a stored table to use instead of the state's
-    live counts (the service); ``timed`` False when the log has no times (ages are then unknown);
-    ``seen`` the ids' first sightings in ``state`` (NaN: never seen) when the caller has looked them up already.
-    """
+    """The feature rows (len(ids), len(FEATURES)) of what is known of each article at ``at`` whoever reads it
+    (popularity, counts, CTRs, age); the reader's columns (``READER_COLUMNS``) NaN. The same for every request of
+    one moment, so a service may compute them once per moment (recsys/lists/recommendation.py)."""
     n = len(ids)
     out = np.full((n, len(FEATURES)), np.nan)
     if n == 0:
@@ -138,6 +135,39 @@ def candidate_features(
             seen = first_sightings(state, ids)
         born = np.where(np.isfinite(published), published, seen)
         out[:, 8] = np.log1p(np.maximum(at - born, 0.0) / HOUR)
+    quarter = _sums(state.minutes, rows, at)
+    out[:, _CLICKS_15M] = _log_counts(quarter, _CLICKS)
+    out[:, _RISING] = out[:, _CLICKS_15M] - out[:, 4]
+    out[:, _SHOWN_2H] = _log_counts(hours, _IMPRESSIONS)
+    out[:, _SHOWN_15M] = _log_counts(quarter, _IMPRESSIONS)
+    return out
+
+
+def candidate_features(
+    ids: Sequence[str],
+    state: LogState,
+    at: float,
+    reader: ReaderContext,
+    content: np.ndarray,
+    categories: Sequence[str],
+    published: np.ndarray,
+    coreads: CoReadTable | None = None,
+    timed: bool = True,
+    seen: np.ndarray | None = None,
+    articles: np.ndarray | None = None,
+) -> np.ndarray:
+    """The feature matrix (len(ids), len(FEATURES)) for one list of candidates at time ``at``.
+
+    ``content`` is (n, 2): best and mean cosine to the reader's reads (NaN where unknown);
+    ``published`` epoch seconds or NaN; ``coreads`` a stored table to use instead of the state's
+    live counts (the service); ``timed`` False when the log has no times (ages are then unknown);
+    ``seen`` the ids' first sightings in ``state`` (NaN: never seen) when the caller has looked them up already;
+    ``articles`` their ``article_features`` when the caller has them (the reader's columns are added).
+    """
+    n = len(ids)
+    out = article_features(ids, state, at, published, timed, seen) if articles is None else articles.copy()
+    if n == 0:
+        return out
     out[:, 9:11] = content
     history = reader.history
     if coreads is not None:
@@ -150,9 +180,4 @@ def candidate_features(
     read = set(history)
     out[:, 13] = [float(a in read) for a in ids]
     out[:, 14] = math.log1p(len(history))
-    quarter = _sums(state.minutes, rows, at)
-    out[:, _CLICKS_15M] = _log_counts(quarter, _CLICKS)
-    out[:, _RISING] = out[:, _CLICKS_15M] - out[:, 4]
-    out[:, _SHOWN_2H] = _log_counts(hours, _IMPRESSIONS)
-    out[:, _SHOWN_15M] = _log_counts(quarter, _IMPRESSIONS)
     return out

@@ -135,6 +135,14 @@ def banned_rows(view: VersionReader, filters: Filters, also: Iterable[int] = ())
     return set(also) | set(view.store.rows_of(filters.exclude_ids).values())
 
 
+def unbanned(rows: np.ndarray, banned: set[int]) -> np.ndarray:
+    """True for each of ``rows`` not in ``banned``: one set look-up per row (``np.isin`` sorts both sides, about 5x
+    slower at a list's sizes)."""
+    if not banned:
+        return np.ones(rows.size, dtype=bool)
+    return ~np.fromiter(map(banned.__contains__, rows.tolist()), dtype=bool, count=rows.size)
+
+
 def candidates(
     view: VersionReader,
     query: np.ndarray,
@@ -175,7 +183,6 @@ def nearest_each(
             scores, rows = exact_search(view.vectors, queries, want, allowed)
             return [(r[r >= 0], s[r >= 0]) for s, r in zip(scores, rows, strict=True)]
     fetch = want + len(banned)
-    banned_array = np.fromiter(banned, dtype=np.int64, count=len(banned))
     while True:
         if source_row is not None and queries.shape[0] == 1:
             found_scores, found_rows = view.ann.search_row(source_row, queries, fetch)
@@ -188,7 +195,7 @@ def nearest_each(
             q_rows, q_scores = q_rows[valid], q_scores[valid]
             ok = view.allowed(filters, q_rows) if q_rows.size else np.zeros(0, dtype=bool)
             if banned:
-                ok &= ~np.isin(q_rows, banned_array)
+                ok &= unbanned(q_rows, banned)
             out.append((q_rows[ok][:want], q_scores[ok][:want], int(ok.sum())))
         if fetch >= view.n_live or all(passed >= want for _, _, passed in out):
             return [(r, s) for r, s, _ in out]
@@ -200,8 +207,9 @@ def popularity_of_rows(context: ListContext, view: VersionReader, rows: np.ndarr
     popularity = context.activity.current()
     if not len(popularity) or rows.size == 0:
         return np.zeros(rows.shape[0])
-    ids = view.store.ids_of(rows)
-    raw = popularity.scores([ids.get(int(r), "") for r in rows], now_s)
+    listed = rows.tolist()
+    ids = view.store.ids_of(listed)
+    raw = popularity.scores([ids.get(r, "") for r in listed], now_s)
     return squash(raw, context.settings.popularity.squash_scale)
 
 
@@ -222,12 +230,9 @@ def _first_allowed(view: VersionReader, ordered: np.ndarray, k: int, filters: Fi
     """The first ``k`` rows of ``ordered`` that pass the filters and are not banned, in chunks that double."""
     found: list[np.ndarray] = []
     have, start, step = 0, 0, max(64, 4 * k)
-    excluded = np.fromiter(banned, dtype=np.int64, count=len(banned)) if banned else None
     while have < k and start < ordered.size:
         chunk = ordered[start : start + step]
-        keep = view.allowed(filters, chunk)
-        if excluded is not None:
-            keep &= ~np.isin(chunk, excluded)
+        keep = view.allowed(filters, chunk) & unbanned(chunk, banned)
         found.append(chunk[keep][: k - have])
         have += found[-1].size
         start, step = start + step, 2 * step

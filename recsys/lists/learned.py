@@ -25,7 +25,7 @@ import numpy as np
 from recsys.archive.store import NO_TIME
 from recsys.archive.version import VersionReader
 from recsys.config import ExploreConfig
-from recsys.learning.features import FEATURES, NOBODY, ReaderContext, candidate_features
+from recsys.learning.features import FEATURES, NOBODY, ReaderContext, article_features, candidate_features
 from recsys.learning.ranker import LearnedRanker
 from recsys.learning.trained import StoredModels
 from recsys.signals.coreads import CoReadTable
@@ -164,10 +164,43 @@ def score(
     published: np.ndarray,
     coreads: CoReadTable | None,
     seen: np.ndarray | None = None,
+    articles: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The model's scores of candidates and their feature rows (``seen``: their first sightings, if known)."""
-    features = candidate_features(ids, state, at, reader, content, categories, published, coreads, seen=seen)
+    """The model's scores of candidates and their feature rows (``seen``: their first sightings, ``articles``:
+    their ``article_features``, if known)."""
+    features = candidate_features(
+        ids, state, at, reader, content, categories, published, coreads, seen=seen, articles=articles
+    )
     return ranker.score_box(features), features
+
+
+def moment_features(
+    known: dict[str, tuple[float, np.ndarray]],
+    ids: Sequence[str],
+    state: LogState,
+    at: float,
+    published: np.ndarray,
+    seen: np.ndarray,
+) -> np.ndarray:
+    """``article_features`` of ``ids`` at ``at``, taking the rows ``known`` (id -> (time computed for, row): one
+    moment's, recsys/lists/base.py ``MomentCache``) holds for a time no later than ``at`` and adding the rest.
+    Most of a Recommendation's candidates (the hot, the popular, what the logs saw last) are every request's
+    in a second, and an article's row does not depend on the reader; a row from later than ``at`` is not used
+    (no request sees a count from after its own time)."""
+    n = len(ids)
+    found = [known.get(a) for a in ids]
+    missing = [i for i, entry in enumerate(found) if entry is None or entry[0] > at]
+    out = np.empty((n, len(FEATURES)))
+    if len(missing) < n:
+        have = [i for i, entry in enumerate(found) if entry is not None and entry[0] <= at]
+        out[have] = np.stack([found[i][1] for i in have])  # type: ignore[index]
+    if missing:
+        at_rows = np.asarray(missing, dtype=np.int64)
+        fresh = article_features([ids[i] for i in missing], state, at, published[at_rows], True, seen[at_rows])
+        out[at_rows] = fresh
+        for j, i in enumerate(missing):
+            known.setdefault(ids[i], (at, fresh[j]))
+    return out
 
 
 def row_facts(view: VersionReader, rows: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -14,7 +14,7 @@ import numpy as np
 from recsys.archive.version import VersionReader
 from recsys.learning.clock import LEARNED_POOL
 from recsys.lists import learned
-from recsys.lists.base import ListContext, banned_rows, check_k, newest_hits, to_hit
+from recsys.lists.base import ListContext, banned_rows, check_k, newest_hits, to_hit, unbanned
 from recsys.signals.activity import WindowCounts
 from recsys.types import Filters, Hit
 
@@ -52,7 +52,7 @@ class RankingList:
             ]
             if found:
                 rows = np.array([r for r, _, _ in found], dtype=np.int64)
-                ok = view.allowed(filters, rows) & ~np.isin(rows, list(banned))
+                ok = view.allowed(filters, rows) & unbanned(rows, banned)
                 picked = [(int(r), a, float(score)) for (r, a, score), good in zip(found, ok, strict=True) if good]
                 picked = self._learned_order(view, picked, now_s, k)[:k]
         counts = activity.window_counts([a for _, a, _ in picked], now_s - window, now_s)

@@ -33,6 +33,7 @@ from recsys.lists.base import (
     popularity_of_rows,
     repeats_story,
     to_hit,
+    unbanned,
 )
 from recsys.lists.ranking import RankingList
 from recsys.lists.scoring import freshness
@@ -216,7 +217,7 @@ class RecommendationList:
         fresh = newest_rows(view, learned.NEWEST_CANDIDATES, filters, banned, now_s)
         rows = np.fromiter(dict.fromkeys([*pool, *coread_from, *hot, *popular, *fresh.tolist()]), dtype=np.int64)
         if rows.size:
-            rows = rows[view.allowed(filters, rows) & ~np.isin(rows, list(banned))]
+            rows = rows[view.allowed(filters, rows) & unbanned(rows, banned)]
         vectors = np.asarray(view.vectors[rows], dtype=np.float32)
         fresh_story = ~self._copies_of_reads(view, rows, reader, vectors)
         rows, vectors = rows[fresh_story], vectors[fresh_story]
@@ -242,8 +243,11 @@ class RecommendationList:
         read_codes = np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist()
         known_categories = Counter(names[c] for c in read_codes if 0 <= c < len(names))
         context = ReaderContext(tuple(reader.reads), dict(known_categories), sum(known_categories.values()))
+        # the articles' own columns are every request's of this moment (recsys/lists/learned.py moment_features)
+        this_moment = moment.get(view, state.generation, now_s, "article features", dict)
+        own = learned.moment_features(this_moment, ids, state, now_s, published, seen)
         scores, features = learned.score(
-            ranker, ids, state, now_s, context, content, categories, published, coreads, seen
+            ranker, ids, state, now_s, context, content, categories, published, coreads, seen, own
         )
         settings = self.context.settings
         picked = learned.spread(

@@ -34,6 +34,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -210,7 +211,7 @@ class Popularity:
 
     def sums_of(self, article_ids: Sequence[str], at: float) -> np.ndarray:
         """Decayed sums (n, 4) at ``at`` of these ids, in CHANNELS order; zeros for an id with no events."""
-        rows = np.fromiter((self.index.get(a, -1) for a in article_ids), dtype=np.int64, count=len(article_ids))
+        rows = np.fromiter(map(self.index.get, article_ids, itertools.repeat(-1)), np.int64, count=len(article_ids))
         out = np.zeros((rows.size, len(CHANNELS)))
         known = rows >= 0
         if known.any():
@@ -220,10 +221,10 @@ class Popularity:
     def scores(self, article_ids: Sequence[str], at: float, ranking: bool = False) -> np.ndarray:
         """Popularity of each id at ``at`` (0 for ids with no events); ``ranking``: the Ranking box's order."""
         out = np.zeros(len(article_ids), dtype=np.float64)
-        known = [(i, self.index[a]) for i, a in enumerate(article_ids) if a in self.index]
-        if known:
-            where, rows = (np.asarray(x, dtype=np.int64) for x in zip(*known, strict=True))
-            sums = self.decayed(at, rows)
+        found = np.fromiter(map(self.index.get, article_ids, itertools.repeat(-1)), np.int64, count=len(article_ids))
+        where = np.flatnonzero(found >= 0)
+        if where.size:
+            sums = self.decayed(at, found[where])
             out[where] = self.ranking_decayed(sums) if ranking else self.score_decayed(sums)
         return out
 
