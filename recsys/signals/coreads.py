@@ -17,6 +17,7 @@ each article's ``keep`` strongest neighbours.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -111,21 +112,28 @@ class CoReads:
         inverse = np.fromiter((slot.setdefault(c, len(slot)) for c in candidates), np.int64, count=len(candidates))
         totals = np.zeros(len(slot))
         mass = self.mass
+        # every read's shared candidates gathered first, then one computation over them all (the same float64
+        # arithmetic per pair); the key views' intersection walks the shorter side (a hub read has thousands of
+        # co-reads); np.add.at adds in read order, one term per candidate per read, as a loop over reads would
+        slots: list[int] = []
+        together: list[float] = []
+        masses: list[float] = []
+        read_masses: list[float] = []
         for read in history[:last]:
             row = self.pairs.get(read)
             if not row:
                 continue
-            read_mass = mass[read] * scale
-            # the key views' intersection walks the shorter side (a hub read has thousands of co-reads); each
-            # candidate gets one term per read, in read order, whatever order the intersection comes in
             common = list(slot.keys() & row.keys())
             if not common:
                 continue
-            together = np.fromiter(map(row.__getitem__, common), np.float64, count=len(common))
-            masses = np.fromiter(map(mass.__getitem__, common), np.float64, count=len(common))
-            value = together * scale / (np.sqrt(read_mass * masses * scale) + shrink)
-            at_slots = np.fromiter(map(slot.__getitem__, common), np.int64, count=len(common))
-            totals[at_slots] += np.where(together > 0, value, 0.0)
+            slots.extend(map(slot.__getitem__, common))
+            together.extend(map(row.__getitem__, common))
+            masses.extend(map(mass.__getitem__, common))
+            read_masses.extend(itertools.repeat(mass[read] * scale, len(common)))
+        if slots:
+            pair = np.asarray(together, dtype=np.float64)
+            value = pair * scale / (np.sqrt(np.asarray(read_masses) * np.asarray(masses) * scale) + shrink)
+            np.add.at(totals, np.asarray(slots, dtype=np.int64), np.where(pair > 0, value, 0.0))
         return totals[inverse]
 
     def neighbours(self, article: str, at: float, k: int) -> list[tuple[str, float]]:
