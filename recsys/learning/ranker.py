@@ -80,13 +80,19 @@ class LearnedRanker:
             self._id = xxhash.xxh3_64_hexdigest(text)[:12]
         return self._id
 
-    @property
-    def booster(self) -> Any:
-        if self._booster is None:
+    def _loaded(self, slot: str, text: str) -> Any:
+        """The LightGBM booster of ``text``, parsed on first use and kept in ``slot`` (loading needs no torch)."""
+        booster = getattr(self, slot)
+        if booster is None:
             import lightgbm
 
-            self._booster = lightgbm.Booster(model_str=self.model_text)
-        return self._booster
+            booster = lightgbm.Booster(model_str=text)
+            setattr(self, slot, booster)
+        return booster
+
+    @property
+    def booster(self) -> Any:
+        return self._loaded("_booster", self.model_text)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Click scores of feature rows, given that the reader sees them (higher = more likely clicked;
@@ -99,22 +105,14 @@ class LearnedRanker:
         alone picks badly from a catalogue: it learned to compare articles a reader was already shown."""
         if self.box_text is None:
             return self.score(features)
-        if self._box is None:
-            import lightgbm
-
-            self._box = lightgbm.Booster(model_str=self.box_text)
-        return _predict(self._box, features)
+        return _predict(self._loaded("_box", self.box_text), features)
 
     def score_ranking(self, features: np.ndarray) -> np.ndarray:
         """Scores of the Ranking box's leaders with no reader known: the Ranking model's, fitted on which of the
         clock's leaders readers clicked next (recsys/learning/clock.py); without one, the box score."""
         if self.ranking_text is None:
             return self.score_box(features)
-        if self._ranking is None:
-            import lightgbm
-
-            self._ranking = lightgbm.Booster(model_str=self.ranking_text)
-        return _predict(self._ranking, features)
+        return _predict(self._loaded("_ranking", self.ranking_text), features)
 
     def importance(self) -> dict[str, float]:
         """Each feature's share of the total split gain."""

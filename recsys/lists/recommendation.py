@@ -223,8 +223,9 @@ class RecommendationList:
         rows, vectors = rows[fresh_story], vectors[fresh_story]
         if rows.size == 0:
             return []
-        ids_by_row = view.store.ids_of(rows.tolist())
-        ids = list(map(ids_by_row.__getitem__, rows.tolist()))
+        listed = rows.tolist()
+        ids_by_row = view.store.ids_of(listed)
+        ids = list(map(ids_by_row.__getitem__, listed))
         seen = first_sightings(state, ids)
         if state.first_seen:
             # An undated article the logs have never mentioned has no evidence of being live (a bulk import, or
