@@ -7,6 +7,7 @@
 3. Serving: recommend() and page() on the EB-NeRD index holding two weeks of events (~600k: the week, and the
    same week a week earlier under other reader ids, the load of a site that keeps a fortnight), with the
    stored ranker and with the hand-set blend in the same run; the difference is what the model's list costs.
+   Readers are asked for as a site asks for a known one: the history it holds and the reader's id.
    Last, as ``recsys serve`` runs (``[http] compute_threads = 1``: FAISS and BLAS on the request's thread).
 
     python benchmarks/learned_ranker.py       # prints tables, writes results/learned_ranker.json
@@ -105,7 +106,10 @@ def serving_cost(root: Path, result: object, n: int = 600) -> dict:
         impressions = read_impressions(shared("ebnerd-week", "behaviors.tsv"))
         at = max(i.ts for i in impressions)
         rng = np.random.default_rng(0)
-        readers = [impressions[i].history[-10:] for i in rng.choice(len(impressions), n, replace=False)]
+        # readers as a site asks for them: the history it holds and the reader's id (the engine adds what its
+        # events say they read and were shown)
+        picked = rng.choice(len(impressions), n, replace=False)
+        readers = [(impressions[i].history[-10:], impressions[i].user_id) for i in picked]
         pages = [impressions[i].candidates[0] for i in rng.choice(len(impressions), n, replace=False)]
         timings = {}
         scoring: list[float] = []
@@ -128,21 +132,21 @@ def serving_cost(root: Path, result: object, n: int = 600) -> dict:
             if mode == served:  # the last mode: the limit stays for the rest of the process
                 limit_compute_threads(1)
             rec = Recommender.open(copy)
-            rec.warm().recommend(list(readers[0]), k=8, now=at)  # warm: folds the events, loads the model
+            rec.warm().recommend(list(readers[0][0]), user_id=readers[0][1], k=8, now=at)  # folds events, loads model
             if mode in (frozen, served):
                 gc.freeze()
             samples = []
-            for history in readers:
+            for history, user in readers:
                 started = time.perf_counter()
-                rec.recommend(list(history), k=8, now=at)
+                rec.recommend(list(history), user_id=user, k=8, now=at)
                 samples.append(time.perf_counter() - started)
             ms = np.asarray(samples) * 1000
             timings[mode] = {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
             if mode != "hand-set blend":  # the whole page: Related 10 + Recommendation 8 + Ranking 8
                 samples = []
-                for history, article in zip(readers, pages, strict=True):
+                for (history, user), article in zip(readers, pages, strict=True):
                     started = time.perf_counter()
-                    rec.page(article, list(history), k_related=10, k_recommend=8, k_ranking=8, now=at)
+                    rec.page(article, list(history), user_id=user, k_related=10, k_recommend=8, k_ranking=8, now=at)
                     samples.append(time.perf_counter() - started)
                 ms = np.asarray(samples) * 1000
                 timings[f"page(), {mode}"] = {

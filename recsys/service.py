@@ -273,7 +273,8 @@ class Recommender:
         rules = rules_for(self._models, view, "recommendation", now_s)
         filters = rules.apply_to(filters)
         arms = self._arms_at(now, now_s).for_reader(user_id or "")
-        found = [(n, b.recommendation.for_reader(view, reads, rules.fetch(k, MAX_K), filters, now_s)) for n, b in arms]
+        fetch, reader = rules.fetch(k, MAX_K), user_id or ""
+        found = [(n, b.recommendation.for_reader(view, reads, fetch, filters, now_s, reader)) for n, b in arms]
         return self._serve("recommendation", found, k, now_s, user_id or "", "", rules, None, filters)
 
     def _arms_at(self, now: TimeLike, now_s: float) -> Arms:
@@ -352,7 +353,7 @@ class Recommender:
         rules = {box: rules_for(self._models, view, box, now_s, article_id) for box in sizes}
         fetch = PageSizes(*(rules[box].fetch(k, MAX_K) for box, k in sizes.items()))
         kept_out = {box: rules[box].apply_to(Filters()) for box in sizes}
-        pages = [(n, compose_page(b, view, article_id, reads, fetch, now_s, kept_out)) for n, b in arms]
+        pages = [(n, compose_page(b, view, article_id, reads, fetch, now_s, kept_out, user_id or "")) for n, b in arms]
         k_rec += max(0, k_rel - max(len(page.related) for _, page in pages))  # slots the Related floor left
         boxes: dict[str, list[Hit]] = {}
         shown = {article_id}
@@ -364,10 +365,10 @@ class Recommender:
         return Page(article_id, boxes["related"], boxes["ranking"], boxes["recommendation"])
 
     def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:
-        """Read article ids, newest first, from an explicit history (oldest first) and/or a user's events."""
+        """Read article ids, newest first, from a user's recorded reads and/or an explicit history (oldest
+        first). The recorded reads carry their times and come first; a history passed in has none and is taken
+        as older (a site's stored history of a reader, e.g. MIND's, ends where the events it sends begin)."""
         reads: list[str] = []
-        if history:
-            reads.extend(reversed([h for h in history if h]))
         if user_id:
             try:
                 self._buffer.flush()
@@ -375,6 +376,8 @@ class Recommender:
                     reads.extend(a for a, _ in self._events.reads_of(user_id, now_s))
             except EventsUnavailable as exc:  # the list is still served, from the history passed
                 logger.warning("reads of %r not available: %s", user_id, exc)
+        if history:
+            reads.extend(reversed([h for h in history if h]))
         return list(dict.fromkeys(reads))
 
     # -- what readers do ---------------------------------------------------------------------------

@@ -53,6 +53,11 @@ def test_no_later_event_reaches_a_replayed_query(rec):
     # every earlier impression's events are in: the newest stored event is the previous impression's
     assert all(abs(newest - (now - 600.0)) < 1e-6 for now, newest, _ in seen)
     assert "page" in report.boxes and report.score("page", "recsys Related").n == 1
+    systems = {r["system"] for r in report.table("recommendation")}
+    # asked as a site asks for a known reader, and with the history alone; and the reader-aware naive peer
+    assert systems >= {"recsys", "recsys, history only (no reader id)"}
+    assert "most clicked in the last 1 h, unseen by the reader" in systems
+    assert "most clicked in the last 1 h, unseen by the reader" not in {r["system"] for r in report.table("ranking")}
 
 
 def test_the_baselines_and_the_ranking_catch_a_story_every_reader_clicks(rec):
@@ -75,6 +80,16 @@ def test_click_log_windows_forget_old_clicks():
     assert log.co_read("a", 5, set()) == []  # different readers: no co-read
     log.add(Impression("z", "u", START + 4 * 3600, (), ("c",), (True,)))
     assert log.co_read("a", 5, set()) == ["c"]
+    assert log.seen_by["u"] == {"a", "b", "c"} and log.seen_by["v"] == {"b"}  # what each reader was shown
+
+
+def test_the_reader_aware_peer_leaves_out_what_that_reader_was_shown_before(rec):
+    rows = impressions(30)
+    # the hot story is shown to everyone: the reader-aware list leaves it out for readers who were shown it
+    report = replay_served(rec, rows[:10], rows[10:], {}, sample=None, k=3, seed=0)
+    table = {r["system"]: r for r in report.table("recommendation")}
+    assert table["most clicked in the last 1 h"]["hit@3"] == 1.0
+    assert table["most clicked in the last 1 h, unseen by the reader"]["hit@3"] < 0.5
 
 
 def test_scores_count_hits_reciprocal_ranks_and_ndcg():

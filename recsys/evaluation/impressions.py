@@ -21,7 +21,7 @@ from recsys.evaluation.metrics import auc, mrr, ndcg_at_k
 from recsys.learning.features import candidate_features
 from recsys.learning.pools import ArticleLookup, ContentMatch
 from recsys.learning.ranker import LearnedRanker
-from recsys.learning.training import learn, reader_context
+from recsys.learning.training import learn, reader_at
 from recsys.service import Recommender
 from recsys.signals.logstate import LogState
 from recsys.signals.popularity import Popularity, squash
@@ -250,7 +250,7 @@ class LearnedScorer:
         self.timed = timed
 
     def score(self, impression: Impression) -> np.ndarray:
-        reader = reader_context(impression.history, self.lookup)
+        reader = reader_at(self.state, impression, self.lookup)
         candidates = impression.candidates
         published = np.array([self.lookup.published.get(c, np.nan) for c in candidates], dtype=np.float64)
         features = candidate_features(

@@ -2,11 +2,13 @@
 
 At each sampled impression's time, with every earlier impression's events ingested through
 ``Recommender.record_events`` and nothing later, the served boxes are asked from the whole live catalogue:
-Recommendation (the reader's history from the row), Ranking, and, where the article being read is known
-(``pages.tsv``), the whole page. A hit is a clicked article in the list. Naive lists of the same size are
-built from exactly the same events at the same moment: the most clicked in the last 15 min / 1 h / 6 h /
-24 h (the reader's history left out), the newest of the recently clicked, co-reads of the article being read
-and of the reader's last read, and a random recently clicked article. The impression's own clicks are
+Recommendation (the reader's history from the row and their id, as a site asks for a known reader; and, in a
+row of its own, the history alone), Ranking, and, where the article being read is known (``pages.tsv``), the
+whole page. A hit is a clicked article in the list. Naive lists of the same size are built from exactly the
+same events at the same moment: the most clicked in the last 15 min / 1 h / 6 h / 24 h (the reader's history
+left out; the last hour's also less everything the reader was shown or clicked before), the newest of the
+recently clicked, co-reads of the article being read and of the reader's last read, and a random recently
+clicked article. The impression's own clicks are
 ingested only after its lists were asked for, so no query sees its own future.
 """
 
@@ -64,11 +66,13 @@ class ClickLog:
         self.first_seen: dict[str, float] = {}
         self.co_reads: dict[str, Counter[str]] = defaultdict(Counter)
         self.last_clicks: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=CO_READ_MEMORY))
+        self.seen_by: dict[str, set[str]] = defaultdict(set)  # per reader: what they were shown or clicked
 
     def add(self, impression: Impression) -> None:
         ts = impression.ts
         for article in impression.candidates:
             self.first_seen.setdefault(article, ts)
+        self.seen_by[impression.user_id].update(impression.candidates)
         for article, clicked in zip(impression.candidates, impression.clicked, strict=True):
             if not clicked:
                 continue
@@ -212,14 +216,18 @@ BoxFn = Callable[[Recommender, Impression, str | None, float, int], dict[str, li
 def served_boxes(
     rec: Recommender, impression: Impression, page: str | None, now: float, k: int
 ) -> dict[str, list[str]]:
-    """What recsys serves at ``now``: Recommendation and Ranking of k, and the page where one is known."""
-    history = list(impression.history)
+    """What recsys serves at ``now``: Recommendation and Ranking of k, and the page where one is known, asked
+    as a site asks for a known reader (the row's history and its reader id, so the engine adds what its events
+    say the reader read and was shown); and Recommendation asked with the history alone, for a caller that
+    does not pass the reader's id."""
+    history, reader = list(impression.history), impression.user_id or None
     boxes = {
-        "recommendation": [h.id for h in rec.recommend(history, k=k, now=now)],
+        "recommendation": [h.id for h in rec.recommend(history, user_id=reader, k=k, now=now)],
+        "recommendation, history only": [h.id for h in rec.recommend(history, k=k, now=now)],
         "ranking": [h.id for h in rec.ranking(k, now=now)],
     }
     if page is not None and rec.view.store.row_of(page) is not None:
-        found = rec.page(page, history, k_related=k, k_ranking=8, k_recommend=8, now=now)
+        found = rec.page(page, history, user_id=reader, k_related=k, k_ranking=8, k_recommend=8, now=now)
         boxes["related"] = [h.id for h in found.related]
         boxes["page"] = [h.id for h in (*found.related, *found.recommendation, *found.ranking)]
         boxes["page, boxes beside Related"] = [h.id for h in (*found.recommendation, *found.ranking)]
@@ -286,6 +294,14 @@ def _score(
     baselines["random clicked (24 h)"] = log.random_clicked(k, read, rng)
     hour = _bucket(time.gmtime(now).tm_hour, HOUR_BUCKETS)
     history = _bucket(len(impression.history), HISTORY_BUCKETS)
+    # Recommendation's own naive peer: the last hour's list less what the reader was shown or clicked before
+    # (what knowing the reader buys a naive list; Ranking is one list for everyone, so it has no such peer)
+    seen = read | log.seen_by.get(impression.user_id, set())
+    unseen = log.most_clicked("1 h", k, seen)
+    report.score("recommendation", "most clicked in the last 1 h, unseen by the reader").add(unseen, clicked, k)
+    if "recommendation, history only" in served:
+        alone = served["recommendation, history only"]
+        report.score("recommendation", "recsys, history only (no reader id)").add(alone, clicked, k)
     for box in ("recommendation", "ranking"):
         report.score(box, "recsys").add(served[box], clicked, k)
         for name, ranked in baselines.items():

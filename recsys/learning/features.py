@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,23 +48,32 @@ FEATURES = (
     "rising",  # clicks_15m - clicks_2h: accelerating (> 0) or fading
     "impressions_2h",  # log(1 + decayed impressions), 2 h half-life: what the site is showing lately
     "impressions_15m",  # ... 15 min half-life: what it shows right now (a served box competes with it)
+    "shown_to_reader",  # log(1 + times this reader was shown it before); NaN when the reader is not known
+    "hours_since_shown",  # log(1 + hours since this reader was last shown it); NaN: never shown, or not known
 )
 _CLICKS_15M, _RISING = FEATURES.index("clicks_15m"), FEATURES.index("rising")
 _SHOWN_2H, _SHOWN_15M = FEATURES.index("impressions_2h"), FEATURES.index("impressions_15m")
+_SHOWN_TO_READER, _SINCE_SHOWN = FEATURES.index("shown_to_reader"), FEATURES.index("hours_since_shown")
 # the columns that depend on the reader (the rest are the article's at the moment: ``article_features``)
 READER_COLUMNS = tuple(
     FEATURES.index(f)
-    for f in ("content_max", "content_mean", "coread", "category_share", "in_history", "history_length")
-)
+    for f in (
+        "content_max", "content_mean", "coread", "category_share", "in_history", "history_length",
+        "shown_to_reader", "hours_since_shown",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ReaderContext:
-    """What is known of the reader at the time: reads newest first, and the categories of the known ones."""
+    """What is known of the reader at the time: reads newest first, the categories of the known ones, and what
+    they were shown before (article -> (times, last time): ``ReaderMemory.shown``; None when the reader is not
+    known, e.g. a list asked for with a history and no user id)."""
 
     history: tuple[str, ...]
     category_counts: dict[str, int]
     known_reads: int
+    shown: Mapping[str, tuple[int, float]] | None = None
 
 
 NOBODY = ReaderContext((), {}, 0)  # a reader nothing is known of (the Ranking box: one list for everyone)
@@ -180,4 +189,19 @@ def candidate_features(
     read = set(history)
     out[:, 13] = [float(a in read) for a in ids]
     out[:, 14] = math.log1p(len(history))
+    if reader.shown is not None:
+        out[:, _SHOWN_TO_READER], out[:, _SINCE_SHOWN] = shown_columns(reader.shown, ids, at)
     return out
+
+
+def shown_columns(shown: Mapping[str, tuple[int, float]], ids: Sequence[str], at: float) -> tuple[np.ndarray, ...]:
+    """``shown_to_reader`` (0 when never shown) and ``hours_since_shown`` (NaN when never shown) of ``ids``."""
+    times = np.zeros(len(ids))
+    since = np.full(len(ids), np.nan)
+    if shown:
+        for i, article in enumerate(ids):
+            entry = shown.get(article)
+            if entry is not None:
+                times[i] = entry[0]
+                since[i] = max(at - entry[1], 0.0) / HOUR
+    return np.log1p(times), np.log1p(since)

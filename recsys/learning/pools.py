@@ -124,13 +124,16 @@ def pool_candidates(
     exclude: set[str],
     nearest: Sequence[str] = (),
     drawn: Sequence[str] = (),
+    reads: Sequence[str] | None = None,
 ) -> list[str]:
     """Articles a served list could show at the impression's time, none of ``exclude``: from the logs up to then
-    only (hot, newest, co-read), the content search's ``nearest``, and ``drawn`` (``draw_seen``) in full."""
+    only (hot, newest, co-reads of the reader's last ``reads``, newest first: by default the row's history), the
+    content search's ``nearest``, and ``drawn`` (``draw_seen``) in full."""
     at = impression.ts
     hot, _ = state.hours.ranked_active(at, POOL_HOT_WINDOW)
     newest = list(reversed(state.seen_order[-3 * POOL_NEWEST :]))
-    coread = [o for read in impression.history[-3:] for o, _ in state.coreads.neighbours(read, at, POOL_COREAD)]
+    last = list(reversed(impression.history[-3:])) if reads is None else list(reads[:3])
+    coread = [o for read in last for o, _ in state.coreads.neighbours(read, at, POOL_COREAD)]
     out: dict[str, None] = {}
     sources = ((hot, POOL_HOT), (newest, POOL_NEWEST), (coread, POOL_COREAD), (nearest, POOL_CONTENT))
     for source, limit in (*sources, (drawn, len(drawn))):

@@ -103,11 +103,25 @@ def in_time_order(impressions: Sequence[Impression]) -> tuple[list[Impression], 
     ], False
 
 
-def reader_context(history: Sequence[str], lookup: ArticleLookup) -> ReaderContext:
-    """A reader from a history given oldest first (the MIND order): reads newest first, category counts."""
-    newest_first = tuple(dict.fromkeys(reversed(history)))
+def reader_context(
+    history: Sequence[str],
+    lookup: ArticleLookup,
+    recent: Sequence[str] = (),
+    shown: Mapping[str, tuple[int, float]] | None = None,
+) -> ReaderContext:
+    """A reader from a history given oldest first (the MIND order) and ``recent`` reads newest first (what the
+    logs saw them read since, before the history in the result, as a served list takes a user's recorded reads
+    before a history passed in): reads newest first, category counts, and what they were ``shown`` before."""
+    newest_first = tuple(dict.fromkeys([*recent, *reversed(history)]))
     categories = Counter(lookup.category(h) for h in newest_first if h in lookup.rows and lookup.category(h))
-    return ReaderContext(newest_first, dict(categories), sum(categories.values()))
+    return ReaderContext(newest_first, dict(categories), sum(categories.values()), shown)
+
+
+def reader_at(state: LogState, impression: Impression, lookup: ArticleLookup) -> ReaderContext:
+    """The impression's reader as a served list would know them at its time: the history on the row after what
+    the logs saw them read until then, and what the logs showed them until then (``ReaderMemory``)."""
+    reader, at = impression.user_id, impression.ts
+    return reader_context(impression.history, lookup, state.readers.reads(reader, at), state.readers.shown(reader, at))
 
 
 def learn(state: LogState, batch: Sequence[Impression]) -> None:
@@ -155,16 +169,17 @@ def build_dataset(
         for impression in batch:
             if keep is not None and not keep(impression):
                 continue
-            reader = reader_context(impression.history, lookup)
+            reader = reader_at(state, impression, lookup)
             lists = [(impression.candidates, impression.clicked, True)]  # the list the site showed
             seen_at = dict(zip(impression.candidates, impression.positions, strict=False))
             if pools and any(impression.clicked):
                 # The served task as a second group: the site's list among what a box could have shown then,
                 # labelled by the clicks (the shown but unclicked compete too, as they do in a served box).
-                exclude = {*impression.candidates, *impression.history}
+                exclude = {*impression.candidates, *reader.history}
                 nearest = content.nearest(reader.history, POOL_CONTENT)
                 drawn = draw_seen(state, draws, POOL_RANDOM, exclude)
-                extra = [a for a in pool_candidates(state, impression, exclude, nearest, drawn) if a in lookup.rows]
+                found = pool_candidates(state, impression, exclude, nearest, drawn, reader.history)
+                extra = [a for a in found if a in lookup.rows]
                 if extra:
                     # shuffled: the site's list first would let any tie in a score (one coarse tree, an
                     # unseen article) fall to the shown, clicked ones, and early stopping would reward that

@@ -57,6 +57,7 @@ def compose_page(
     sizes: PageSizes,
     now_s: float,
     kept_out: dict[str, Filters] | None = None,
+    reader: str = "",
 ) -> Page:
     """One arm's page (see ``Recommender.page``), not yet served. Related slots left empty by the floor go to
     Recommendation (the page keeps its size; the box that has something to say fills it). ``kept_out``: per box,
@@ -92,7 +93,7 @@ def compose_page(
     # The article being read is the reader's newest read: its co-reads and its subject are context.
     reads = [article_id, *(r for r in reads if r != article_id)]
     found = lists.recommendation.for_reader(
-        view, reads, min(k_rec + spare, MAX_K), unshown("recommendation", shown), now_s
+        view, reads, min(k_rec + spare, MAX_K), unshown("recommendation", shown), now_s, reader
     )
     recommended = drop_repeated_stories(view, found, shown, threshold, k_rec)
     shown += [h.id for h in recommended]

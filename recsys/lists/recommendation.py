@@ -54,6 +54,7 @@ class _Reader:
     read_rows: dict[str, int]
     vectors: np.ndarray
     interests: list[Interest]
+    name: str = ""  # who they are as the events name them ("" unknown)
 
 
 class RecommendationList:
@@ -65,9 +66,10 @@ class RecommendationList:
         self._live = learned.LiveCatalogue()
 
     def for_reader(
-        self, view: VersionReader, reads: list[str], k: int | None, filters: Filters, now_s: float
+        self, view: VersionReader, reads: list[str], k: int | None, filters: Filters, now_s: float, reader: str = ""
     ) -> list[Hit]:
-        """``reads``: the reader's article ids, newest first, no repeats."""
+        """``reads``: the reader's article ids, newest first, no repeats; ``reader``: who they are as the events
+        name them ("" unknown), for what they were shown before (the learned ranker's ``shown_to_reader``)."""
         config = self.context.settings.recommend
         k = check_k(config.k if k is None else k)
         read_rows = view.store.rows_of(reads)
@@ -77,10 +79,10 @@ class RecommendationList:
             return self.ranking.top(view, k, unread, None, now_s)
         banned = banned_rows(view, filters, read_rows.values())
         history = np.asarray(view.vectors[[read_rows[a] for a in known]], dtype=np.float32)
-        reader = _Reader(reads, known, read_rows, history, build_interests(history, config))
+        person = _Reader(reads, known, read_rows, history, build_interests(history, config), reader)
 
         found: dict[int, tuple[float, int]] = {}  # row -> (best cosine, interest)
-        queries = np.stack([i.vector for i in reader.interests]) if reader.interests else np.zeros((0, 1))
+        queries = np.stack([i.vector for i in person.interests]) if person.interests else np.zeros((0, 1))
         ranker = self.context.models.ranker()
         nearest = None
         if ranker is not None and len(queries):  # the model looks where it was trained to look: the live articles
@@ -94,10 +96,10 @@ class RecommendationList:
                 if sim >= config.min_similarity and sim > found.get(row, (-1.0, 0))[0]:
                     found[row] = (sim, number)
         if ranker is not None:
-            return self._learned(view, ranker, reader, found, filters, banned, k, now_s)
+            return self._learned(view, ranker, person, found, filters, banned, k, now_s)
         if not found:
             return self.ranking.top(view, k, unread, None, now_s)
-        return self._blend(view, reader, found, k, now_s)
+        return self._blend(view, person, found, k, now_s)
 
     def _blend(
         self, view: VersionReader, reader: _Reader, found: dict[int, tuple[float, int]], k: int, now_s: float
@@ -243,7 +245,8 @@ class RecommendationList:
         names = view.vocab.get("category", [])
         read_codes = np.asarray(view.rows["category"][[read_rows[a] for a in known]]).tolist()
         known_categories = Counter(names[c] for c in read_codes if 0 <= c < len(names))
-        context = ReaderContext(tuple(reader.reads), dict(known_categories), sum(known_categories.values()))
+        shown = state.readers.shown(reader.name, now_s) if reader.name else None
+        context = ReaderContext(tuple(reader.reads), dict(known_categories), sum(known_categories.values()), shown)
         # the articles' own columns are every request's of this moment (recsys/lists/learned.py moment_features)
         this_moment = moment.get(view, state.generation, now_s, "article features", dict)
         own = learned.moment_features(this_moment, ids, state, now_s, published, seen)

@@ -1,7 +1,8 @@
 """What the logs said up to a moment, folded in time order: the one source of behavioural features.
 
-``LogState`` keeps popularity at a day's and two hours' half-life and all-time (sharing one row per
-article), the time each article was first seen, and co-reads. ``recsys.learning.features`` reads it.
+``LogState`` keeps popularity at a day's, two hours' and a quarter hour's half-life and all-time (sharing one
+row per article), the time each article was first seen, co-reads, and what each reader was shown and read
+(``ReaderMemory``). ``recsys.learning.features`` reads it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import replace
 from recsys.config import PopularityConfig
 from recsys.signals.coreads import CoReads
 from recsys.signals.popularity import Popularity
+from recsys.signals.readers import ReaderMemory
 
 
 class LogState:
@@ -32,6 +34,7 @@ class LogState:
         self.seen_order: list[str] = []  # articles in the order the logs first mentioned them (newest last)
         self.coreads = coreads if coreads is not None else CoReads()
         self.live_coreads = live_coreads
+        self.readers = ReaderMemory()
         self.generation = 0  # bumped by every fold or sighting: answers derived from the state key on it
 
     def fold(self, events: Iterable[Sequence]) -> None:
@@ -50,8 +53,10 @@ class LogState:
                 self.seen_order.append(row[0])
             if seen is None or row[3] < seen:
                 self.first_seen[row[0]] = row[3]
-            if self.live_coreads and row[1] in ("view", "click") and len(row) > 5 and row[5]:
-                self.coreads.add_reads(row[5], [(row[0], row[3])])
+            if len(row) > 5 and row[5]:
+                self.readers.add(row[5], row[0], row[1], row[3])
+                if self.live_coreads and row[1] in ("view", "click"):
+                    self.coreads.add_reads(row[5], [(row[0], row[3])])
 
     def saw(self, article_ids: Iterable[str], ts: float) -> None:
         """Articles the logs mention at ``ts`` (shown, or in a history): their first sighting if earlier."""
