@@ -87,7 +87,9 @@ def test_a_damaged_clock_is_ignored_and_reported(make_indexer, tmp_path, text):
 def _box_model(feature: str, sign: float) -> LearnedRanker:
     """A ranker whose box model learned that readers click what scores high (sign 1) or low (-1) on ``feature``."""
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(4000, len(FEATURES)))
+    known = FEATURES.index("impressions_15m") + 1  # a site that names no readers: what they were shown is unknown
+    x = np.full((4000, len(FEATURES)), np.nan)
+    x[:, :known] = rng.normal(size=(4000, known))
     groups = np.repeat(np.arange(400), 10)
     labels = (sign * x[:, FEATURES.index(feature)] + rng.normal(0, 0.3, 4000) > 1.0).astype(np.int8)
     half = groups < 200
