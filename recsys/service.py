@@ -263,19 +263,18 @@ class Recommender:
         """Articles for a reader from what they read (``history`` oldest first, or a ``user_id``'s events).
 
         Several interests are kept apart (recsys/signals/profile.py); each is searched on its own and every
-        interest of some weight gets a place. Already-read articles never appear. With no known reads
-        the list is Ranking. See recsys/lists/recommendation.py.
+        interest of some weight gets a place. Already-read articles never appear; with a ``user_id`` the learned
+        ranker also knows what they were shown. No known reads: Ranking. See recsys/lists/recommendation.py.
         """
         now_s = now_seconds(now)
         reads = self._reads(history, user_id, now_s)
         filters = make_filters(category, language, exclude=exclude, now_s=now_s)
         view, k = self.view, check_k(self.settings.recommend.k if k is None else k)
-        rules = rules_for(self._models, view, "recommendation", now_s)
-        filters = rules.apply_to(filters)
-        arms = self._arms_at(now, now_s).for_reader(user_id or "")
-        fetch, reader = rules.fetch(k, MAX_K), user_id or ""
+        rules, reader = rules_for(self._models, view, "recommendation", now_s), user_id or ""
+        filters, fetch = rules.apply_to(filters), rules.fetch(k, MAX_K)
+        arms = self._arms_at(now, now_s).for_reader(reader)
         found = [(n, b.recommendation.for_reader(view, reads, fetch, filters, now_s, reader)) for n, b in arms]
-        return self._serve("recommendation", found, k, now_s, user_id or "", "", rules, None, filters)
+        return self._serve("recommendation", found, k, now_s, reader, "", rules, None, filters)
 
     def _arms_at(self, now: TimeLike, now_s: float) -> Arms:
         """The pipelines for a list at ``now_s``: the live ones, or, for a ``now`` before the newest stored event
@@ -365,9 +364,8 @@ class Recommender:
         return Page(article_id, boxes["related"], boxes["ranking"], boxes["recommendation"])
 
     def _reads(self, history: Sequence[str] | None, user_id: str | None, now_s: float) -> list[str]:
-        """Read article ids, newest first, from a user's recorded reads and/or an explicit history (oldest
-        first). The recorded reads carry their times and come first; a history passed in has none and is taken
-        as older (a site's stored history of a reader, e.g. MIND's, ends where the events it sends begin)."""
+        """Read article ids, newest first: a user's recorded reads (timed), then an explicit history (oldest first,
+        no times: taken as older, as a site's stored history, e.g. MIND's, ends where the events it sends begin)."""
         reads: list[str] = []
         if user_id:
             try:
