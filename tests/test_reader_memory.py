@@ -53,6 +53,12 @@ def test_an_untrusted_client_marks_articles_as_seen_for_itself_only():
     state.fold([("a", "impression", "", 10.0, 1, "ip:abc"), ("b", "impression", "", 11.0, 1, "u1")])
     assert state.readers.shown("u1", 20.0) == {"b": (1, 11.0)}
     assert state.readers.shown("ip:abc", 20.0) == {"a": (1, 10.0)}
+    assert state.readers.reads("u1", 20.0) == [] and not state.readers._reads
+    state.fold([("c", "click", "", 12.0, 1, "u1")])
+    assert state.readers.reads("u1", 20.0) == ["c"]  # a replay keeps reads; a serving process asks the store
+    serving = LogState(Settings().popularity, live_coreads=True)
+    serving.fold([("c", "click", "", 12.0, 1, "u1"), ("b", "impression", "", 11.0, 1, "u1")])
+    assert serving.readers.reads("u1", 20.0) == [] and serving.readers.shown("u1", 20.0) == {"b": (1, 11.0)}
 
 
 def test_an_impressions_reader_columns_come_from_that_readers_earlier_impressions_only(index):  # noqa: F811

@@ -14,7 +14,7 @@ from dataclasses import replace
 from recsys.config import PopularityConfig
 from recsys.signals.coreads import CoReads
 from recsys.signals.popularity import Popularity
-from recsys.signals.readers import ReaderMemory
+from recsys.signals.readers import READS_PER_READER, ReaderMemory
 
 
 class LogState:
@@ -34,7 +34,8 @@ class LogState:
         self.seen_order: list[str] = []  # articles in the order the logs first mentioned them (newest last)
         self.coreads = coreads if coreads is not None else CoReads()
         self.live_coreads = live_coreads
-        self.readers = ReaderMemory()
+        # a serving process takes a reader's reads from the events store (``reads_of``); only a replay needs them here
+        self.readers = ReaderMemory(reads_per_reader=0 if live_coreads else READS_PER_READER)
         self.generation = 0  # bumped by every fold or sighting: answers derived from the state key on it
 
     def fold(self, events: Iterable[Sequence]) -> None:

@@ -59,7 +59,7 @@ class ReaderMemory:
             shown[article] = ((packed >> _TIME_BITS) + 1) << _TIME_BITS | last
             if len(shown) > self.shown_per_reader:
                 del shown[next(iter(shown))]
-        elif kind in READ_TYPES:
+        elif kind in READ_TYPES and self.reads_per_reader > 0:
             reads = _entry(self._reads, reader, self.max_readers)
             last = reads.pop(article, -math.inf)
             reads[article] = max(last, ts)
